@@ -1,0 +1,49 @@
+# mimic: `make demo` runs the main job on the default model, `make test` runs the tests.
+# Both set up what is missing first (Python packages from PyPI into .venv; Rust crates).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+SITE = $(shell $(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+export LIBTORCH = $(SITE)/torch
+CARGO_FLAGS ?= --release
+MIMIC := target/release/mimic
+
+.PHONY: setup build demo test lint bench reference-env fixtures clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
+	touch $(STAMP)
+
+build: setup
+	cargo build $(CARGO_FLAGS)
+
+demo: build
+	$(MIMIC) doctor
+	$(MIMIC) generate --backend torch --prompt "The capital of France is" --max-new-tokens 12
+	$(MIMIC) generate --backend onnx --prompt "The capital of France is" --max-new-tokens 12
+
+test: setup
+	cargo test $(CARGO_FLAGS) --workspace
+
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+
+# Decode speed of every backend side by side (needs `make reference-env` for transformers).
+bench: build reference-env
+	$(MIMIC) bench --backends transformers,torch,onnx,onnx-unfused --json bench.json
+
+reference-env: .venv-ref/.installed
+
+.venv-ref/.installed: requirements-ref.txt
+	$(PYTHON) -m venv .venv-ref
+	.venv-ref/bin/pip install --quiet --disable-pip-version-check -r requirements-ref.txt
+	touch $@
+
+fixtures: reference-env setup
+	.venv-ref/bin/python scripts/make_fixtures.py
+	.venv-ref/bin/python scripts/reference_default_model.py

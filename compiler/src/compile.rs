@@ -1,0 +1,139 @@
+//! `mimic compile`: a model to a folder with `model.onnx`, its external weights
+//! `model.onnx.data`, `tokenizer.json` and the contract `mimic.json` that the runtime reads.
+//! The folder is written under a temporary name and renamed into place when complete.
+use std::path::{Path, PathBuf};
+
+use mimic_models::contract::{Contract, KvCacheLayout, CONTRACT_FILE, CONTRACT_VERSION, DATA_FILE, MODEL_FILE, TOKENIZER_FILE};
+use mimic_models::{llama, Model};
+use prost::Message;
+
+use crate::emit::{AttentionImpl, OnnxBackend};
+use crate::graph::{GraphBuilder, IR_VERSION, OPSET};
+use crate::onnx::{ModelProto, OperatorSetIdProto};
+use crate::{CompileError, Result};
+
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    pub attention: AttentionImpl,
+    /// Logits of the last position only (generation) instead of every position.
+    pub last_only: bool,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            attention: AttentionImpl::Fused,
+            last_only: true,
+        }
+    }
+}
+
+/// Builds the ONNX model of `model` in memory, with weights streamed to `data_path`.
+pub fn emit_model(model: &Model, opts: &CompileOptions, data_path: Option<&Path>) -> Result<ModelProto> {
+    let g = GraphBuilder::new(data_path)?;
+    let mut backend = OnnxBackend::new(g, &model.config, &model.weights, opts.attention, opts.last_only);
+    llama::forward(&model.config, &mut backend);
+    if let Some(e) = backend.take_error() {
+        return Err(e);
+    }
+    let graph = backend.g.finish("mimic")?;
+    let m = ModelProto {
+        ir_version: Some(IR_VERSION),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }],
+        producer_name: Some("mimic".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let problems = crate::check::check_model(&m);
+    if !problems.is_empty() {
+        return Err(CompileError::Check(problems.join("; ")));
+    }
+    Ok(m)
+}
+
+/// Compiles `model` into `out` (replaced if it exists) and returns the contract written.
+pub fn compile_model(model: &Model, opts: &CompileOptions, out: &Path) -> Result<Contract> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| CompileError::io(&parent, e))?;
+    let name = out
+        .file_name()
+        .ok_or_else(|| CompileError::Other(format!("{}: not a folder name", out.display())))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let result = write_folder(model, opts, &tmp);
+    let contract = match result {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    if out.exists() {
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        std::fs::rename(out, &old).map_err(|e| CompileError::io(out, e))?;
+        std::fs::rename(&tmp, out).map_err(|e| CompileError::io(out, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, out).map_err(|e| CompileError::io(out, e))?;
+    }
+    Ok(contract)
+}
+
+fn write_folder(model: &Model, opts: &CompileOptions, dir: &Path) -> Result<Contract> {
+    std::fs::create_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
+    let m = emit_model(model, opts, Some(&dir.join(DATA_FILE)))?;
+    let model_path = dir.join(MODEL_FILE);
+    std::fs::write(&model_path, m.encode_to_vec()).map_err(|e| CompileError::io(&model_path, e))?;
+    let cfg = &model.config;
+    let tok = model.tokenizer.as_ref();
+    if let Some(t) = tok {
+        t.save(&dir.join(TOKENIZER_FILE))?;
+    }
+    let mut eos = tok.map(|t| t.eos_ids().to_vec()).unwrap_or_default();
+    for id in &cfg.eos_token_ids {
+        if !eos.contains(id) {
+            eos.push(*id);
+        }
+    }
+    let graph = m.graph.as_ref().expect("emit_model builds a graph");
+    let names = |v: &[crate::onnx::ValueInfoProto]| v.iter().filter_map(|x| x.name.clone()).collect();
+    let contract = Contract {
+        contract_version: CONTRACT_VERSION,
+        producer: format!("mimic {}", env!("CARGO_PKG_VERSION")),
+        source: model.source.clone(),
+        fingerprint: model.fingerprint(),
+        config: cfg.clone(),
+        attention: serde_json::to_value(opts.attention)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        logits: if opts.last_only { "last" } else { "all" }.into(),
+        inputs: names(&graph.input),
+        outputs: names(&graph.output),
+        kv_cache: KvCacheLayout {
+            num_layers: cfg.num_layers,
+            num_kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+            past_key: "past_key_values.{layer}.key".into(),
+            past_value: "past_key_values.{layer}.value".into(),
+            present_key: "present.{layer}.key".into(),
+            present_value: "present.{layer}.value".into(),
+        },
+        eos_token_ids: eos,
+        bos_token_id: tok.and_then(|t| t.bos_id()).or(cfg.bos_token_id),
+        chat_template: tok.and_then(|t| t.chat_template().map(String::from)),
+        max_positions: cfg.max_position_embeddings,
+    };
+    let path = dir.join(CONTRACT_FILE);
+    let text = serde_json::to_string_pretty(&contract).map_err(|e| CompileError::Other(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| CompileError::io(&path, e))?;
+    Ok(contract)
+}

@@ -1,0 +1,46 @@
+//! From a model (and, next, trained heads) to an ONNX folder the runtime executes:
+//! [`emit`] records the model definition as ONNX nodes, [`graph`] builds protobuf graphs with
+//! weights as external data, [`check`] verifies the result before it is written, and
+//! [`compile`] writes the folder with its contract.
+pub mod check;
+pub mod compile;
+pub mod emit;
+pub mod graph;
+
+/// The ONNX protobuf types, generated from the vendored `proto/onnx.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod onnx {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+pub use compile::{compile_model, CompileOptions};
+pub use mimic_models::contract::Contract;
+pub use emit::AttentionImpl;
+
+/// Errors of the compiler crate.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Model(#[from] mimic_models::ModelError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("emitted graph failed its structural check: {0}")]
+    Check(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = CompileError> = std::result::Result<T, E>;
+
+impl CompileError {
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        CompileError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

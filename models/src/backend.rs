@@ -1,0 +1,84 @@
+//! The tensor operations an architecture is written against. A backend either executes them
+//! (libtorch, in the trainer) or records them as graph nodes (ONNX, in the compiler), so each
+//! architecture is written once and both backends compute the same function.
+//!
+//! Weights are named, not passed: `linear(x, "model.layers.0.self_attn.q_proj", ..)` lets each
+//! backend keep them in its own layout (libtorch `[out, in]`, ONNX MatMul `[in, out]`).
+
+/// Where a decoder layer's activations can be observed (recorded, or shifted by a method such
+/// as LIVE that acts on them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Site {
+    /// Self-attention output after `o_proj`, before the residual add.
+    AttnOutput,
+    /// MLP output, before the residual add.
+    MlpOutput,
+    /// The layer's output hidden state (residual stream).
+    LayerOutput,
+}
+
+impl std::str::FromStr for Site {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "attn" | "attn-output" | "attention" => Ok(Site::AttnOutput),
+            "mlp" | "mlp-output" => Ok(Site::MlpOutput),
+            "layer" | "layer-output" | "residual" => Ok(Site::LayerOutput),
+            _ => Err(format!("unknown site `{s}` (attn, mlp, layer)")),
+        }
+    }
+}
+
+/// Shape facts of one layer's self-attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionSpec {
+    pub layer: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Keys more than `window - 1` positions before the query are masked (Mistral).
+    pub window: Option<usize>,
+}
+
+/// Tensor operations over activations `[batch, seq, ..]`. Infallible: a backend checks its
+/// weights and inputs before a forward pass starts.
+pub trait Backend {
+    type Tensor;
+
+    /// Token ids of this forward pass, `[batch, seq]`.
+    fn input_ids(&mut self) -> Self::Tensor;
+    /// Rows of the embedding table `table` (`[vocab, hidden]`) for `ids`: `[batch, seq, hidden]`.
+    fn embed(&mut self, ids: &Self::Tensor, table: &str) -> Self::Tensor;
+    /// `x W^T + b` for the HF `nn.Linear` named `module` (weight `{module}.weight`, `[out, in]`).
+    fn linear(&mut self, x: &Self::Tensor, module: &str, bias: bool) -> Self::Tensor;
+    /// `x / sqrt(mean(x^2) + eps) * weight` over the last axis.
+    fn rms_norm(&mut self, x: &Self::Tensor, weight: &str, eps: f64) -> Self::Tensor;
+    /// `x * sigmoid(x)`.
+    fn silu(&mut self, x: &Self::Tensor) -> Self::Tensor;
+    fn mul(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    fn add(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    /// `[batch, seq, heads * dim] -> [batch, heads, seq, dim]`.
+    fn split_heads(&mut self, x: &Self::Tensor, heads: usize, dim: usize) -> Self::Tensor;
+    /// `[batch, heads, seq, dim] -> [batch, seq, heads * dim]`.
+    fn merge_heads(&mut self, x: &Self::Tensor, heads: usize, dim: usize) -> Self::Tensor;
+    /// Rotary tables for this pass's positions: `cos, sin` of `position * inv_freq`, each
+    /// duplicated to the head dim (`[batch, seq, dim]`) and multiplied by `scaling`.
+    fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (Self::Tensor, Self::Tensor);
+    /// `x * cos + rotate_half(x) * sin` with `rotate_half([a | b]) = [-b | a]`; x `[b, h, s, d]`.
+    fn apply_rotary(&mut self, x: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor) -> Self::Tensor;
+    /// Causal self-attention of one layer: queries `[b, heads, s, d]` (rotated), the new keys
+    /// and values `[b, kv_heads, s, d]`, attending to the cached keys of earlier passes and
+    /// the new ones (padding masked). Query head `h` reads KV head `h / (heads / kv_heads)`.
+    /// Returns `[b, heads, s, d]`. This is where an attention shift (MimIC) applies.
+    fn attention(
+        &mut self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        spec: &AttentionSpec,
+    ) -> Self::Tensor;
+    /// Called with each layer's activation at each [`Site`]; returns it, recorded or changed.
+    fn observe(&mut self, layer: usize, site: Site, x: Self::Tensor) -> Self::Tensor;
+    /// Output logits `h W^T` for the positions the backend wants (all, or the last).
+    fn logits(&mut self, h: &Self::Tensor, weight: &str) -> Self::Tensor;
+}

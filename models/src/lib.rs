@@ -1,0 +1,17 @@
+//! Model architectures written once over a tensor-operation trait ([`backend::Backend`]), with
+//! loaders for Hugging Face folders and GGUF files, tokenizers, and the default model.
+pub mod backend;
+pub mod config;
+pub mod contract;
+pub mod default_model;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod llama;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Architecture, LlamaConfig};
+pub use error::{ModelError, Result};
+pub use weights::{HostTensor, Weights};
+pub use default_model::Model;

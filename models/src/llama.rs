@@ -1,0 +1,69 @@
+//! The Llama-family decoder (Llama, Mistral, Qwen2), written once over [`Backend`].
+//!
+//! ```text
+//! h = embed(ids)
+//! for each layer l:
+//!     x = rms_norm(h);  q, k, v = x Wq (+bq), x Wk (+bk), x Wv (+bv)
+//!     q, k = rotary(q), rotary(k);  a = attention(q, k, v) Wo
+//!     h = h + a
+//!     x = rms_norm(h);  h = h + (silu(x Wgate) * x Wup) Wdown
+//! logits = rms_norm(h) Wlm
+//! ```
+use crate::backend::{AttentionSpec, Backend, Site};
+use crate::config::LlamaConfig;
+
+/// Runs the decoder over the backend's input ids and returns its logits.
+pub fn forward<B: Backend>(cfg: &LlamaConfig, b: &mut B) -> B::Tensor {
+    let ids = b.input_ids();
+    let mut h = b.embed(&ids, "model.embed_tokens.weight");
+    let (cos, sin) = b.rotary_tables(&cfg.rope_inv_freq(), 1.0);
+    for layer in 0..cfg.num_layers {
+        h = decoder_layer(cfg, b, layer, h, &cos, &sin);
+    }
+    let h = b.rms_norm(&h, "model.norm.weight", cfg.rms_norm_eps);
+    b.logits(&h, cfg.lm_head_name())
+}
+
+fn decoder_layer<B: Backend>(
+    cfg: &LlamaConfig,
+    b: &mut B,
+    layer: usize,
+    h: B::Tensor,
+    cos: &B::Tensor,
+    sin: &B::Tensor,
+) -> B::Tensor {
+    let p = |s: &str| format!("model.layers.{layer}.{s}");
+    let (nh, nkv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+
+    let x = b.rms_norm(&h, &p("input_layernorm.weight"), cfg.rms_norm_eps);
+    let q = b.linear(&x, &p("self_attn.q_proj"), cfg.qkv_bias);
+    let k = b.linear(&x, &p("self_attn.k_proj"), cfg.qkv_bias);
+    let v = b.linear(&x, &p("self_attn.v_proj"), cfg.qkv_bias);
+    let q = b.split_heads(&q, nh, d);
+    let k = b.split_heads(&k, nkv, d);
+    let v = b.split_heads(&v, nkv, d);
+    let q = b.apply_rotary(&q, cos, sin);
+    let k = b.apply_rotary(&k, cos, sin);
+    let spec = AttentionSpec {
+        layer,
+        num_heads: nh,
+        num_kv_heads: nkv,
+        head_dim: d,
+        window: cfg.sliding_window[layer],
+    };
+    let a = b.attention(&q, &k, &v, &spec);
+    let a = b.merge_heads(&a, nh, d);
+    let a = b.linear(&a, &p("self_attn.o_proj"), cfg.o_bias);
+    let a = b.observe(layer, Site::AttnOutput, a);
+    let h = b.add(&h, &a);
+
+    let x = b.rms_norm(&h, &p("post_attention_layernorm.weight"), cfg.rms_norm_eps);
+    let gate = b.linear(&x, &p("mlp.gate_proj"), false);
+    let gate = b.silu(&gate);
+    let up = b.linear(&x, &p("mlp.up_proj"), false);
+    let m = b.mul(&gate, &up);
+    let m = b.linear(&m, &p("mlp.down_proj"), false);
+    let m = b.observe(layer, Site::MlpOutput, m);
+    let h = b.add(&h, &m);
+    b.observe(layer, Site::LayerOutput, h)
+}

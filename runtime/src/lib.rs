@@ -1,0 +1,28 @@
+//! Executes compiled folders with ONNX Runtime: finding and loading the library
+//! ([`environment`]), sessions with a key/value cache for generation ([`session`]).
+//! No libtorch here: a deployment needs ONNX Runtime and the compiled folder only.
+pub mod environment;
+pub mod session;
+
+pub use environment::{init_onnxruntime, OrtInfo};
+pub use session::{CompiledModel, ExecutionProvider, OnnxLm, SessionOptions};
+
+/// Errors of the runtime crate.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+    #[error("{path}: {msg}")]
+    File { path: std::path::PathBuf, msg: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+impl<R> From<ort::Error<R>> for RuntimeError {
+    fn from(e: ort::Error<R>) -> Self {
+        // ort's builder errors carry the builder and are not Send + Sync: keep the message.
+        RuntimeError::Ort(e.to_string())
+    }
+}

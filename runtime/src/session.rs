@@ -1,0 +1,253 @@
+//! A compiled folder loaded into an ONNX Runtime session, run with a key/value cache.
+use std::path::{Path, PathBuf};
+
+use mimic_models::contract::{Contract, MODEL_FILE};
+use mimic_models::generate::CausalLm;
+use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::value::{DynValue, Tensor};
+
+use crate::{Result, RuntimeError};
+
+/// Which ONNX Runtime execution provider runs the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda,
+    TensorRt,
+}
+
+impl std::str::FromStr for ExecutionProvider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            "tensorrt" | "trt" => Ok(Self::TensorRt),
+            _ => Err(format!("unknown execution provider `{s}` (cpu, cuda, tensorrt)")),
+        }
+    }
+}
+
+impl ExecutionProvider {
+    /// The name ONNX Runtime lists it under.
+    pub fn ort_name(self) -> &'static str {
+        match self {
+            Self::Cpu => "CPUExecutionProvider",
+            Self::Cuda => "CUDAExecutionProvider",
+            Self::TensorRt => "TensorrtExecutionProvider",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Intra-op threads; 0 lets ONNX Runtime choose (one per core).
+    pub threads: usize,
+    pub provider: ExecutionProvider,
+    /// Run on CPU when the requested provider is missing instead of failing.
+    pub fallback_cpu: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            threads: 0,
+            provider: ExecutionProvider::Cpu,
+            fallback_cpu: false,
+        }
+    }
+}
+
+/// The per-layer `present.*` outputs of the last run, fed back as `past_key_values.*`.
+pub struct KvState {
+    layers: Vec<(DynValue, DynValue)>,
+    /// The attention mask covering every cached position.
+    mask: Vec<i64>,
+}
+
+impl KvState {
+    pub fn len(&self) -> usize {
+        self.mask.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.mask.is_empty()
+    }
+}
+
+/// What one run returns.
+pub struct RunOutput {
+    /// `[batch, positions, vocab]` with positions 1 for last-only graphs.
+    pub logits: Vec<f32>,
+    pub logits_shape: Vec<usize>,
+    pub state: KvState,
+}
+
+/// A compiled folder with its ONNX Runtime session.
+pub struct CompiledModel {
+    pub dir: PathBuf,
+    pub contract: Contract,
+    session: Session,
+    pub provider: ExecutionProvider,
+}
+
+impl CompiledModel {
+    /// Loads `dir/model.onnx` with the contract beside it.
+    pub fn load(dir: &Path, opts: &SessionOptions) -> Result<Self> {
+        let info = crate::init_onnxruntime()?;
+        let contract = Contract::read(dir).map_err(|e| RuntimeError::Other(e.to_string()))?;
+        let model_path = dir.join(MODEL_FILE);
+        if !model_path.is_file() {
+            return Err(RuntimeError::File {
+                path: model_path,
+                msg: "not found".into(),
+            });
+        }
+        let mut provider = opts.provider;
+        if !info.providers.iter().any(|p| p == provider.ort_name()) {
+            if opts.fallback_cpu {
+                tracing::warn!(requested = provider.ort_name(), "provider unavailable, falling back to CPU");
+                provider = ExecutionProvider::Cpu;
+            } else {
+                return Err(RuntimeError::Other(format!(
+                    "execution provider {} is not in this ONNX Runtime ({}; has {:?}); pass --fallback cpu to run on CPU",
+                    provider.ort_name(),
+                    info.library.display(),
+                    info.providers
+                )));
+            }
+        }
+        let mut builder = Session::builder(crate::environment::environment()?)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+        if opts.threads > 0 {
+            builder = builder.with_intra_threads(opts.threads)?;
+        }
+        builder = match provider {
+            ExecutionProvider::Cpu => builder,
+            ExecutionProvider::Cuda => {
+                builder.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?
+            }
+            ExecutionProvider::TensorRt => builder.with_execution_providers([ort::ep::TensorRT::default()
+                .with_engine_cache(true)
+                .with_engine_cache_path(dir.join("trt-cache").display().to_string())
+                .build()
+                .error_on_failure()])?,
+        };
+        let session = builder.commit_from_file(&model_path).map_err(|e| RuntimeError::File {
+            path: model_path.clone(),
+            msg: format!("ONNX Runtime cannot load it: {e}"),
+        })?;
+        Ok(CompiledModel {
+            dir: dir.to_path_buf(),
+            contract,
+            session,
+            provider,
+        })
+    }
+
+    /// An empty cache for `batch` rows.
+    pub fn empty_state(&self, batch: usize) -> Result<KvState> {
+        let kv = &self.contract.kv_cache;
+        let shape = [batch, kv.num_kv_heads, 0, kv.head_dim];
+        let mut layers = Vec::with_capacity(kv.num_layers);
+        for _ in 0..kv.num_layers {
+            let k = Tensor::<f32>::from_array((shape, Vec::<f32>::new()))?.into_dyn();
+            let v = Tensor::<f32>::from_array((shape, Vec::<f32>::new()))?.into_dyn();
+            layers.push((k, v));
+        }
+        Ok(KvState { layers, mask: vec![] })
+    }
+
+    /// Runs one step for batch 1: `ids` appended to the cached sequence (all real tokens).
+    pub fn step(&mut self, ids: &[u32], state: KvState) -> Result<RunOutput> {
+        let past = state.len();
+        let positions: Vec<i64> = (past..past + ids.len()).map(|p| p as i64).collect();
+        let mut mask = state.mask.clone();
+        mask.extend(std::iter::repeat_n(1i64, ids.len()));
+        let ids: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
+        self.run(1, &ids, &mask, &positions, state)
+    }
+
+    /// Runs the graph: `ids` and `positions` `[batch, seq]`, `mask` `[batch, past + seq]`.
+    pub fn run(
+        &mut self,
+        batch: usize,
+        ids: &[i64],
+        mask: &[i64],
+        positions: &[i64],
+        state: KvState,
+    ) -> Result<RunOutput> {
+        let seq = ids.len() / batch.max(1);
+        let total = mask.len() / batch.max(1);
+        let max = self.contract.max_positions;
+        if total > max {
+            return Err(RuntimeError::Other(format!(
+                "sequence of {total} tokens is longer than the model's context of {max}"
+            )));
+        }
+        let n = self.contract.kv_cache.num_layers;
+        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * n);
+        inputs.push(("input_ids".into(), Tensor::from_array(([batch, seq], ids.to_vec()))?.into_dyn()));
+        inputs.push(("attention_mask".into(), Tensor::from_array(([batch, total], mask.to_vec()))?.into_dyn()));
+        inputs.push(("position_ids".into(), Tensor::from_array(([batch, seq], positions.to_vec()))?.into_dyn()));
+        for (l, (k, v)) in state.layers.into_iter().enumerate() {
+            inputs.push((format!("past_key_values.{l}.key"), k));
+            inputs.push((format!("past_key_values.{l}.value"), v));
+        }
+        let mut outputs = self.session.run(inputs)?;
+        let (shape, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
+        let logits_shape = shape.iter().map(|&d| d as usize).collect();
+        let logits = logits.to_vec();
+        let mut layers = Vec::with_capacity(n);
+        for l in 0..n {
+            let missing = |name: String| RuntimeError::Other(format!("graph output {name} missing"));
+            let k = outputs.remove(format!("present.{l}.key")).ok_or_else(|| missing(format!("present.{l}.key")))?;
+            let v = outputs
+                .remove(format!("present.{l}.value"))
+                .ok_or_else(|| missing(format!("present.{l}.value")))?;
+            layers.push((k, v));
+        }
+        Ok(RunOutput {
+            logits,
+            logits_shape,
+            state: KvState {
+                layers,
+                mask: mask.to_vec(),
+            },
+        })
+    }
+}
+
+/// Greedy generation through ONNX Runtime, batch 1.
+pub struct OnnxLm<'m> {
+    pub model: &'m mut CompiledModel,
+    state: Option<KvState>,
+}
+
+impl<'m> OnnxLm<'m> {
+    pub fn new(model: &'m mut CompiledModel) -> Self {
+        OnnxLm { model, state: None }
+    }
+}
+
+impl CausalLm for OnnxLm<'_> {
+    type Error = RuntimeError;
+
+    fn reset(&mut self) {
+        self.state = None;
+    }
+
+    fn extend(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let state = match self.state.take() {
+            Some(s) => s,
+            None => self.model.empty_state(1)?,
+        };
+        let out = self.model.step(ids, state)?;
+        let vocab = *out.logits_shape.last().unwrap_or(&0);
+        let last = out.logits[out.logits.len() - vocab..].to_vec();
+        self.state = Some(out.state);
+        Ok(last)
+    }
+
+    fn max_positions(&self) -> usize {
+        self.model.contract.max_positions
+    }
+}

