@@ -44,6 +44,7 @@ fn torch_backend_matches_transformers() {
         let out = tm.forward(&f, None);
         let err = rel_err(&to_vec(&out.logits), &reference["logits"].f32);
         assert!(err <= TOL, "{name}: logits relative error {err:e}");
+        eprintln!("{name}: torch logits relative error {err:.2e}");
         for l in 0..model.config.num_layers {
             for (site, key) in [(Site::AttnOutput, "attn_out"), (Site::MlpOutput, "mlp_out"), (Site::LayerOutput, "out")] {
                 let got = to_vec(&out.recorded[&(l, site)]);
@@ -124,6 +125,7 @@ fn onnx_backend_matches_transformers_fused_and_unfused() {
             let logits = run_compiled(&out, &reference["input_ids"], None, None);
             let err = rel_err(&logits, &reference["logits"].f32);
             assert!(err <= TOL, "{name} {attention:?}: logits relative error {err:e}");
+            eprintln!("{name} {attention:?}: onnx logits relative error {err:.2e}");
 
             let mask = &reference["padded_attention_mask"];
             let logits = run_compiled(&out, &reference["padded_input_ids"], Some(mask), Some(&reference["padded_position_ids"]));

@@ -351,7 +351,9 @@ impl GgufTensorInfo {
     }
 
     fn checked_numel(&self) -> Option<usize> {
-        self.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+        self.dims
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
     }
 
     /// The size of the tensor's data in bytes, `None` for an unknown type or a shape that does not
@@ -359,7 +361,7 @@ impl GgufTensorInfo {
     pub fn byte_len(&self) -> Option<usize> {
         let (block, bytes) = self.ggml_type.block_layout()?;
         let row = *self.dims.first().unwrap_or(&1);
-        if row % block as u64 != 0 {
+        if !row.is_multiple_of(block as u64) {
             return None;
         }
         (self.checked_numel()? / block).checked_mul(bytes)
@@ -465,7 +467,8 @@ impl GgufFile {
 
     pub fn get_str(&self, key: &str) -> Result<&str> {
         let v = self.get_required(key)?;
-        v.as_str().ok_or_else(|| self.wrong_type(key, "a string", v))
+        v.as_str()
+            .ok_or_else(|| self.wrong_type(key, "a string", v))
     }
 
     pub fn get_u64(&self, key: &str) -> Result<u64> {
@@ -476,7 +479,8 @@ impl GgufFile {
 
     pub fn get_f64(&self, key: &str) -> Result<f64> {
         let v = self.get_required(key)?;
-        v.as_f64().ok_or_else(|| self.wrong_type(key, "a number", v))
+        v.as_f64()
+            .ok_or_else(|| self.wrong_type(key, "a number", v))
     }
 
     pub fn get_bool(&self, key: &str) -> Result<bool> {
@@ -486,7 +490,8 @@ impl GgufFile {
 
     pub fn get_array(&self, key: &str) -> Result<&[MetaValue]> {
         let v = self.get_required(key)?;
-        v.as_array().ok_or_else(|| self.wrong_type(key, "an array", v))
+        v.as_array()
+            .ok_or_else(|| self.wrong_type(key, "an array", v))
     }
 
     /// `general.architecture`, e.g. "llama".
@@ -504,10 +509,10 @@ impl GgufFile {
 
     /// Checks that `info` describes whole blocks that lie inside the file and returns its byte range.
     fn check_tensor(&self, info: &GgufTensorInfo) -> Result<Option<std::ops::Range<usize>>> {
-        let numel = info.checked_numel().ok_or_else(|| {
-            self.tensor_error(info, format!("shape {:?} overflows", info.dims))
-        })?;
-        if info.offset % self.alignment != 0 {
+        let numel = info
+            .checked_numel()
+            .ok_or_else(|| self.tensor_error(info, format!("shape {:?} overflows", info.dims)))?;
+        if !info.offset.is_multiple_of(self.alignment) {
             return Err(self.tensor_error(
                 info,
                 format!(
@@ -524,12 +529,15 @@ impl GgufFile {
                 Some(s) if s <= file_len => Ok(None),
                 _ => Err(self.tensor_error(
                     info,
-                    format!("data offset {} lies past the end of the file ({file_len} bytes)", info.offset),
+                    format!(
+                        "data offset {} lies past the end of the file ({file_len} bytes)",
+                        info.offset
+                    ),
                 )),
             };
         };
         let row = *info.dims.first().unwrap_or(&1);
-        if row % block as u64 != 0 {
+        if !row.is_multiple_of(block as u64) {
             return Err(self.tensor_error(
                 info,
                 format!(
@@ -650,7 +658,7 @@ impl<'a> Parser<'a> {
             .is_some_and(|bytes| bytes <= self.remaining());
         if !fits {
             return Err(self.error(format!(
-                "{what} is {n}, more than the {} bytes left in the file can hold: the file is corrupt",
+                "{what} is {n}, more than the {} bytes left in the file can hold: the file is truncated or corrupt",
                 self.remaining()
             )));
         }
@@ -713,7 +721,7 @@ fn min_value_size(ty: u32) -> Option<usize> {
         2 | 3 => 2,
         4..=6 => 4,
         10..=12 => 8,
-        8 => 8,      // the length of an empty string
+        8 => 8,     // the length of an empty string
         9 => 4 + 8, // element type and count of an empty array
         _ => return None,
     })

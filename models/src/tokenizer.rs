@@ -134,7 +134,11 @@ fn token_content(v: &Value) -> Option<&str> {
 /// An id or a list of ids (`eos_token_id` in config.json / generation_config.json).
 fn ids_of(v: Option<&Value>) -> Vec<u32> {
     match v {
-        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).into_iter().collect(),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .into_iter()
+            .collect(),
         Some(Value::Array(a)) => a
             .iter()
             .filter_map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
@@ -172,7 +176,8 @@ impl TextTokenizer {
                 .and_then(token_content)
                 .and_then(|t| inner.token_to_id(t))
         };
-        let bos = special("bos_token").or_else(|| ids_of(config.get("bos_token_id")).first().copied());
+        let bos =
+            special("bos_token").or_else(|| ids_of(config.get("bos_token_id")).first().copied());
         let mut eos = Vec::new();
         for id in special("eos_token")
             .into_iter()
@@ -182,8 +187,14 @@ impl TextTokenizer {
         {
             push_unique(&mut eos, id);
         }
-        let pad = special("pad_token").or_else(|| ids_of(config.get("pad_token_id")).first().copied());
-        let flag = |key: &str| tok_config.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let pad =
+            special("pad_token").or_else(|| ids_of(config.get("pad_token_id")).first().copied());
+        let flag = |key: &str| {
+            tok_config
+                .get(key)
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
         let (add_bos, add_eos) = (flag("add_bos_token"), flag("add_eos_token"));
 
         let chat_template = match tok_config.get("chat_template") {
@@ -269,9 +280,16 @@ impl TextTokenizer {
             Some(v) => {
                 let types = v
                     .as_array()
-                    .and_then(|a| a.iter().map(MetaValue::as_i64).collect::<Option<Vec<i64>>>())
+                    .and_then(|a| {
+                        a.iter()
+                            .map(MetaValue::as_i64)
+                            .collect::<Option<Vec<i64>>>()
+                    })
                     .ok_or_else(|| {
-                        ModelError::format(path, "tokenizer.ggml.token_type is not an array of integers")
+                        ModelError::format(
+                            path,
+                            "tokenizer.ggml.token_type is not an array of integers",
+                        )
                     })?;
                 if types.len() != n {
                     return Err(ModelError::format(
@@ -385,9 +403,9 @@ impl TextTokenizer {
     /// Sets a post-processor that adds BOS in front and/or EOS at the end, as the flags say.
     fn install_post_processor(&mut self) -> Result<()> {
         let content = |id: u32| {
-            self.inner
-                .id_to_token(id)
-                .ok_or_else(|| tok_error(&self.source, format!("special token id {id} has no text")))
+            self.inner.id_to_token(id).ok_or_else(|| {
+                tok_error(&self.source, format!("special token id {id} has no text"))
+            })
         };
         let bos = match self.bos.filter(|_| self.add_bos) {
             Some(id) => Some((content(id)?, id)),
@@ -459,7 +477,10 @@ impl TextTokenizer {
         match ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
             Some(id) => Err(tok_error(
                 &self.source,
-                format!("token id {id} is not in the vocabulary ({} tokens)", self.vocab_size),
+                format!(
+                    "token id {id} is not in the vocabulary ({} tokens)",
+                    self.vocab_size
+                ),
             )),
             None => Ok(()),
         }
