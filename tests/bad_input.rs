@@ -15,14 +15,31 @@ fn fails(args: &[&str]) -> String {
         .output()
         .expect("run mimic");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "mimic {args:?} succeeded; stderr:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "mimic {args:?} panicked:\n{stderr}");
-    assert!(stderr.contains("error:"), "no error line for {args:?}:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "mimic {args:?} succeeded; stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "mimic {args:?} panicked:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("error:"),
+        "no error line for {args:?}:\n{stderr}"
+    );
     stderr
 }
 
 fn generate_on(model: &Path) -> String {
-    fails(&["generate", "--backend", "torch", "--model", model.to_str().unwrap(), "--prompt", "hi"])
+    fails(&[
+        "generate",
+        "--backend",
+        "torch",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ])
 }
 
 /// A copy of the llama fixture folder to damage.
@@ -39,7 +56,10 @@ fn fixture_copy(tmp: &Path) -> std::path::PathBuf {
 #[test]
 fn missing_model_path() {
     let err = generate_on(Path::new("/nonexistent/model.gguf"));
-    assert!(err.contains("/nonexistent/model.gguf") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("/nonexistent/model.gguf") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -60,7 +80,10 @@ fn truncated_safetensors() {
     let bytes = std::fs::read(&st).unwrap();
     std::fs::write(&st, &bytes[..bytes.len() - 1000]).unwrap();
     let err = generate_on(&dir);
-    assert!(err.contains("model.safetensors") && err.contains("not a valid safetensors"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("not a valid safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -68,10 +91,15 @@ fn unsupported_architecture() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = fixture_copy(tmp.path());
     let cfg = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"llama\"", "\"gpt2\"");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"llama\"", "\"gpt2\"");
     std::fs::write(&cfg, text).unwrap();
     let err = generate_on(&dir);
-    assert!(err.contains("config.json") && err.contains("unsupported architecture \"gpt2\""), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("unsupported architecture \"gpt2\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -79,11 +107,15 @@ fn unknown_tensor_type() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = fixture_copy(tmp.path());
     let data = vec![0u8; 16];
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![4], &data).unwrap();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![4], &data).unwrap();
     let bytes = safetensors::serialize([("model.embed_tokens.weight", view)], None).unwrap();
     std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
     let err = generate_on(&dir);
-    assert!(err.contains("model.embed_tokens.weight") && err.contains("unsupported tensor type I32"), "{err}");
+    assert!(
+        err.contains("model.embed_tokens.weight") && err.contains("unsupported tensor type I32"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,21 +123,45 @@ fn wrong_tensor_shape() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = fixture_copy(tmp.path());
     let cfg = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
     std::fs::write(&cfg, text).unwrap();
     let err = generate_on(&dir);
-    assert!(err.contains("mlp.gate_proj.weight") && err.contains("shape"), "{err}");
+    assert!(
+        err.contains("mlp.gate_proj.weight") && err.contains("shape"),
+        "{err}"
+    );
 }
 
 #[test]
 fn prompt_longer_than_the_context() {
     let prompt = "word ".repeat(9000);
-    let err = fails(&["generate", "--backend", "torch", "--prompt", &prompt, "--max-new-tokens", "4"]);
-    assert!(err.contains("longer than the model's context of 8192"), "{err}");
+    let err = fails(&[
+        "generate",
+        "--backend",
+        "torch",
+        "--prompt",
+        &prompt,
+        "--max-new-tokens",
+        "4",
+    ]);
+    assert!(
+        err.contains("longer than the model's context of 8192"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_device() {
-    let err = fails(&["generate", "--backend", "torch", "--device", "tpu", "--prompt", "hi"]);
+    let err = fails(&[
+        "generate",
+        "--backend",
+        "torch",
+        "--device",
+        "tpu",
+        "--prompt",
+        "hi",
+    ]);
     assert!(err.contains("unknown device `tpu`"), "{err}");
 }

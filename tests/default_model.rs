@@ -56,7 +56,11 @@ const PROMPTS: [&str; 20] = [
 ];
 
 /// Greedy decoding that also returns the logits of every step.
-fn greedy_with_logits<M: CausalLm>(lm: &mut M, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<Vec<f32>>)
+fn greedy_with_logits<M: CausalLm>(
+    lm: &mut M,
+    prompt: &[u32],
+    n: usize,
+) -> (Vec<u32>, Vec<Vec<f32>>)
 where
     M::Error: std::fmt::Debug,
 {
@@ -79,10 +83,19 @@ fn both_backends_continue_the_capital_of_france_with_paris() {
     let ids = tok.encode("The capital of France is").unwrap();
     let tm = TorchModel::new(&s.model, tch::Device::Cpu).unwrap();
     let (t, _) = greedy_with_logits(&mut TorchLm::new(&tm), &ids, 3);
-    assert!(tok.decode(&t).unwrap().starts_with(" Paris"), "torch: {:?}", tok.decode(&t));
-    let mut cm = CompiledModel::load(&s.compiled.path().join("m"), &SessionOptions::default()).unwrap();
+    assert!(
+        tok.decode(&t).unwrap().starts_with(" Paris"),
+        "torch: {:?}",
+        tok.decode(&t)
+    );
+    let mut cm =
+        CompiledModel::load(&s.compiled.path().join("m"), &SessionOptions::default()).unwrap();
     let (o, _) = greedy_with_logits(&mut OnnxLm::new(&mut cm), &ids, 3);
-    assert!(tok.decode(&o).unwrap().starts_with(" Paris"), "onnx: {:?}", tok.decode(&o));
+    assert!(
+        tok.decode(&o).unwrap().starts_with(" Paris"),
+        "onnx: {:?}",
+        tok.decode(&o)
+    );
 }
 
 #[test]
@@ -90,7 +103,8 @@ fn backends_agree_on_twenty_prompts() {
     let s = setup();
     let tok = s.model.tokenizer().unwrap();
     let tm = TorchModel::new(&s.model, tch::Device::Cpu).unwrap();
-    let mut cm = CompiledModel::load(&s.compiled.path().join("m"), &SessionOptions::default()).unwrap();
+    let mut cm =
+        CompiledModel::load(&s.compiled.path().join("m"), &SessionOptions::default()).unwrap();
     let mut worst = 0f32;
     for prompt in PROMPTS {
         let ids = tok.encode(prompt).unwrap();
@@ -101,7 +115,9 @@ fn backends_agree_on_twenty_prompts() {
             worst = worst.max(rel_err(a, b));
         }
     }
-    eprintln!("default model, 20 prompts x 8 steps: onnx vs torch logits relative error {worst:.2e}");
+    eprintln!(
+        "default model, 20 prompts x 8 steps: onnx vs torch logits relative error {worst:.2e}"
+    );
     assert!(worst <= 1e-3, "logits relative error {worst:e}");
 }
 
@@ -113,10 +129,21 @@ fn torch_backend_matches_transformers_on_the_default_model() {
     let mut lm = TorchLm::new(&tm);
     let tok = s.model.tokenizer().unwrap();
     for k in 0..3 {
-        let ids: Vec<u32> = reference[&format!("prompt{k}.ids")].i64.iter().map(|&x| x as u32).collect();
-        let greedy_ref: Vec<u32> = reference[&format!("prompt{k}.greedy")].i64.iter().map(|&x| x as u32).collect();
+        let ids: Vec<u32> = reference[&format!("prompt{k}.ids")]
+            .i64
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        let greedy_ref: Vec<u32> = reference[&format!("prompt{k}.greedy")]
+            .i64
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
         let (tokens, logits) = greedy_with_logits(&mut lm, &ids, greedy_ref.len());
-        let err = rel_err(&logits[0], &reference[&format!("prompt{k}.last_logits")].f32);
+        let err = rel_err(
+            &logits[0],
+            &reference[&format!("prompt{k}.last_logits")].f32,
+        );
         eprintln!("prompt {k}: last-position logits relative error vs transformers {err:.2e}");
         assert!(err <= 1e-4, "prompt {k}: relative error {err:e}");
         assert_eq!(tokens, greedy_ref, "prompt {k}: {:?}", tok.decode(&tokens));

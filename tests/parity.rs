@@ -25,7 +25,11 @@ fn to_vec(t: &Tensor) -> Vec<f32> {
 /// Values of `[batch, seq, width]` at the given (row, position) pairs.
 fn gather_positions(x: &[f32], seq: usize, width: usize, at: &[(usize, usize)]) -> Vec<f32> {
     at.iter()
-        .flat_map(|&(b, s)| x[(b * seq + s) * width..(b * seq + s + 1) * width].iter().copied())
+        .flat_map(|&(b, s)| {
+            x[(b * seq + s) * width..(b * seq + s + 1) * width]
+                .iter()
+                .copied()
+        })
         .collect()
 }
 
@@ -46,7 +50,11 @@ fn torch_backend_matches_transformers() {
         assert!(err <= TOL, "{name}: logits relative error {err:e}");
         eprintln!("{name}: torch logits relative error {err:.2e}");
         for l in 0..model.config.num_layers {
-            for (site, key) in [(Site::AttnOutput, "attn_out"), (Site::MlpOutput, "mlp_out"), (Site::LayerOutput, "out")] {
+            for (site, key) in [
+                (Site::AttnOutput, "attn_out"),
+                (Site::MlpOutput, "mlp_out"),
+                (Site::LayerOutput, "out"),
+            ] {
                 let got = to_vec(&out.recorded[&(l, site)]);
                 let err = rel_err(&got, &reference[&format!("layers.{l}.{key}")].f32);
                 assert!(err <= TOL, "{name}: layer {l} {key} relative error {err:e}");
@@ -72,8 +80,14 @@ fn torch_backend_matches_transformers() {
         let mut f = Forward::new(&ids);
         f.attention_mask = Some(&mask_t);
         let logits2 = to_vec(&tm.forward(&f, None).logits);
-        let err = rel_err(&gather_positions(&logits2, seq, vocab, &at), &gather_positions(&logits, seq, vocab, &at));
-        assert!(err <= 1e-6, "{name}: positions derived from the mask differ ({err:e})");
+        let err = rel_err(
+            &gather_positions(&logits2, seq, vocab, &at),
+            &gather_positions(&logits, seq, vocab, &at),
+        );
+        assert!(
+            err <= 1e-6,
+            "{name}: positions derived from the mask differ ({err:e})"
+        );
         eprintln!("{name}: torch ok");
     }
 }
@@ -96,18 +110,30 @@ fn torch_incremental_decoding_matches_full_sequence() {
             let got = to_vec(&tm.forward(&Forward::new(&step), Some(&mut cache)).logits);
             let want = gather_positions(&full.f32, seq, vocab, &[(0, s as usize), (1, s as usize)]);
             let err = rel_err(&got, &want);
-            assert!(err <= TOL, "{}: step {s} relative error {err:e}", dir.display());
+            assert!(
+                err <= TOL,
+                "{}: step {s} relative error {err:e}",
+                dir.display()
+            );
         }
     }
 }
 
 /// Runs a compiled (all-logits) folder on a batch with an empty cache.
-fn run_compiled(dir: &std::path::Path, ids: &Ref, mask: Option<&Ref>, pos: Option<&Ref>) -> Vec<f32> {
+fn run_compiled(
+    dir: &std::path::Path,
+    ids: &Ref,
+    mask: Option<&Ref>,
+    pos: Option<&Ref>,
+) -> Vec<f32> {
     let mut m = CompiledModel::load(dir, &SessionOptions::default()).unwrap();
     let (b, s) = (ids.shape[0], ids.shape[1]);
     let ones = vec![1i64; b * s];
     let mask = mask.map_or(ones, |m| m.i64.clone());
-    let pos = pos.map_or_else(|| (0..b).flat_map(|_| 0..s as i64).collect(), |p| p.i64.clone());
+    let pos = pos.map_or_else(
+        || (0..b).flat_map(|_| 0..s as i64).collect(),
+        |p| p.i64.clone(),
+    );
     let state = m.empty_state(b).unwrap();
     m.run(b, &ids.i64, &mask, &pos, state).unwrap().logits
 }
@@ -121,21 +147,40 @@ fn onnx_backend_matches_transformers_fused_and_unfused() {
         let reference = read_reference(&dir.join("reference.safetensors"));
         for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
             let out = tmp.path().join(format!("{name}-{attention:?}"));
-            compile_model(&model, &CompileOptions { attention, last_only: false }, &out).unwrap();
+            compile_model(
+                &model,
+                &CompileOptions {
+                    attention,
+                    last_only: false,
+                },
+                &out,
+            )
+            .unwrap();
             let logits = run_compiled(&out, &reference["input_ids"], None, None);
             let err = rel_err(&logits, &reference["logits"].f32);
-            assert!(err <= TOL, "{name} {attention:?}: logits relative error {err:e}");
+            assert!(
+                err <= TOL,
+                "{name} {attention:?}: logits relative error {err:e}"
+            );
             eprintln!("{name} {attention:?}: onnx logits relative error {err:.2e}");
 
             let mask = &reference["padded_attention_mask"];
-            let logits = run_compiled(&out, &reference["padded_input_ids"], Some(mask), Some(&reference["padded_position_ids"]));
+            let logits = run_compiled(
+                &out,
+                &reference["padded_input_ids"],
+                Some(mask),
+                Some(&reference["padded_position_ids"]),
+            );
             let (seq, vocab) = (mask.shape[1], model.config.vocab_size);
             let at = valid_positions(&mask.i64, mask.shape[0]);
             let err = rel_err(
                 &gather_positions(&logits, seq, vocab, &at),
                 &gather_positions(&reference["padded_logits"].f32, seq, vocab, &at),
             );
-            assert!(err <= TOL, "{name} {attention:?}: padded logits relative error {err:e}");
+            assert!(
+                err <= TOL,
+                "{name} {attention:?}: padded logits relative error {err:e}"
+            );
             eprintln!("{name} {attention:?}: onnx ok");
         }
     }
@@ -150,10 +195,21 @@ fn onnx_incremental_decoding_matches_full_sequence() {
         let reference = read_reference(&dir.join("reference.safetensors"));
         let full = &reference["logits"];
         let (seq, vocab) = (full.shape[1], full.shape[2]);
-        let ids: Vec<u32> = reference["input_ids"].i64[..seq].iter().map(|&x| x as u32).collect();
+        let ids: Vec<u32> = reference["input_ids"].i64[..seq]
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
         for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
             let out = tmp.path().join(format!("{name}-{attention:?}"));
-            compile_model(&model, &CompileOptions { attention, last_only: true }, &out).unwrap();
+            compile_model(
+                &model,
+                &CompileOptions {
+                    attention,
+                    last_only: true,
+                },
+                &out,
+            )
+            .unwrap();
             let mut m = CompiledModel::load(&out, &SessionOptions::default()).unwrap();
             let state = m.empty_state(1).unwrap();
             let mut r = m.step(&ids[..6], state).unwrap();
@@ -161,7 +217,10 @@ fn onnx_incremental_decoding_matches_full_sequence() {
                 r = m.step(&ids[s..s + 1], r.state).unwrap();
                 let want = gather_positions(&full.f32, seq, vocab, &[(0, s)]);
                 let err = rel_err(&r.logits, &want);
-                assert!(err <= TOL, "{name} {attention:?}: step {s} relative error {err:e}");
+                assert!(
+                    err <= TOL,
+                    "{name} {attention:?}: step {s} relative error {err:e}"
+                );
             }
         }
     }

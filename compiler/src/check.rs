@@ -66,7 +66,9 @@ pub fn check_model(model: &ModelProto) -> Vec<String> {
         .and_then(|o| o.version);
     match opset {
         Some(v) if (OPSET..=MAX_OPSET).contains(&v) => {}
-        other => problems.push(format!("default-domain opset {other:?} outside {OPSET}..={MAX_OPSET}")),
+        other => problems.push(format!(
+            "default-domain opset {other:?} outside {OPSET}..={MAX_OPSET}"
+        )),
     }
     let Some(graph) = &model.graph else {
         problems.push("model has no graph".into());
@@ -87,11 +89,17 @@ pub fn check_model(model: &ModelProto) -> Vec<String> {
         }
         let numel: i64 = t.dims.iter().product();
         if t.dims.iter().any(|&d| d < 0) {
-            problems.push(format!("initializer {name} has a negative dimension {:?}", t.dims));
+            problems.push(format!(
+                "initializer {name} has a negative dimension {:?}",
+                t.dims
+            ));
             continue;
         }
         let Some(size) = t.data_type.and_then(element_size) else {
-            problems.push(format!("initializer {name} has an unsupported type {:?}", t.data_type));
+            problems.push(format!(
+                "initializer {name} has an unsupported type {:?}",
+                t.data_type
+            ));
             continue;
         };
         let expected = numel as usize * size;
@@ -117,15 +125,19 @@ pub fn check_model(model: &ModelProto) -> Vec<String> {
         if domain.is_empty() {
             match OPERATORS.iter().find(|(name, _, _)| *name == op) {
                 None => problems.push(format!("{label}: operator not in the emitter's set")),
-                Some((_, lo, hi)) if node.input.len() < *lo || node.input.len() > *hi => {
-                    problems.push(format!("{label}: {} inputs, expected {lo}..={hi}", node.input.len()))
-                }
+                Some((_, lo, hi)) if node.input.len() < *lo || node.input.len() > *hi => problems
+                    .push(format!(
+                        "{label}: {} inputs, expected {lo}..={hi}",
+                        node.input.len()
+                    )),
                 _ => {}
             }
         }
         for input in &node.input {
             if !input.is_empty() && !defined.contains(input.as_str()) {
-                problems.push(format!("{label}: input {input} is used before it is defined"));
+                problems.push(format!(
+                    "{label}: input {input} is used before it is defined"
+                ));
             }
         }
         for output in &node.output {
@@ -167,23 +179,36 @@ mod tests {
     #[test]
     fn accepts_a_well_formed_graph_and_names_each_problem() {
         let mut g = GraphBuilder::new(None).unwrap();
-        g.inputs.push(value_info("x", DataType::Float, &[Dim::Named("n")]));
+        g.inputs
+            .push(value_info("x", DataType::Float, &[Dim::Named("n")]));
         let y = g.node("Sigmoid", &["x"], vec![]);
         g.node_named("Neg", &[&y], &["out"], vec![]);
-        g.outputs.push(value_info("out", DataType::Float, &[Dim::Named("n")]));
+        g.outputs
+            .push(value_info("out", DataType::Float, &[Dim::Named("n")]));
         assert!(check_model(&model(g)).is_empty());
 
         let mut g = GraphBuilder::new(None).unwrap();
-        g.inputs.push(value_info("x", DataType::Float, &[Dim::Named("n")]));
+        g.inputs
+            .push(value_info("x", DataType::Float, &[Dim::Named("n")]));
         g.node_named("Neg", &["nowhere"], &["a"], vec![]);
         g.node_named("FancyOp", &["x"], &["b"], vec![]);
         g.node_named("Add", &["x"], &["c"], vec![]);
-        g.outputs.push(value_info("out", DataType::Float, &[Dim::Named("n")]));
+        g.outputs
+            .push(value_info("out", DataType::Float, &[Dim::Named("n")]));
         let mut m = model(g);
         m.ir_version = Some(14);
         let problems = check_model(&m).join("\n");
-        for needle in ["IR version 14", "nowhere is used before", "FancyOp", "1 inputs", "out is never produced"] {
-            assert!(problems.contains(needle), "missing {needle:?} in:\n{problems}");
+        for needle in [
+            "IR version 14",
+            "nowhere is used before",
+            "FancyOp",
+            "1 inputs",
+            "out is never produced",
+        ] {
+            assert!(
+                problems.contains(needle),
+                "missing {needle:?} in:\n{problems}"
+            );
         }
     }
 
@@ -192,7 +217,11 @@ mod tests {
         let mut g = GraphBuilder::new(None).unwrap();
         let w = g.weight("w", &[2, 3], &[0.0; 6]).unwrap();
         g.node_named("Neg", &[&w], &["out"], vec![]);
-        g.outputs.push(value_info("out", DataType::Float, &[Dim::Fixed(2), Dim::Fixed(3)]));
+        g.outputs.push(value_info(
+            "out",
+            DataType::Float,
+            &[Dim::Fixed(2), Dim::Fixed(3)],
+        ));
         let mut m = model(g);
         assert!(check_model(&m).is_empty());
         m.graph.as_mut().unwrap().initializer[0].dims = vec![2, 4];

@@ -3,7 +3,9 @@
 //! The folder is written under a temporary name and renamed into place when complete.
 use std::path::{Path, PathBuf};
 
-use mimic_models::contract::{Contract, KvCacheLayout, CONTRACT_FILE, CONTRACT_VERSION, DATA_FILE, MODEL_FILE, TOKENIZER_FILE};
+use mimic_models::contract::{
+    Contract, KvCacheLayout, CONTRACT_FILE, CONTRACT_VERSION, DATA_FILE, MODEL_FILE, TOKENIZER_FILE,
+};
 use mimic_models::{llama, Model};
 use prost::Message;
 
@@ -29,9 +31,19 @@ impl Default for CompileOptions {
 }
 
 /// Builds the ONNX model of `model` in memory, with weights streamed to `data_path`.
-pub fn emit_model(model: &Model, opts: &CompileOptions, data_path: Option<&Path>) -> Result<ModelProto> {
+pub fn emit_model(
+    model: &Model,
+    opts: &CompileOptions,
+    data_path: Option<&Path>,
+) -> Result<ModelProto> {
     let g = GraphBuilder::new(data_path)?;
-    let mut backend = OnnxBackend::new(g, &model.config, &model.weights, opts.attention, opts.last_only);
+    let mut backend = OnnxBackend::new(
+        g,
+        &model.config,
+        &model.weights,
+        opts.attention,
+        opts.last_only,
+    );
     llama::forward(&model.config, &mut backend);
     if let Some(e) = backend.take_error() {
         return Err(e);
@@ -104,7 +116,8 @@ fn write_folder(model: &Model, opts: &CompileOptions, dir: &Path) -> Result<Cont
         }
     }
     let graph = m.graph.as_ref().expect("emit_model builds a graph");
-    let names = |v: &[crate::onnx::ValueInfoProto]| v.iter().filter_map(|x| x.name.clone()).collect();
+    let names =
+        |v: &[crate::onnx::ValueInfoProto]| v.iter().filter_map(|x| x.name.clone()).collect();
     let contract = Contract {
         contract_version: CONTRACT_VERSION,
         producer: format!("mimic {}", env!("CARGO_PKG_VERSION")),
@@ -133,7 +146,8 @@ fn write_folder(model: &Model, opts: &CompileOptions, dir: &Path) -> Result<Cont
         max_positions: cfg.max_position_embeddings,
     };
     let path = dir.join(CONTRACT_FILE);
-    let text = serde_json::to_string_pretty(&contract).map_err(|e| CompileError::Other(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&contract).map_err(|e| CompileError::Other(e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| CompileError::io(&path, e))?;
     Ok(contract)
 }

@@ -68,7 +68,13 @@ pub struct OnnxBackend<'w> {
 }
 
 impl<'w> OnnxBackend<'w> {
-    pub fn new(g: GraphBuilder, cfg: &LlamaConfig, weights: &'w Weights, attention: AttentionImpl, last_only: bool) -> Self {
+    pub fn new(
+        g: GraphBuilder,
+        cfg: &LlamaConfig,
+        weights: &'w Weights,
+        attention: AttentionImpl,
+        last_only: bool,
+    ) -> Self {
         let mut b = OnnxBackend {
             g,
             weights,
@@ -85,26 +91,56 @@ impl<'w> OnnxBackend<'w> {
     fn declare_io(&mut self, cfg: &LlamaConfig) {
         use Dim::*;
         let g = &mut self.g;
-        g.inputs.push(value_info(INPUT_IDS, DataType::Int64, &[Named("batch"), Named("seq")]));
-        g.inputs
-            .push(value_info(ATTENTION_MASK, DataType::Int64, &[Named("batch"), Named("total_seq")]));
-        g.inputs.push(value_info(POSITION_IDS, DataType::Int64, &[Named("batch"), Named("seq")]));
+        g.inputs.push(value_info(
+            INPUT_IDS,
+            DataType::Int64,
+            &[Named("batch"), Named("seq")],
+        ));
+        g.inputs.push(value_info(
+            ATTENTION_MASK,
+            DataType::Int64,
+            &[Named("batch"), Named("total_seq")],
+        ));
+        g.inputs.push(value_info(
+            POSITION_IDS,
+            DataType::Int64,
+            &[Named("batch"), Named("seq")],
+        ));
         let kv = |seq| {
-            [Named("batch"), Fixed(cfg.num_kv_heads as i64), Named(seq), Fixed(cfg.head_dim as i64)]
+            [
+                Named("batch"),
+                Fixed(cfg.num_kv_heads as i64),
+                Named(seq),
+                Fixed(cfg.head_dim as i64),
+            ]
         };
         for l in 0..cfg.num_layers {
-            g.inputs.push(value_info(&past_key(l), DataType::Float, &kv("past_seq")));
-            g.inputs.push(value_info(&past_value(l), DataType::Float, &kv("past_seq")));
+            g.inputs
+                .push(value_info(&past_key(l), DataType::Float, &kv("past_seq")));
+            g.inputs
+                .push(value_info(&past_value(l), DataType::Float, &kv("past_seq")));
         }
-        let seq_out = if self.last_only { Fixed(1) } else { Named("seq") };
+        let seq_out = if self.last_only {
+            Fixed(1)
+        } else {
+            Named("seq")
+        };
         g.outputs.push(value_info(
             LOGITS,
             DataType::Float,
             &[Named("batch"), seq_out, Fixed(cfg.vocab_size as i64)],
         ));
         for l in 0..cfg.num_layers {
-            g.outputs.push(value_info(&present_key(l), DataType::Float, &kv("total_seq")));
-            g.outputs.push(value_info(&present_value(l), DataType::Float, &kv("total_seq")));
+            g.outputs.push(value_info(
+                &present_key(l),
+                DataType::Float,
+                &kv("total_seq"),
+            ));
+            g.outputs.push(value_info(
+                &present_value(l),
+                DataType::Float,
+                &kv("total_seq"),
+            ));
         }
     }
 
@@ -116,7 +152,10 @@ impl<'w> OnnxBackend<'w> {
     /// A weight in HF layout, emitted once.
     fn weight(&mut self, name: &str) -> String {
         if self.emitted.insert(name.to_string()) {
-            let t = self.weights.get(name).expect("weights checked against the config");
+            let t = self
+                .weights
+                .get(name)
+                .expect("weights checked against the config");
             if let Err(e) = self.g.weight(name, &t.shape, &t.data) {
                 self.error.get_or_insert(e);
             }
@@ -128,7 +167,11 @@ impl<'w> OnnxBackend<'w> {
     fn weight_t(&mut self, name: &str) -> String {
         let tname = format!("{name}.T");
         if self.emitted.insert(tname.clone()) {
-            let t = self.weights.get(name).expect("weights checked against the config").transpose2();
+            let t = self
+                .weights
+                .get(name)
+                .expect("weights checked against the config")
+                .transpose2();
             if let Err(e) = self.g.weight(&tname, &t.shape, &t.data) {
                 self.error.get_or_insert(e);
             }
@@ -161,7 +204,11 @@ impl<'w> OnnxBackend<'w> {
             let near = g.node("Less", &[&dist, &w], vec![]);
             allowed = g.node("And", &[&allowed, &near], vec![]);
         }
-        let pad = g.node("Cast", &[ATTENTION_MASK], vec![attr_int("to", DataType::Bool as i64)]);
+        let pad = g.node(
+            "Cast",
+            &[ATTENTION_MASK],
+            vec![attr_int("to", DataType::Bool as i64)],
+        );
         let axes12 = g.const_i64(&[1, 2]);
         let pad = g.node("Unsqueeze", &[&pad, &axes12], vec![]); // [B, 1, 1, S]
         let allowed = g.node("And", &[&allowed, &pad], vec![]); // [B, 1, T, S]
@@ -190,13 +237,31 @@ impl<'w> OnnxBackend<'w> {
         let mask = self.mask(spec.window);
         let l = spec.layer;
         let g = &mut self.g;
-        g.node_named("Concat", &[&past_key(l), k], &[&present_key(l)], vec![attr_int("axis", 2)]);
-        g.node_named("Concat", &[&past_value(l), v], &[&present_value(l)], vec![attr_int("axis", 2)]);
-        let (h, kv, d) = (spec.num_heads as i64, spec.num_kv_heads as i64, spec.head_dim as i64);
+        g.node_named(
+            "Concat",
+            &[&past_key(l), k],
+            &[&present_key(l)],
+            vec![attr_int("axis", 2)],
+        );
+        g.node_named(
+            "Concat",
+            &[&past_value(l), v],
+            &[&present_value(l)],
+            vec![attr_int("axis", 2)],
+        );
+        let (h, kv, d) = (
+            spec.num_heads as i64,
+            spec.num_kv_heads as i64,
+            spec.head_dim as i64,
+        );
         // Query head h reads KV head h / G: fold the G heads of a group into the query rows.
         let grouped = g.const_i64(&[0, kv, -1, d]);
         let qg = g.node("Reshape", &[q, &grouped], vec![]); // [B, KV, G*T, D]
-        let kt = g.node("Transpose", &[&present_key(l)], vec![attr_ints("perm", &[0, 1, 3, 2])]);
+        let kt = g.node(
+            "Transpose",
+            &[&present_key(l)],
+            vec![attr_ints("perm", &[0, 1, 3, 2])],
+        );
         let scores = g.node("MatMul", &[&qg, &kt], vec![]); // [B, KV, G*T, S]
         let per_head = g.const_i64(&[0, h, -1, 0]);
         let scores = g.node("Reshape", &[&scores, &per_head], vec![]); // [B, H, T, S]
@@ -267,18 +332,25 @@ impl Backend for OnnxBackend<'_> {
     fn split_heads(&mut self, x: &String, heads: usize, dim: usize) -> String {
         let shape = self.g.const_i64(&[0, 0, heads as i64, dim as i64]);
         let r = self.g.node("Reshape", &[x, &shape], vec![]);
-        self.g.node("Transpose", &[&r], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        self.g
+            .node("Transpose", &[&r], vec![attr_ints("perm", &[0, 2, 1, 3])])
     }
 
     fn merge_heads(&mut self, x: &String, heads: usize, dim: usize) -> String {
-        let t = self.g.node("Transpose", &[x], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let t = self
+            .g
+            .node("Transpose", &[x], vec![attr_ints("perm", &[0, 2, 1, 3])]);
         let shape = self.g.const_i64(&[0, 0, (heads * dim) as i64]);
         self.g.node("Reshape", &[&t, &shape], vec![])
     }
 
     fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (String, String) {
         let g = &mut self.g;
-        let pos = g.node("Cast", &[POSITION_IDS], vec![attr_int("to", DataType::Float as i64)]);
+        let pos = g.node(
+            "Cast",
+            &[POSITION_IDS],
+            vec![attr_int("to", DataType::Float as i64)],
+        );
         let last = g.const_i64(&[-1]);
         let pos = g.node("Unsqueeze", &[&pos, &last], vec![]); // [B, T, 1]
         let mut doubled = inv_freq.to_vec();
@@ -299,7 +371,12 @@ impl Backend for OnnxBackend<'_> {
 
     fn apply_rotary(&mut self, x: &String, cos: &String, sin: &String) -> String {
         let g = &mut self.g;
-        let halves = g.node_n("Split", &[x], 2, vec![attr_int("axis", 3), attr_int("num_outputs", 2)]);
+        let halves = g.node_n(
+            "Split",
+            &[x],
+            2,
+            vec![attr_int("axis", 3), attr_int("num_outputs", 2)],
+        );
         let neg = g.node("Neg", &[&halves[1]], vec![]);
         let rotated = g.node("Concat", &[&neg, &halves[0]], vec![attr_int("axis", 3)]);
         let a = g.node("Mul", &[x, cos], vec![]);

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::onnx::{
     attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_proto::DataType,
-    tensor_shape_proto::dimension::Value as DimValue, tensor_shape_proto::Dimension,
-    type_proto, AttributeProto, GraphProto, NodeProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_shape_proto::dimension::Value as DimValue, tensor_shape_proto::Dimension, type_proto,
+    AttributeProto, GraphProto, NodeProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
 };
 use crate::{CompileError, Result};
 
@@ -117,7 +117,11 @@ impl GraphBuilder {
                 let file = std::fs::File::create(p).map_err(|e| CompileError::io(p, e))?;
                 Some(ExternalData {
                     path: p.to_path_buf(),
-                    location: p.file_name().and_then(|n| n.to_str()).unwrap_or("model.onnx.data").into(),
+                    location: p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("model.onnx.data")
+                        .into(),
                     file: std::io::BufWriter::with_capacity(1 << 22, file),
                     offset: 0,
                 })
@@ -141,7 +145,13 @@ impl GraphBuilder {
     }
 
     /// Adds a node with named outputs.
-    pub fn node_named(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) {
+    pub fn node_named(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
         self.counter += 1;
         self.nodes.push(NodeProto {
             name: Some(format!("{op}_{}", self.counter)),
@@ -161,8 +171,16 @@ impl GraphBuilder {
     }
 
     /// Adds a node with `n` outputs and returns their names.
-    pub fn node_n(&mut self, op: &str, inputs: &[&str], n: usize, attrs: Vec<AttributeProto>) -> Vec<String> {
-        let outs: Vec<String> = (0..n).map(|_| self.fresh(&op.to_ascii_lowercase())).collect();
+    pub fn node_n(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        n: usize,
+        attrs: Vec<AttributeProto>,
+    ) -> Vec<String> {
+        let outs: Vec<String> = (0..n)
+            .map(|_| self.fresh(&op.to_ascii_lowercase()))
+            .collect();
         let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
         self.node_named(op, inputs, &refs, attrs);
         outs
@@ -222,7 +240,9 @@ impl GraphBuilder {
                 let io = |e| CompileError::io(&ext.path, e);
                 ext.file.write_all(&vec![0u8; pad as usize]).map_err(io)?;
                 ext.offset += pad;
-                ext.file.write_all(bytes).map_err(|e| CompileError::io(&ext.path, e))?;
+                ext.file
+                    .write_all(bytes)
+                    .map_err(|e| CompileError::io(&ext.path, e))?;
                 let entry = |k: &str, v: String| StringStringEntryProto {
                     key: Some(k.into()),
                     value: Some(v),
@@ -244,7 +264,9 @@ impl GraphBuilder {
     /// Flushes the external-data file and returns the graph.
     pub fn finish(mut self, name: &str) -> Result<GraphProto> {
         if let Some(ext) = self.external.as_mut() {
-            ext.file.flush().map_err(|e| CompileError::io(&ext.path, e))?;
+            ext.file
+                .flush()
+                .map_err(|e| CompileError::io(&ext.path, e))?;
         }
         Ok(GraphProto {
             name: Some(name.into()),
@@ -267,6 +289,7 @@ fn bytemuck_f32(data: &[f32]) -> &[u8] {
 pub fn read_model(path: &Path) -> Result<crate::onnx::ModelProto> {
     use prost::Message;
     let bytes = std::fs::read(path).map_err(|e| CompileError::io(path, e))?;
-    crate::onnx::ModelProto::decode(bytes.as_slice())
-        .map_err(|e| CompileError::Other(format!("{}: not a valid ONNX model: {e}", path.display())))
+    crate::onnx::ModelProto::decode(bytes.as_slice()).map_err(|e| {
+        CompileError::Other(format!("{}: not a valid ONNX model: {e}", path.display()))
+    })
 }

@@ -14,8 +14,8 @@ pub mod onnx {
 }
 
 pub use compile::{compile_model, CompileOptions};
-pub use mimic_models::contract::Contract;
 pub use emit::AttentionImpl;
+pub use mimic_models::contract::Contract;
 
 /// Errors of the compiler crate.
 #[derive(Debug, thiserror::Error)]

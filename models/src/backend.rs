@@ -65,7 +65,12 @@ pub trait Backend {
     /// duplicated to the head dim (`[batch, seq, dim]`) and multiplied by `scaling`.
     fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (Self::Tensor, Self::Tensor);
     /// `x * cos + rotate_half(x) * sin` with `rotate_half([a | b]) = [-b | a]`; x `[b, h, s, d]`.
-    fn apply_rotary(&mut self, x: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor) -> Self::Tensor;
+    fn apply_rotary(
+        &mut self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+    ) -> Self::Tensor;
     /// Causal self-attention of one layer: queries `[b, heads, s, d]` (rotated), the new keys
     /// and values `[b, kv_heads, s, d]`, attending to the cached keys of earlier passes and
     /// the new ones (padding masked). Query head `h` reads KV head `h / (heads / kv_heads)`.

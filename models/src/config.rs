@@ -85,7 +85,10 @@ fn opt_f64(v: &Value, key: &str) -> Option<f64> {
 fn token_ids(v: Option<&Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as u32))
+            .collect(),
         _ => vec![],
     }
 }
@@ -100,11 +103,14 @@ fn parse_rope_scaling(obj: Option<&Value>, path: &Path) -> Result<RopeScaling> {
         .and_then(Value::as_str)
         .unwrap_or("default");
     let f = |k: &str| {
-        opt_f64(obj, k).ok_or_else(|| ModelError::format(path, format!("rope scaling `{kind}` lacks `{k}`")))
+        opt_f64(obj, k)
+            .ok_or_else(|| ModelError::format(path, format!("rope scaling `{kind}` lacks `{k}`")))
     };
     match kind {
         "default" => Ok(RopeScaling::Default),
-        "linear" => Ok(RopeScaling::Linear { factor: f("factor")? }),
+        "linear" => Ok(RopeScaling::Linear {
+            factor: f("factor")?,
+        }),
         "llama3" => Ok(RopeScaling::Llama3 {
             factor: f("factor")?,
             low_freq_factor: f("low_freq_factor")?,
@@ -132,15 +138,17 @@ impl LlamaConfig {
             .get("model_type")
             .and_then(Value::as_str)
             .ok_or_else(|| ModelError::format(path, "missing field `model_type`"))?;
-        let architecture = Architecture::parse(model_type).ok_or_else(|| {
-            ModelError::UnsupportedArchitecture {
+        let architecture =
+            Architecture::parse(model_type).ok_or_else(|| ModelError::UnsupportedArchitecture {
                 path: path.to_path_buf(),
                 arch: model_type.to_string(),
-            }
-        })?;
+            })?;
         if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
-                return Err(ModelError::format(path, format!("unsupported hidden_act `{act}` (only silu)")));
+                return Err(ModelError::format(
+                    path,
+                    format!("unsupported hidden_act `{act}` (only silu)"),
+                ));
             }
         }
         let hidden_size = get_usize(v, "hidden_size", path)?;
@@ -167,12 +175,20 @@ impl LlamaConfig {
         };
         let window = match architecture {
             Architecture::Mistral => v.get("sliding_window").and_then(Value::as_u64),
-            Architecture::Qwen2 if v.get("use_sliding_window").and_then(Value::as_bool) == Some(true) => {
-                return Err(ModelError::format(path, "Qwen2 use_sliding_window=true is not supported yet"));
+            Architecture::Qwen2
+                if v.get("use_sliding_window").and_then(Value::as_bool) == Some(true) =>
+            {
+                return Err(ModelError::format(
+                    path,
+                    "Qwen2 use_sliding_window=true is not supported yet",
+                ));
             }
             _ => None,
         };
-        let attention_bias = v.get("attention_bias").and_then(Value::as_bool).unwrap_or(false);
+        let attention_bias = v
+            .get("attention_bias")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if v.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
             return Err(ModelError::format(path, "mlp_bias=true is not supported"));
         }
@@ -192,7 +208,10 @@ impl LlamaConfig {
                 .get("max_position_embeddings")
                 .and_then(Value::as_u64)
                 .unwrap_or(4096) as usize,
-            tie_word_embeddings: v.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            tie_word_embeddings: v
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             qkv_bias: architecture == Architecture::Qwen2 || attention_bias,
             o_bias: attention_bias,
             sliding_window: vec![window.map(|w| w as usize); num_layers],
@@ -229,7 +248,10 @@ impl LlamaConfig {
                 factor: g.get_f64(&key("rope.scaling.factor"))?,
             },
             Some(other) => {
-                return Err(ModelError::format(path, format!("unsupported GGUF rope scaling `{other}`")))
+                return Err(ModelError::format(
+                    path,
+                    format!("unsupported GGUF rope scaling `{other}`"),
+                ))
             }
         };
         let window = u("attention.sliding_window").ok();
@@ -250,7 +272,10 @@ impl LlamaConfig {
             qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
             o_bias: g.tensor("blk.0.attn_output.bias").is_some(),
             sliding_window: vec![window; num_layers],
-            bos_token_id: g.get_u64("tokenizer.ggml.bos_token_id").ok().map(|x| x as u32),
+            bos_token_id: g
+                .get_u64("tokenizer.ggml.bos_token_id")
+                .ok()
+                .map(|x| x as u32),
             eos_token_ids: g
                 .get_u64("tokenizer.ggml.eos_token_id")
                 .ok()
@@ -266,14 +291,17 @@ impl LlamaConfig {
         if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_layers == 0 {
             return bad("head and layer counts must be positive".into());
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
-            return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
+        if !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head_dim {} must be even for rotary embeddings",
+                self.head_dim
+            ));
         }
         Ok(())
     }
@@ -322,8 +350,14 @@ impl LlamaConfig {
     /// Every tensor the decoder reads, with its shape, in HF names and layout.
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
         let (h, i) = (self.hidden_size, self.intermediate_size);
-        let (qd, kvd) = (self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
-        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h])];
+        let (qd, kvd) = (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        );
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![self.vocab_size, h],
+        )];
         for l in 0..self.num_layers {
             let p = |s: &str| format!("model.layers.{l}.{s}");
             out.push((p("input_layernorm.weight"), vec![h]));

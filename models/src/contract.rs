@@ -66,4 +66,3 @@ impl Contract {
         Ok(c)
     }
 }
-

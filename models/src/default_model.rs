@@ -66,17 +66,23 @@ impl Model {
 
     /// The tokenizer, or an error naming the model when it has none.
     pub fn tokenizer(&self) -> Result<&TextTokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| ModelError::Tokenizer {
-            path: self.source.clone(),
-            msg: "this model has no tokenizer (tokenizer.json missing)".into(),
-        })
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| ModelError::Tokenizer {
+                path: self.source.clone(),
+                msg: "this model has no tokenizer (tokenizer.json missing)".into(),
+            })
     }
 
     /// A fingerprint of the base model (configuration and a sample of its weights): heads and
     /// compiled graphs record it so that loading them onto another model is an error.
     pub fn fingerprint(&self) -> String {
         let mut h = Fnv64::default();
-        h.write(serde_json::to_string(&self.config).unwrap_or_default().as_bytes());
+        h.write(
+            serde_json::to_string(&self.config)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         for name in ["model.norm.weight", "model.embed_tokens.weight"] {
             if let Some(t) = self.weights.tensors.get(name) {
                 for x in t.data.iter().take(8192) {
@@ -137,11 +143,17 @@ pub fn site_packages_dirs() -> Vec<PathBuf> {
     let mut out = Vec::new();
     for root in roots {
         let lib = root.join("lib");
-        let Ok(entries) = std::fs::read_dir(&lib) else { continue };
+        let Ok(entries) = std::fs::read_dir(&lib) else {
+            continue;
+        };
         let mut pys: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("python"))
+            })
             .collect();
         pys.sort();
         for py in pys {

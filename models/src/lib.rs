@@ -12,6 +12,6 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Architecture, LlamaConfig};
+pub use default_model::Model;
 pub use error::{ModelError, Result};
 pub use weights::{HostTensor, Weights};
-pub use default_model::Model;

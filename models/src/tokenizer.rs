@@ -88,6 +88,8 @@ pub struct TextTokenizer {
     add_eos: bool,
     chat_template: Option<String>,
     vocab_size: usize,
+    /// One past the largest id; decoding a larger id is an error.
+    id_limit: u32,
     source: PathBuf,
 }
 
@@ -145,6 +147,13 @@ fn ids_of(v: Option<&Value>) -> Vec<u32> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+fn id_limit(tok: &Tokenizer) -> u32 {
+    tok.get_vocab(true)
+        .values()
+        .max()
+        .map_or(0, |&m| m.saturating_add(1))
 }
 
 fn push_unique(ids: &mut Vec<u32>, id: u32) {
@@ -223,6 +232,7 @@ impl TextTokenizer {
 
         let mut tok = TextTokenizer {
             vocab_size: inner.get_vocab_size(true),
+            id_limit: id_limit(&inner),
             inner,
             bos,
             eos,
@@ -234,7 +244,8 @@ impl TextTokenizer {
         };
         // transformers honours add_bos_token / add_eos_token even when the tokenizer.json's
         // post-processor does not add the token itself: install one that does.
-        let probe = tok.encode_raw("a")?;
+        // (A tokenizer that cannot encode the probe gets the post-processor too.)
+        let probe = tok.encode_raw("a").unwrap_or_default();
         let needs_bos = add_bos && tok.bos.is_some_and(|b| probe.first() != Some(&b));
         let needs_eos = add_eos && tok.eos.first().is_some_and(|e| probe.last() != Some(e));
         if needs_bos || needs_eos {
@@ -385,6 +396,7 @@ impl TextTokenizer {
 
         let mut tok = TextTokenizer {
             vocab_size: inner.get_vocab_size(true),
+            id_limit: id_limit(&inner),
             inner,
             bos,
             eos,
@@ -474,12 +486,12 @@ impl TextTokenizer {
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        match ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
+        match ids.iter().find(|&&id| id >= self.id_limit) {
             Some(id) => Err(tok_error(
                 &self.source,
                 format!(
-                    "token id {id} is not in the vocabulary ({} tokens)",
-                    self.vocab_size
+                    "token id {id} is outside the vocabulary (ids 0..{})",
+                    self.id_limit
                 ),
             )),
             None => Ok(()),

@@ -90,7 +90,10 @@ impl Weights {
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| ModelError::format(&index, "missing `weight_map`"))?;
-            let mut names: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+            let mut names: Vec<String> = map
+                .values()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect();
             names.sort();
             names.dedup();
             names.into_iter().map(|n| dir.join(n)).collect()
@@ -238,7 +241,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(unpermute_rotary_rows(&permuted, &[heads * d, cols], heads), hf);
+        assert_eq!(
+            unpermute_rotary_rows(&permuted, &[heads * d, cols], heads),
+            hf
+        );
     }
 
     #[test]
@@ -246,15 +252,25 @@ mod tests {
         let t = HostTensor::new(vec![3, 70], (0..210).map(|x| x as f32).collect());
         let tt = t.transpose2();
         assert_eq!(tt.shape, vec![70, 3]);
-        assert_eq!(tt.data[1 * 3 + 2], t.data[2 * 70 + 1]);
+        // tt[1][2] == t[2][1]
+        assert_eq!(tt.data[3 + 2], t.data[2 * 70 + 1]);
         assert_eq!(tt.transpose2(), t);
     }
 
     #[test]
     fn gguf_names_map_to_hf() {
-        assert_eq!(hf_name("blk.3.attn_q.weight").unwrap(), "model.layers.3.self_attn.q_proj.weight");
-        assert_eq!(hf_name("blk.0.attn_k.bias").unwrap(), "model.layers.0.self_attn.k_proj.bias");
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert_eq!(
+            hf_name("blk.3.attn_q.weight").unwrap(),
+            "model.layers.3.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            hf_name("blk.0.attn_k.bias").unwrap(),
+            "model.layers.0.self_attn.k_proj.bias"
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").unwrap(),
+            "model.embed_tokens.weight"
+        );
         assert!(hf_name("rope_freqs.weight").is_none());
     }
 }

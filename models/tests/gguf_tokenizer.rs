@@ -739,6 +739,52 @@ fn tokenizer_from_a_synthetic_gguf() {
     }
 }
 
+#[test]
+fn tokenizer_from_file_reads_the_configs_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = GgufFile::open(&tiny_vocab_gguf(dir.path(), "smollm", "gpt2", false)).unwrap();
+    let tok = TextTokenizer::from_gguf(&g).unwrap();
+    let folder = dir.path().join("hf");
+    std::fs::create_dir(&folder).unwrap();
+    let json = folder.join("tokenizer.json");
+    tok.save(&json).unwrap();
+    let id = |t: &str| tok.token_to_id(t).unwrap();
+
+    // As written by save(): the same special ids, and no BOS added.
+    let back = TextTokenizer::from_file(&json).unwrap();
+    assert_eq!((back.bos_id(), back.eos_ids()), (Some(0), &[1][..]));
+    assert_eq!(back.encode("hello").unwrap(), [id("hello")]);
+
+    // The shapes transformers writes: special tokens as objects, add_bos_token, a list of named
+    // chat templates, and an eos_token_id list in generation_config.json.
+    std::fs::write(
+        folder.join("tokenizer_config.json"),
+        r#"{"bos_token": {"content": "<|bos|>", "special": true}, "eos_token": "<|eot|>",
+            "add_bos_token": true,
+            "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("generation_config.json"),
+        r#"{"eos_token_id": [1, 5]}"#,
+    )
+    .unwrap();
+    let back = TextTokenizer::from_file(&json).unwrap();
+    assert_eq!(back.bos_id(), Some(0));
+    assert_eq!(back.eos_ids(), [1, 5]);
+    assert_eq!(back.chat_template(), Some("D"));
+    assert!(back.add_bos());
+    assert_eq!(back.encode("hello").unwrap(), [0, id("hello")]);
+
+    std::fs::write(folder.join("config.json"), "{ not json").unwrap();
+    let msg = TextTokenizer::from_file(&json).unwrap_err().to_string();
+    assert!(msg.contains("config.json"), "{msg}");
+    assert!(matches!(
+        TextTokenizer::from_file(&folder.join("missing.json")),
+        Err(ModelError::NotFound { .. })
+    ));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real default model (skipped when its Python package is not installed)
 // ---------------------------------------------------------------------------------------------

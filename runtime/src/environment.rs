@@ -17,7 +17,8 @@ pub struct OrtInfo {
 
 /// The loaded library and the process's one ONNX Runtime environment (sessions hold it by
 /// reference, so it lives as long as the process).
-static ORT: OnceLock<std::result::Result<(OrtInfo, ort::environment::Environment), String>> = OnceLock::new();
+static ORT: OnceLock<std::result::Result<(OrtInfo, ort::environment::Environment), String>> =
+    OnceLock::new();
 
 /// Finds `libonnxruntime.so.<version>`.
 pub fn find_library() -> Result<PathBuf> {
@@ -26,13 +27,15 @@ pub fn find_library() -> Result<PathBuf> {
     }
     for sp in site_packages_dirs() {
         let capi = sp.join("onnxruntime").join("capi");
-        let Ok(entries) = std::fs::read_dir(&capi) else { continue };
+        let Ok(entries) = std::fs::read_dir(&capi) else {
+            continue;
+        };
         let mut libs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("libonnxruntime.so.") || n == "libonnxruntime.so")
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with("libonnxruntime.so.") || n == "libonnxruntime.so"
+                })
             })
             .collect();
         libs.sort();
@@ -49,7 +52,9 @@ pub fn find_library() -> Result<PathBuf> {
 
 fn version_from_name(lib: &Path) -> String {
     let name = lib.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.strip_prefix("libonnxruntime.so.").unwrap_or("unknown").to_string()
+    name.strip_prefix("libonnxruntime.so.")
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 fn available_providers() -> Result<Vec<String>> {
@@ -90,7 +95,10 @@ fn load() -> Result<&'static (OrtInfo, ort::environment::Environment)> {
             return Err(format!("{}: ONNX Runtime library not found", lib.display()));
         }
         let builder = ort::init_from(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
-        let env = builder.with_name("mimic").build().map_err(|e| format!("{}: {e}", lib.display()))?;
+        let env = builder
+            .with_name("mimic")
+            .build()
+            .map_err(|e| format!("{}: {e}", lib.display()))?;
         let providers = available_providers().map_err(|e| e.to_string())?;
         tracing::debug!(library = %lib.display(), ?providers, "ONNX Runtime loaded");
         let info = OrtInfo {

@@ -13,7 +13,10 @@ pub enum RuntimeError {
     #[error("ONNX Runtime: {0}")]
     Ort(String),
     #[error("{path}: {msg}")]
-    File { path: std::path::PathBuf, msg: String },
+    File {
+        path: std::path::PathBuf,
+        msg: String,
+    },
     #[error("{0}")]
     Other(String),
 }

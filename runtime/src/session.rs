@@ -23,7 +23,9 @@ impl std::str::FromStr for ExecutionProvider {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda),
             "tensorrt" | "trt" => Ok(Self::TensorRt),
-            _ => Err(format!("unknown execution provider `{s}` (cpu, cuda, tensorrt)")),
+            _ => Err(format!(
+                "unknown execution provider `{s}` (cpu, cuda, tensorrt)"
+            )),
         }
     }
 }
@@ -105,7 +107,10 @@ impl CompiledModel {
         let mut provider = opts.provider;
         if !info.providers.iter().any(|p| p == provider.ort_name()) {
             if opts.fallback_cpu {
-                tracing::warn!(requested = provider.ort_name(), "provider unavailable, falling back to CPU");
+                tracing::warn!(
+                    requested = provider.ort_name(),
+                    "provider unavailable, falling back to CPU"
+                );
                 provider = ExecutionProvider::Cpu;
             } else {
                 return Err(RuntimeError::Other(format!(
@@ -116,25 +121,29 @@ impl CompiledModel {
                 )));
             }
         }
-        let mut builder = Session::builder(crate::environment::environment()?)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+        let mut builder = Session::builder(crate::environment::environment()?)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)?;
         if opts.threads > 0 {
             builder = builder.with_intra_threads(opts.threads)?;
         }
         builder = match provider {
             ExecutionProvider::Cpu => builder,
-            ExecutionProvider::Cuda => {
-                builder.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?
+            ExecutionProvider::Cuda => builder
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?,
+            ExecutionProvider::TensorRt => {
+                builder.with_execution_providers([ort::ep::TensorRT::default()
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(dir.join("trt-cache").display().to_string())
+                    .build()
+                    .error_on_failure()])?
             }
-            ExecutionProvider::TensorRt => builder.with_execution_providers([ort::ep::TensorRT::default()
-                .with_engine_cache(true)
-                .with_engine_cache_path(dir.join("trt-cache").display().to_string())
-                .build()
-                .error_on_failure()])?,
         };
-        let session = builder.commit_from_file(&model_path).map_err(|e| RuntimeError::File {
-            path: model_path.clone(),
-            msg: format!("ONNX Runtime cannot load it: {e}"),
-        })?;
+        let session = builder
+            .commit_from_file(&model_path)
+            .map_err(|e| RuntimeError::File {
+                path: model_path.clone(),
+                msg: format!("ONNX Runtime cannot load it: {e}"),
+            })?;
         Ok(CompiledModel {
             dir: dir.to_path_buf(),
             contract,
@@ -153,7 +162,10 @@ impl CompiledModel {
             let v = Tensor::<f32>::from_array((shape, Vec::<f32>::new()))?.into_dyn();
             layers.push((k, v));
         }
-        Ok(KvState { layers, mask: vec![] })
+        Ok(KvState {
+            layers,
+            mask: vec![],
+        })
     }
 
     /// Runs one step for batch 1: `ids` appended to the cached sequence (all real tokens).
@@ -185,9 +197,18 @@ impl CompiledModel {
         }
         let n = self.contract.kv_cache.num_layers;
         let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * n);
-        inputs.push(("input_ids".into(), Tensor::from_array(([batch, seq], ids.to_vec()))?.into_dyn()));
-        inputs.push(("attention_mask".into(), Tensor::from_array(([batch, total], mask.to_vec()))?.into_dyn()));
-        inputs.push(("position_ids".into(), Tensor::from_array(([batch, seq], positions.to_vec()))?.into_dyn()));
+        inputs.push((
+            "input_ids".into(),
+            Tensor::from_array(([batch, seq], ids.to_vec()))?.into_dyn(),
+        ));
+        inputs.push((
+            "attention_mask".into(),
+            Tensor::from_array(([batch, total], mask.to_vec()))?.into_dyn(),
+        ));
+        inputs.push((
+            "position_ids".into(),
+            Tensor::from_array(([batch, seq], positions.to_vec()))?.into_dyn(),
+        ));
         for (l, (k, v)) in state.layers.into_iter().enumerate() {
             inputs.push((format!("past_key_values.{l}.key"), k));
             inputs.push((format!("past_key_values.{l}.value"), v));
@@ -198,8 +219,11 @@ impl CompiledModel {
         let logits = logits.to_vec();
         let mut layers = Vec::with_capacity(n);
         for l in 0..n {
-            let missing = |name: String| RuntimeError::Other(format!("graph output {name} missing"));
-            let k = outputs.remove(format!("present.{l}.key")).ok_or_else(|| missing(format!("present.{l}.key")))?;
+            let missing =
+                |name: String| RuntimeError::Other(format!("graph output {name} missing"));
+            let k = outputs
+                .remove(format!("present.{l}.key"))
+                .ok_or_else(|| missing(format!("present.{l}.key")))?;
             let v = outputs
                 .remove(format!("present.{l}.value"))
                 .ok_or_else(|| missing(format!("present.{l}.value")))?;

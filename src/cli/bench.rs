@@ -64,7 +64,11 @@ fn weight_bytes_per_token(model: &Model) -> u64 {
     let cfg = &model.config;
     let embed = (cfg.vocab_size * cfg.hidden_size) as u64;
     let total = model.weights.num_params() as u64;
-    let read = if cfg.tie_word_embeddings { total } else { total - embed };
+    let read = if cfg.tie_word_embeddings {
+        total
+    } else {
+        total - embed
+    };
     4 * read
 }
 
@@ -91,7 +95,8 @@ fn measure_bandwidth(threads: usize) -> f64 {
 
 /// A prompt of exactly `len` tokens: a plain English text repeated and cut.
 fn prompt_ids(model: &Model, len: usize) -> Result<Vec<u32>> {
-    let text = "The history of the city goes back many centuries, to a small settlement on the river \
+    let text =
+        "The history of the city goes back many centuries, to a small settlement on the river \
                 where traders met to exchange grain, salt and cloth. ";
     let one = model.tokenizer()?.encode(text)?;
     if one.is_empty() {
@@ -100,7 +105,12 @@ fn prompt_ids(model: &Model, len: usize) -> Result<Vec<u32>> {
     Ok(one.iter().cycle().take(len).copied().collect())
 }
 
-fn time_backend<M: CausalLm>(name: &str, lm: &mut M, prompts: &[Vec<u32>], a: &Args) -> Result<Vec<Row>>
+fn time_backend<M: CausalLm>(
+    name: &str,
+    lm: &mut M,
+    prompts: &[Vec<u32>],
+    a: &Args,
+) -> Result<Vec<Row>>
 where
     M::Error: std::error::Error + Send + Sync + 'static,
 {
@@ -140,20 +150,39 @@ fn median(v: &mut [f64]) -> f64 {
 
 pub fn run(a: Args) -> Result<()> {
     let model = super::open_model(a.model.as_deref())?;
-    let prompts: Vec<Vec<u32>> = a.prompt_len.iter().map(|&n| prompt_ids(&model, n)).collect::<Result<_>>()?;
+    let prompts: Vec<Vec<u32>> = a
+        .prompt_len
+        .iter()
+        .map(|&n| prompt_ids(&model, n))
+        .collect::<Result<_>>()?;
     let mut rows = Vec::new();
     for backend in &a.backends {
         eprintln!("benchmarking {backend} ...");
         match backend.as_str() {
             "onnx" | "onnx-unfused" => {
-                let attention = if backend == "onnx" { AttentionImpl::Fused } else { AttentionImpl::Unfused };
-                let dir = super::compiled_for(&model, &CompileOptions { attention, last_only: true })?;
+                let attention = if backend == "onnx" {
+                    AttentionImpl::Fused
+                } else {
+                    AttentionImpl::Unfused
+                };
+                let dir = super::compiled_for(
+                    &model,
+                    &CompileOptions {
+                        attention,
+                        last_only: true,
+                    },
+                )?;
                 let opts = SessionOptions {
                     threads: a.threads,
                     ..Default::default()
                 };
                 let mut compiled = CompiledModel::load(&dir, &opts)?;
-                rows.extend(time_backend(backend, &mut OnnxLm::new(&mut compiled), &prompts, &a)?);
+                rows.extend(time_backend(
+                    backend,
+                    &mut OnnxLm::new(&mut compiled),
+                    &prompts,
+                    &a,
+                )?);
             }
             "torch" => rows.extend(bench_torch(&model, &prompts, &a)?),
             "transformers" => rows.extend(bench_transformers(&model, &a)?),
@@ -175,7 +204,8 @@ pub fn run(a: Args) -> Result<()> {
     print_table(&report);
     if let Some(path) = &a.json {
         let tmp = path.with_extension("json.partial");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&report)?).with_context(|| format!("{}", tmp.display()))?;
+        std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("{}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
     }
     Ok(())
@@ -199,9 +229,13 @@ fn print_table(r: &Report) {
         "| {:<20} | {:>6} | {:>4} | {:>11} | {:>11} | {:>9} | {:>14} |",
         "backend", "prompt", "new", "prefill ms", "decode t/s", "% bound", "x transformers"
     );
-    println!("|{:-<22}|{:->8}|{:->6}|{:->13}|{:->13}|{:->11}|{:->16}|", "", "", "", "", "", "", "");
+    println!(
+        "|{:-<22}|{:->8}|{:->6}|{:->13}|{:->13}|{:->11}|{:->16}|",
+        "", "", "", "", "", "", ""
+    );
     for x in &r.rows {
-        let ratio = base(x.prompt_len).map_or("-".to_string(), |b| format!("{:.2}x", x.decode_tok_s / b));
+        let ratio =
+            base(x.prompt_len).map_or("-".to_string(), |b| format!("{:.2}x", x.decode_tok_s / b));
         println!(
             "| {:<20} | {:>6} | {:>4} | {:>11.1} | {:>11.1} | {:>8.0}% | {:>14} |",
             x.backend,
@@ -230,11 +264,18 @@ fn bench_torch(_: &Model, _: &[Vec<u32>], _: &Args) -> Result<Vec<Row>> {
 /// Runs `scripts/bench_transformers.py` on the same weights and reads its JSON.
 fn bench_transformers(model: &Model, a: &Args) -> Result<Vec<Row>> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_transformers.py");
-    let out = std::env::temp_dir().join(format!("mimic-bench-transformers-{}.json", std::process::id()));
+    let out = std::env::temp_dir().join(format!(
+        "mimic-bench-transformers-{}.json",
+        std::process::id()
+    ));
     let lens: Vec<String> = a.prompt_len.iter().map(|n| n.to_string()).collect();
     let status = std::process::Command::new(&a.python)
         .arg(&script)
-        .arg("--model")
+        .arg(if model.source.is_dir() {
+            "--model"
+        } else {
+            "--gguf"
+        })
         .arg(&model.source)
         .args(["--prompt-len", &lens.join(",")])
         .args(["--new-tokens", &a.new_tokens.to_string()])
@@ -244,12 +285,22 @@ fn bench_transformers(model: &Model, a: &Args) -> Result<Vec<Row>> {
         .arg("--json")
         .arg(&out)
         .status()
-        .with_context(|| format!("cannot run {} (make reference-env installs it)", a.python.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot run {} (make reference-env installs it)",
+                a.python.display()
+            )
+        })?;
     if !status.success() {
-        bail!("{} {} failed ({status})", a.python.display(), script.display());
+        bail!(
+            "{} {} failed ({status})",
+            a.python.display(),
+            script.display()
+        );
     }
     let text = std::fs::read_to_string(&out).with_context(|| format!("{}", out.display()))?;
     let _ = std::fs::remove_file(&out);
-    let rows: Vec<Row> = serde_json::from_str(&text).with_context(|| format!("{}", out.display()))?;
+    let rows: Vec<Row> =
+        serde_json::from_str(&text).with_context(|| format!("{}", out.display()))?;
     Ok(rows)
 }

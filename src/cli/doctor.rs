@@ -32,7 +32,14 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for (k, v) in &report {
-            println!("{k:<14} {}", if v.is_string() { v.as_str().unwrap_or_default().to_string() } else { v.to_string() });
+            println!(
+                "{k:<14} {}",
+                if v.is_string() {
+                    v.as_str().unwrap_or_default().to_string()
+                } else {
+                    v.to_string()
+                }
+            );
         }
     }
     if !ok {
@@ -56,9 +63,14 @@ fn torch_version() -> String {
     // build.rs records the libtorch torch-sys linked; a PyPI torch keeps its version beside it.
     let lib = std::path::Path::new(option_env!("MIMIC_LIBTORCH_LIB").unwrap_or_default());
     let version_py = lib.parent().map(|p| p.join("version.py"));
-    let text = version_py.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+    let text = version_py
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string()))
+        .find_map(|l| {
+            l.strip_prefix("__version__ = ")
+                .map(|v| v.trim_matches(['\'', '"']).to_string())
+        })
         .unwrap_or_else(|| format!("linked from {} (version unknown)", lib.display()))
 }
 

@@ -42,7 +42,13 @@ pub struct Args {
 }
 
 /// Streams generated text to stdout as tokens come, then reports the speed on stderr.
-fn stream<M: CausalLm>(lm: &mut M, tok: &TextTokenizer, prompt: &str, max_new: usize, eos: &[u32]) -> Result<Generation>
+fn stream<M: CausalLm>(
+    lm: &mut M,
+    tok: &TextTokenizer,
+    prompt: &str,
+    max_new: usize,
+    eos: &[u32],
+) -> Result<Generation>
 where
     M::Error: std::error::Error + Send + Sync + 'static,
 {
@@ -105,10 +111,16 @@ pub fn run(a: Args) -> Result<()> {
                 provider: a.ep,
                 fallback_cpu: a.fallback.is_some(),
             };
-            let mut compiled =
-                CompiledModel::load(&dir, &opts).with_context(|| format!("cannot load {}", dir.display()))?;
+            let mut compiled = CompiledModel::load(&dir, &opts)
+                .with_context(|| format!("cannot load {}", dir.display()))?;
             let eos = compiled.contract.eos_token_ids.clone();
-            stream(&mut OnnxLm::new(&mut compiled), &tok, &a.prompt, a.max_new_tokens, &eos)?;
+            stream(
+                &mut OnnxLm::new(&mut compiled),
+                &tok,
+                &a.prompt,
+                a.max_new_tokens,
+                &eos,
+            )?;
         }
         BackendKind::Torch => run_torch(&a)?,
     }
@@ -130,7 +142,13 @@ fn run_torch(a: &Args) -> Result<()> {
     let tok = model.tokenizer()?;
     let mut eos = tok.eos_ids().to_vec();
     eos.extend(&model.config.eos_token_ids);
-    stream(&mut TorchLm::new(&tm), tok, &a.prompt, a.max_new_tokens, &eos)?;
+    stream(
+        &mut TorchLm::new(&tm),
+        tok,
+        &a.prompt,
+        a.max_new_tokens,
+        &eos,
+    )?;
     Ok(())
 }
 

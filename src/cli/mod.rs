@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use mimic_models::Model;
 
 #[derive(Parser)]
-#[command(name = "mimic", version, about = "MimIC: in-context demonstrations as attention-head shifts, compiled to ONNX")]
+#[command(
+    name = "mimic",
+    version,
+    about = "MimIC: in-context demonstrations as attention-head shifts, compiled to ONNX"
+)]
 pub struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

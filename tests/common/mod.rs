@@ -24,11 +24,28 @@ pub fn read_reference(path: &Path) -> BTreeMap<String, Ref> {
     for (name, view) in st.tensors() {
         let d = view.data();
         let (f32, i64) = match view.dtype() {
-            Dtype::F32 => (d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(), vec![]),
-            Dtype::I64 => (vec![], d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
+            Dtype::F32 => (
+                d.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+                vec![],
+            ),
+            Dtype::I64 => (
+                vec![],
+                d.chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            ),
             other => panic!("{name}: unexpected dtype {other:?}"),
         };
-        out.insert(name, Ref { shape: view.shape().to_vec(), f32, i64 });
+        out.insert(
+            name,
+            Ref {
+                shape: view.shape().to_vec(),
+                f32,
+                i64,
+            },
+        );
     }
     out
 }
@@ -36,7 +53,11 @@ pub fn read_reference(path: &Path) -> BTreeMap<String, Ref> {
 /// `max |a - b| / max |b|`: the relative error used throughout, over a whole tensor.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
     let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
     diff / scale.max(1e-30)
 }
@@ -49,7 +70,10 @@ pub fn fixture_models() -> Vec<PathBuf> {
         .filter(|p| p.join("reference.safetensors").is_file())
         .collect();
     v.sort();
-    assert!(v.len() >= 3, "expected the llama, mistral and qwen2 fixtures, found {v:?}");
+    assert!(
+        v.len() >= 3,
+        "expected the llama, mistral and qwen2 fixtures, found {v:?}"
+    );
     v
 }
 

@@ -2,7 +2,9 @@
 //! ([`torch_backend`]), with the hooks training needs (record activations, shift attention).
 pub mod torch_backend;
 
-pub use torch_backend::{AttentionShift, Forward, ForwardOutput, KvCache, SiteShift, TorchLm, TorchModel};
+pub use torch_backend::{
+    AttentionShift, Forward, ForwardOutput, KvCache, SiteShift, TorchLm, TorchModel,
+};
 
 /// Errors of the trainer crate.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +31,11 @@ pub fn parse_device(s: &str) -> Result<tch::Device> {
         "cuda" => tch::Device::Cuda(0),
         _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(n) => tch::Device::Cuda(n),
-            None => return Err(TrainerError::Other(format!("unknown device `{s}` (cpu, cuda, cuda:N)"))),
+            None => {
+                return Err(TrainerError::Other(format!(
+                    "unknown device `{s}` (cpu, cuda, cuda:N)"
+                )))
+            }
         },
     };
     if let tch::Device::Cuda(n) = dev {

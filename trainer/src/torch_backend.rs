@@ -89,7 +89,9 @@ impl TorchModel {
         let mut params = HashMap::new();
         for (name, t) in &model.weights.tensors {
             let shape: Vec<i64> = t.shape.iter().map(|&x| x as i64).collect();
-            let tensor = Tensor::f_from_slice(&t.data)?.f_reshape(&shape)?.f_to_device(device)?;
+            let tensor = Tensor::f_from_slice(&t.data)?
+                .f_reshape(&shape)?
+                .f_to_device(device)?;
             params.insert(name.clone(), tensor);
         }
         Ok(TorchModel {
@@ -126,7 +128,9 @@ impl TorchModel {
         };
         let positions = match f.position_ids {
             Some(p) => p.to_device(self.device),
-            None => (key_mask.cumsum(1, Kind::Int64) - 1).clamp_min(0).narrow(1, past, s),
+            None => (key_mask.cumsum(1, Kind::Int64) - 1)
+                .clamp_min(0)
+                .narrow(1, past, s),
         };
         let mask = additive_mask(&key_mask, past, s, None);
         cache.key_mask = Some(key_mask.shallow_clone());
@@ -161,7 +165,9 @@ fn additive_mask(key_mask: &Tensor, past: i64, s: i64, window: Option<usize>) ->
     if let Some(w) = window {
         allowed = allowed.logical_and(&(&q_idx - &k_idx).lt(w as i64));
     }
-    let allowed = allowed.view([1, 1, s, total]).logical_and(&key_mask.ne(0).view([-1, 1, 1, total]));
+    let allowed = allowed
+        .view([1, 1, s, total])
+        .logical_and(&key_mask.ne(0).view([-1, 1, 1, total]));
     let zeros = Tensor::zeros([1], (Kind::Float, device));
     zeros.where_scalarother(&allowed, f32::MIN as f64)
 }
@@ -227,7 +233,9 @@ impl Backend for TorchPass<'_, '_, '_> {
 
     fn merge_heads(&mut self, x: &Tensor, heads: usize, dim: usize) -> Tensor {
         let (b, s) = (x.size()[0], x.size()[2]);
-        x.transpose(1, 2).contiguous().view([b, s, (heads * dim) as i64])
+        x.transpose(1, 2)
+            .contiguous()
+            .view([b, s, (heads * dim) as i64])
     }
 
     fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (Tensor, Tensor) {
@@ -260,7 +268,16 @@ impl Backend for TorchPass<'_, '_, '_> {
         let group = (spec.num_heads / spec.num_kv_heads) as i64;
         let scale = 1.0 / (spec.head_dim as f64).sqrt();
         match self.forward.attention_shift {
-            None => Tensor::scaled_dot_product_attention(q, &k, &v, Some(&*mask), 0.0, false, scale, group > 1),
+            None => Tensor::scaled_dot_product_attention(
+                q,
+                &k,
+                &v,
+                Some(&*mask),
+                0.0,
+                false,
+                scale,
+                group > 1,
+            ),
             Some(shift) => {
                 let (k, v) = (repeat_kv(&k, group), repeat_kv(&v, group));
                 let scores = q.matmul(&k.transpose(-2, -1)) * scale + &*mask;
@@ -318,11 +335,17 @@ impl CausalLm for TorchLm<'_> {
     fn extend(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         let _guard = tch::no_grad_guard();
         let ids: Vec<i64> = ids.iter().map(|&x| x as i64).collect();
-        let ids = Tensor::f_from_slice(&ids)?.view([1, -1]).to_device(self.model.device);
+        let ids = Tensor::f_from_slice(&ids)?
+            .view([1, -1])
+            .to_device(self.model.device);
         let mut f = Forward::new(&ids);
         f.last_only = true;
         let out = self.model.forward(&f, Some(&mut self.cache));
-        let logits = out.logits.i((0, 0)).to_device(Device::Cpu).to_kind(Kind::Float);
+        let logits = out
+            .logits
+            .i((0, 0))
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float);
         Ok(Vec::<f32>::try_from(&logits)?)
     }
 
