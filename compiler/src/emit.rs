@@ -64,6 +64,10 @@ pub struct OnnxBackend<'w> {
     emitted: HashSet<String>,
     /// Additive masks `[batch, 1, seq, total_seq]` by sliding window.
     masks: HashMap<Option<usize>, String>,
+    /// Values that hold heads packed as `[batch, seq, heads * dim]`: `split_heads` only marks
+    /// them, and the `RotaryEmbedding` and `Attention` operators read that layout directly,
+    /// which saves a Reshape and a Transpose per projection.
+    packed: HashMap<String, (usize, usize)>,
     error: Option<crate::CompileError>,
 }
 
@@ -82,6 +86,7 @@ impl<'w> OnnxBackend<'w> {
             last_only,
             emitted: HashSet::new(),
             masks: HashMap::new(),
+            packed: HashMap::new(),
             error: None,
         };
         b.declare_io(cfg);
@@ -165,18 +170,58 @@ impl<'w> OnnxBackend<'w> {
 
     /// A 2-D weight transposed to `[in, out]` for MatMul, emitted once.
     fn weight_t(&mut self, name: &str) -> String {
-        let tname = format!("{name}.T");
+        self.weights_t(&[name])
+    }
+
+    /// 2-D weights `[out_i, in]` stacked along `out` and transposed to `[in, sum(out_i)]`, so
+    /// one MatMul computes every projection.
+    fn weights_t(&mut self, names: &[&str]) -> String {
+        let tname = format!("{}.T", names.join("+"));
         if self.emitted.insert(tname.clone()) {
-            let t = self
-                .weights
-                .get(name)
-                .expect("weights checked against the config")
-                .transpose2();
+            let (mut rows, mut cols, mut data) = (0, 0, Vec::new());
+            for name in names {
+                let t = self
+                    .weights
+                    .get(name)
+                    .expect("weights checked against the config");
+                rows += t.shape[0];
+                cols = t.shape[1];
+                data.extend_from_slice(&t.data);
+            }
+            let t = mimic_models::HostTensor::new(vec![rows, cols], data).transpose2();
             if let Err(e) = self.g.weight(&tname, &t.shape, &t.data) {
                 self.error.get_or_insert(e);
             }
         }
         tname
+    }
+
+    /// Biases concatenated, emitted once.
+    fn biases(&mut self, names: &[&str]) -> String {
+        let name = names.join("+");
+        if self.emitted.insert(name.clone()) {
+            let mut data = Vec::new();
+            for n in names {
+                data.extend_from_slice(&self.weights.get(n).expect("weights checked").data);
+            }
+            if let Err(e) = self.g.weight(&name, &[data.len()], &data) {
+                self.error.get_or_insert(e);
+            }
+        }
+        name
+    }
+
+    /// `[batch, seq, heads * dim] -> [batch, heads, seq, dim]` for values still packed.
+    fn unpacked(&mut self, x: &str) -> String {
+        match self.packed.get(x).copied() {
+            Some((heads, dim)) => {
+                let shape = self.g.const_i64(&[0, 0, heads as i64, dim as i64]);
+                let r = self.g.node("Reshape", &[x, &shape], vec![]);
+                self.g
+                    .node("Transpose", &[&r], vec![attr_ints("perm", &[0, 2, 1, 3])])
+            }
+            None => x.to_string(),
+        }
     }
 
     /// `0` where a query may attend a key, `float32::MIN` elsewhere: keys must be real tokens,
@@ -224,18 +269,33 @@ impl<'w> OnnxBackend<'w> {
         let l = spec.layer;
         let y = self.g.fresh("attn");
         let scale = 1.0 / (spec.head_dim as f32).sqrt();
+        let mut attrs = vec![attr_int("is_causal", 0), attr_float("scale", scale)];
+        let all_packed = [q, k, v].iter().all(|x| self.packed.contains_key(*x));
+        let (q, k, v) = if all_packed {
+            attrs.push(attr_int("q_num_heads", spec.num_heads as i64));
+            attrs.push(attr_int("kv_num_heads", spec.num_kv_heads as i64));
+            (q.to_string(), k.to_string(), v.to_string())
+        } else {
+            (self.unpacked(q), self.unpacked(k), self.unpacked(v))
+        };
         self.g.node_named(
             "Attention",
-            &[q, k, v, &mask, &past_key(l), &past_value(l)],
+            &[&q, &k, &v, &mask, &past_key(l), &past_value(l)],
             &[&y, &present_key(l), &present_value(l)],
-            vec![attr_int("is_causal", 0), attr_float("scale", scale)],
+            attrs,
         );
+        if all_packed {
+            self.packed
+                .insert(y.clone(), (spec.num_heads, spec.head_dim));
+        }
         y
     }
 
     fn attention_unfused(&mut self, q: &str, k: &str, v: &str, spec: &AttentionSpec) -> String {
         let mask = self.mask(spec.window);
         let l = spec.layer;
+        let (q, k, v) = (self.unpacked(q), self.unpacked(k), self.unpacked(v));
+        let (q, k, v) = (q.as_str(), k.as_str(), v.as_str());
         let g = &mut self.g;
         g.node_named(
             "Concat",
@@ -300,20 +360,42 @@ impl Backend for OnnxBackend<'_> {
         }
     }
 
+    fn linears(&mut self, x: &String, modules: &[&str], bias: bool) -> Vec<String> {
+        let weights: Vec<String> = modules.iter().map(|m| format!("{m}.weight")).collect();
+        let refs: Vec<&str> = weights.iter().map(String::as_str).collect();
+        let w = self.weights_t(&refs);
+        let mut y = self.g.node("MatMul", &[x, &w], vec![]);
+        if bias {
+            let names: Vec<String> = modules.iter().map(|m| format!("{m}.bias")).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let b = self.biases(&refs);
+            y = self.g.node("Add", &[&y, &b], vec![]);
+        }
+        let sizes: Vec<i64> = weights
+            .iter()
+            .map(|w| self.weights.get(w).map_or(0, |t| t.shape[0] as i64))
+            .collect();
+        let split = self.g.const_i64(&sizes);
+        self.g.node_n(
+            "Split",
+            &[&y, &split],
+            modules.len(),
+            vec![attr_int("axis", -1)],
+        )
+    }
+
     fn rms_norm(&mut self, x: &String, weight: &str, eps: f64) -> String {
         let w = self.weight(weight);
-        // The Pow-ReduceMean-Add-Sqrt-Div-Mul pattern ONNX Runtime fuses into
-        // SimplifiedLayerNormalization.
-        let g = &mut self.g;
-        let two = g.scalar_f32(2.0);
-        let sq = g.node("Pow", &[x, &two], vec![]);
-        let axes = g.const_i64(&[-1]);
-        let mean = g.node("ReduceMean", &[&sq, &axes], vec![attr_int("keepdims", 1)]);
-        let eps = g.scalar_f32(eps as f32);
-        let var = g.node("Add", &[&mean, &eps], vec![]);
-        let rms = g.node("Sqrt", &[&var], vec![]);
-        let normed = g.node("Div", &[x, &rms], vec![]);
-        g.node("Mul", &[&normed, &w], vec![])
+        // stash_type 1: the mean of squares is computed in float32 whatever the input type.
+        self.g.node(
+            "RMSNormalization",
+            &[x, &w],
+            vec![
+                attr_int("axis", -1),
+                attr_float("epsilon", eps as f32),
+                attr_int("stash_type", 1),
+            ],
+        )
     }
 
     fn silu(&mut self, x: &String) -> String {
@@ -330,13 +412,14 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn split_heads(&mut self, x: &String, heads: usize, dim: usize) -> String {
-        let shape = self.g.const_i64(&[0, 0, heads as i64, dim as i64]);
-        let r = self.g.node("Reshape", &[x, &shape], vec![]);
-        self.g
-            .node("Transpose", &[&r], vec![attr_ints("perm", &[0, 2, 1, 3])])
+        self.packed.insert(x.clone(), (heads, dim));
+        x.clone()
     }
 
     fn merge_heads(&mut self, x: &String, heads: usize, dim: usize) -> String {
+        if self.packed.contains_key(x) {
+            return x.clone();
+        }
         let t = self
             .g
             .node("Transpose", &[x], vec![attr_ints("perm", &[0, 2, 1, 3])]);
@@ -353,12 +436,9 @@ impl Backend for OnnxBackend<'_> {
         );
         let last = g.const_i64(&[-1]);
         let pos = g.node("Unsqueeze", &[&pos, &last], vec![]); // [B, T, 1]
-        let mut doubled = inv_freq.to_vec();
-        doubled.extend_from_slice(inv_freq);
-        let inv = g.const_f32(&[doubled.len() as i64], &doubled);
-        let emb = g.node("Mul", &[&pos, &inv], vec![]); // [B, T, D]
-        let axis1 = g.const_i64(&[1]);
-        let emb = g.node("Unsqueeze", &[&emb, &axis1], vec![]); // [B, 1, T, D]
+        let inv = g.const_f32(&[inv_freq.len() as i64], inv_freq);
+        // [B, T, D/2]: the cache layout of the RotaryEmbedding operator without position ids.
+        let emb = g.node("Mul", &[&pos, &inv], vec![]);
         let mut cos = g.node("Cos", &[&emb], vec![]);
         let mut sin = g.node("Sin", &[&emb], vec![]);
         if scaling != 1.0 {
@@ -370,18 +450,17 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn apply_rotary(&mut self, x: &String, cos: &String, sin: &String) -> String {
-        let g = &mut self.g;
-        let halves = g.node_n(
-            "Split",
-            &[x],
-            2,
-            vec![attr_int("axis", 3), attr_int("num_outputs", 2)],
-        );
-        let neg = g.node("Neg", &[&halves[1]], vec![]);
-        let rotated = g.node("Concat", &[&neg, &halves[0]], vec![attr_int("axis", 3)]);
-        let a = g.node("Mul", &[x, cos], vec![]);
-        let b = g.node("Mul", &[&rotated, sin], vec![]);
-        g.node("Add", &[&a, &b], vec![])
+        // interleaved 0: the rotate-half convention of HF Llama.
+        let mut attrs = vec![attr_int("interleaved", 0)];
+        let packed = self.packed.get(x).copied();
+        if let Some((heads, _)) = packed {
+            attrs.push(attr_int("num_heads", heads as i64));
+        }
+        let y = self.g.node("RotaryEmbedding", &[x, cos, sin], attrs);
+        if let Some(p) = packed {
+            self.packed.insert(y.clone(), p);
+        }
+        y
     }
 
     fn attention(&mut self, q: &String, k: &String, v: &String, spec: &AttentionSpec) -> String {

@@ -51,6 +51,11 @@ pub trait Backend {
     fn embed(&mut self, ids: &Self::Tensor, table: &str) -> Self::Tensor;
     /// `x W^T + b` for the HF `nn.Linear` named `module` (weight `{module}.weight`, `[out, in]`).
     fn linear(&mut self, x: &Self::Tensor, module: &str, bias: bool) -> Self::Tensor;
+    /// Several projections of the same input (q/k/v, gate/up): backends may fuse them into one
+    /// matrix product.
+    fn linears(&mut self, x: &Self::Tensor, modules: &[&str], bias: bool) -> Vec<Self::Tensor> {
+        modules.iter().map(|m| self.linear(x, m, bias)).collect()
+    }
     /// `x / sqrt(mean(x^2) + eps) * weight` over the last axis.
     fn rms_norm(&mut self, x: &Self::Tensor, weight: &str, eps: f64) -> Self::Tensor;
     /// `x * sigmoid(x)`.
@@ -61,8 +66,8 @@ pub trait Backend {
     fn split_heads(&mut self, x: &Self::Tensor, heads: usize, dim: usize) -> Self::Tensor;
     /// `[batch, heads, seq, dim] -> [batch, seq, heads * dim]`.
     fn merge_heads(&mut self, x: &Self::Tensor, heads: usize, dim: usize) -> Self::Tensor;
-    /// Rotary tables for this pass's positions: `cos, sin` of `position * inv_freq`, each
-    /// duplicated to the head dim (`[batch, seq, dim]`) and multiplied by `scaling`.
+    /// Rotary tables for this pass's positions: `cos, sin` of `position * inv_freq`, multiplied
+    /// by `scaling`, in whatever layout the backend's `apply_rotary` takes.
     fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (Self::Tensor, Self::Tensor);
     /// `x * cos + rotate_half(x) * sin` with `rotate_half([a | b]) = [-b | a]`; x `[b, h, s, d]`.
     fn apply_rotary(

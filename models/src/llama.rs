@@ -36,9 +36,15 @@ fn decoder_layer<B: Backend>(
     let (nh, nkv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
 
     let x = b.rms_norm(&h, &p("input_layernorm.weight"), cfg.rms_norm_eps);
-    let q = b.linear(&x, &p("self_attn.q_proj"), cfg.qkv_bias);
-    let k = b.linear(&x, &p("self_attn.k_proj"), cfg.qkv_bias);
-    let v = b.linear(&x, &p("self_attn.v_proj"), cfg.qkv_bias);
+    let names = [
+        p("self_attn.q_proj"),
+        p("self_attn.k_proj"),
+        p("self_attn.v_proj"),
+    ];
+    let [q, k, v]: [B::Tensor; 3] = b
+        .linears(&x, &[&names[0], &names[1], &names[2]], cfg.qkv_bias)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("three projections in, three out"));
     let q = b.split_heads(&q, nh, d);
     let k = b.split_heads(&k, nkv, d);
     let v = b.split_heads(&v, nkv, d);
@@ -58,9 +64,12 @@ fn decoder_layer<B: Backend>(
     let h = b.add(&h, &a);
 
     let x = b.rms_norm(&h, &p("post_attention_layernorm.weight"), cfg.rms_norm_eps);
-    let gate = b.linear(&x, &p("mlp.gate_proj"), false);
+    let names = [p("mlp.gate_proj"), p("mlp.up_proj")];
+    let [gate, up]: [B::Tensor; 2] = b
+        .linears(&x, &[&names[0], &names[1]], false)
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("two projections in, two out"));
     let gate = b.silu(&gate);
-    let up = b.linear(&x, &p("mlp.up_proj"), false);
     let m = b.mul(&gate, &up);
     let m = b.linear(&m, &p("mlp.down_proj"), false);
     let m = b.observe(layer, Site::MlpOutput, m);

@@ -126,6 +126,13 @@ impl CompiledModel {
         if opts.threads > 0 {
             builder = builder.with_intra_threads(opts.threads)?;
         }
+        // Diagnostics: ONNX Runtime's per-node profile, and the graph after its own fusions.
+        if let Ok(prefix) = std::env::var("MIMIC_ORT_PROFILE") {
+            builder = builder.with_profiling(&prefix)?;
+        }
+        if let Ok(path) = std::env::var("MIMIC_ORT_OPTIMIZED_MODEL") {
+            builder = builder.with_optimized_model_path(&path)?;
+        }
         builder = match provider {
             ExecutionProvider::Cpu => builder,
             ExecutionProvider::Cuda => builder

@@ -72,10 +72,17 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// A compiled folder for `model`, compiled on first use and reused while the model's
-/// fingerprint and the contract version match.
+/// fingerprint, the options and this build of mimic (the executable's modification time)
+/// are the same.
 pub fn compiled_for(model: &Model, opts: &mimic_compiler::CompileOptions) -> Result<PathBuf> {
+    let build = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
     let tag = format!(
-        "{}-{:?}-{}",
+        "{}-{build:x}-{:?}-{}",
         model.fingerprint(),
         opts.attention,
         if opts.last_only { "last" } else { "all" }
