@@ -2,7 +2,10 @@
 mod bench;
 mod compile;
 mod doctor;
+mod eval;
 mod generate;
+mod plot;
+mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +37,10 @@ pub enum Command {
     Bench(bench::Args),
     /// Report libtorch, ONNX Runtime, execution providers and the default model.
     Doctor(doctor::Args),
+    /// Train MimIC heads (or LIVE / LoRA) on a task so the model answers without demonstrations.
+    Train(train::Args),
+    /// Accuracy on a task's test split: zero-shot, in-context, or with trained heads.
+    Eval(eval::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -42,6 +49,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compile(a) => compile::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 

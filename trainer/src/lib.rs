@@ -1,6 +1,12 @@
 //! The libtorch side of mimic: the model definition executed eagerly with autograd
 //! ([`torch_backend`]), with the hooks training needs (record activations, shift attention).
+pub mod eval;
+pub mod optim;
+pub mod rng;
+pub mod shift;
+pub mod task;
 pub mod torch_backend;
+pub mod train;
 
 pub use torch_backend::{
     AttentionShift, Forward, ForwardOutput, KvCache, SiteShift, TorchLm, TorchModel,
@@ -48,4 +54,63 @@ pub fn parse_device(s: &str) -> Result<tch::Device> {
         }
     }
     Ok(dev)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
+/// reader never sees a half-written file.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let err = |e: std::io::Error| TrainerError::Other(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Serialises float32 tensors with string metadata as safetensors bytes.
+pub fn safetensors_bytes(
+    tensors: &[(String, tch::Tensor)],
+    meta: std::collections::HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let t = t.detach().to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
+            let shape: Vec<usize> = t.size().iter().map(|&x| x as usize).collect();
+            let v = Vec::<f32>::try_from(&t.view([-1]))?;
+            Ok((n.clone(), shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        })
+        .collect::<Result<_>>()?;
+    let views = data
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| TrainerError::Other(format!("{n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, Some(meta)).map_err(|e| TrainerError::Other(e.to_string()))
+}
+
+/// Reads float32 tensors and metadata from safetensors bytes.
+pub fn read_safetensors(
+    path: &std::path::Path,
+) -> Result<(std::collections::HashMap<String, tch::Tensor>, std::collections::HashMap<String, String>)> {
+    let err = |msg: String| TrainerError::Other(format!("{}: {msg}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    let mut out = std::collections::HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(err(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+        }
+        let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let shape: Vec<i64> = view.shape().iter().map(|&x| x as i64).collect();
+        out.insert(name, tch::Tensor::from_slice(&v).view(shape.as_slice()));
+    }
+    Ok((out, meta))
 }

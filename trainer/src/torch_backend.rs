@@ -22,6 +22,19 @@ pub trait SiteShift {
     fn shift(&self, layer: usize, site: Site, x: Tensor) -> Tensor;
 }
 
+/// An addition to a linear layer's output, by module name (LoRA: `x A^T B^T * alpha / r`).
+pub trait LinearShift {
+    fn delta(&self, module: &str, x: &Tensor) -> Option<Tensor>;
+}
+
+/// The shifts one forward pass applies (none by default).
+#[derive(Clone, Copy, Default)]
+pub struct Shifts<'a> {
+    pub attention: Option<&'a dyn AttentionShift>,
+    pub site: Option<&'a dyn SiteShift>,
+    pub linear: Option<&'a dyn LinearShift>,
+}
+
 /// A decoder's weights on a device, float32, in HF layout.
 pub struct TorchModel {
     pub config: LlamaConfig,
@@ -55,12 +68,11 @@ pub struct Forward<'a> {
     pub attention_mask: Option<&'a Tensor>,
     /// `[b, s]`; by default the count of real tokens before each position.
     pub position_ids: Option<&'a Tensor>,
-    /// Compute logits of the last position only (generation).
-    pub last_only: bool,
+    /// Compute logits of the last `n` positions only (1 for generation); all when `None`.
+    pub logits_last: Option<i64>,
     /// Sites whose activations are returned.
     pub record: &'a [Site],
-    pub attention_shift: Option<&'a dyn AttentionShift>,
-    pub site_shift: Option<&'a dyn SiteShift>,
+    pub shifts: Shifts<'a>,
 }
 
 impl<'a> Forward<'a> {
@@ -69,16 +81,15 @@ impl<'a> Forward<'a> {
             ids,
             attention_mask: None,
             position_ids: None,
-            last_only: false,
+            logits_last: None,
             record: &[],
-            attention_shift: None,
-            site_shift: None,
+            shifts: Shifts::default(),
         }
     }
 }
 
 pub struct ForwardOutput {
-    /// `[b, s, vocab]`, or `[b, 1, vocab]` with `last_only`.
+    /// `[b, s, vocab]`, or `[b, n, vocab]` with `logits_last: Some(n)`.
     pub logits: Tensor,
     pub recorded: BTreeMap<(usize, Site), Tensor>,
 }
@@ -206,7 +217,11 @@ impl Backend for TorchPass<'_, '_, '_> {
     fn linear(&mut self, x: &Tensor, module: &str, bias: bool) -> Tensor {
         let w = self.model.param(&format!("{module}.weight"));
         let b = bias.then(|| self.model.param(&format!("{module}.bias")));
-        x.linear(w, b)
+        let y = x.linear(w, b);
+        match self.forward.shifts.linear.and_then(|s| s.delta(module, x)) {
+            Some(d) => y + d,
+            None => y,
+        }
     }
 
     fn rms_norm(&mut self, x: &Tensor, weight: &str, eps: f64) -> Tensor {
@@ -267,7 +282,7 @@ impl Backend for TorchPass<'_, '_, '_> {
             .or_insert_with(|| additive_mask(key_mask, past, s, spec.window));
         let group = (spec.num_heads / spec.num_kv_heads) as i64;
         let scale = 1.0 / (spec.head_dim as f64).sqrt();
-        match self.forward.attention_shift {
+        match self.forward.shifts.attention {
             None => Tensor::scaled_dot_product_attention(
                 q,
                 &k,
@@ -289,7 +304,7 @@ impl Backend for TorchPass<'_, '_, '_> {
     }
 
     fn observe(&mut self, layer: usize, site: Site, x: Tensor) -> Tensor {
-        let x = match self.forward.site_shift {
+        let x = match self.forward.shifts.site {
             Some(s) => s.shift(layer, site, x),
             None => x,
         };
@@ -300,26 +315,33 @@ impl Backend for TorchPass<'_, '_, '_> {
     }
 
     fn logits(&mut self, h: &Tensor, weight: &str) -> Tensor {
-        let h = if self.forward.last_only {
-            let s = h.size()[1];
-            h.narrow(1, s - 1, 1)
-        } else {
-            h.shallow_clone()
+        let h = match self.forward.logits_last {
+            Some(n) => {
+                let s = h.size()[1];
+                h.narrow(1, s - n.min(s), n.min(s))
+            }
+            None => h.shallow_clone(),
         };
         h.linear::<&Tensor>(self.model.param(weight), None)
     }
 }
 
-/// Greedy generation on libtorch: a [`TorchModel`] with its own cache, batch 1.
+/// Greedy generation on libtorch: a [`TorchModel`] with its own cache and shifts, batch 1.
 pub struct TorchLm<'m> {
     pub model: &'m TorchModel,
+    pub shifts: Shifts<'m>,
     cache: KvCache,
 }
 
 impl<'m> TorchLm<'m> {
     pub fn new(model: &'m TorchModel) -> Self {
+        Self::with_shifts(model, Shifts::default())
+    }
+
+    pub fn with_shifts(model: &'m TorchModel, shifts: Shifts<'m>) -> Self {
         TorchLm {
             model,
+            shifts,
             cache: KvCache::default(),
         }
     }
@@ -339,7 +361,8 @@ impl CausalLm for TorchLm<'_> {
             .view([1, -1])
             .to_device(self.model.device);
         let mut f = Forward::new(&ids);
-        f.last_only = true;
+        f.logits_last = Some(1);
+        f.shifts = self.shifts;
         let out = self.model.forward(&f, Some(&mut self.cache));
         let logits = out
             .logits

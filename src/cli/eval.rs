@@ -1,0 +1,110 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    pub task: PathBuf,
+    /// zero-shot, icl or heads (repeat or comma-separate to compare several in one table).
+    #[arg(long, value_delimiter = ',', default_value = "zero-shot,icl")]
+    pub method: Vec<String>,
+    #[arg(long, default_value_t = 8)]
+    pub shots: usize,
+    /// Heads files for `--method heads` (one row each).
+    #[arg(long, value_delimiter = ',')]
+    pub heads: Vec<PathBuf>,
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    pub test_size: usize,
+    /// Evaluate the first N test queries only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 10)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value = mimic_trainer::task::DEFAULT_TEMPLATE)]
+    pub template: String,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Also write the results (and every answer) as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[cfg(feature = "torch")]
+pub fn run(a: Args) -> Result<()> {
+    use anyhow::bail;
+    use mimic_trainer::eval::{evaluate, Prompting};
+    use mimic_trainer::shift::Shift;
+    use mimic_trainer::task::{Task, Template};
+
+    let model = super::open_model(a.model.as_deref())?;
+    let mut task = Task::load(&a.task, Template::new(&a.template)?, a.test_size, a.seed)?;
+    if let Some(n) = a.limit {
+        task.test.truncate(n);
+    }
+    if a.threads > 0 {
+        tch::set_num_threads(a.threads as i32);
+    }
+    let device = mimic_trainer::parse_device(&a.device)?;
+    let tm = mimic_trainer::TorchModel::new(&model, device)?;
+    let tok = model.tokenizer()?;
+    // Load every heads file first: a bad one fails before any evaluation runs.
+    let mut shifts = Vec::new();
+    for m in &a.method {
+        if m == "heads" {
+            if a.heads.is_empty() {
+                bail!("--method heads needs --heads FILE");
+            }
+            for h in &a.heads {
+                shifts.push(Shift::load(h, &model, device)?.0);
+            }
+        } else if m != "zero-shot" && m != "icl" {
+            bail!("unknown evaluation method `{m}` (zero-shot, icl, heads)");
+        }
+    }
+    let mut runs: Vec<Prompting> = Vec::new();
+    for m in &a.method {
+        match m.as_str() {
+            "zero-shot" => runs.push(Prompting::ZeroShot),
+            "icl" => runs.push(Prompting::InContext(a.shots)),
+            _ => runs.extend(shifts.iter().map(Prompting::Shifted)),
+        }
+    }
+    let mut results = Vec::new();
+    let mut all_answers = Vec::new();
+    for p in &runs {
+        let bar = indicatif::ProgressBar::new(task.test.len() as u64);
+        let (r, answers) = evaluate(&tm, tok, &task, p, a.max_new_tokens, a.seed, |i, _| bar.set_position(i as u64))?;
+        bar.finish_and_clear();
+        eprintln!("{}: first-token {:.3}, exact {:.3}", r.method, r.first_token_accuracy, r.exact_match);
+        all_answers.push(answers);
+        results.push(r);
+    }
+    println!(
+        "| {:<14} | {:<16} | {:>7} | {:>11} | {:>11} | {:>10} | {:>13} |",
+        "task", "method", "queries", "first-token", "exact match", "params", "prompt tokens"
+    );
+    println!("|{:-<16}|{:-<18}|{:->9}|{:->13}|{:->13}|{:->12}|{:->15}|", "", "", "", "", "", "", "");
+    for r in &results {
+        println!(
+            "| {:<14} | {:<16} | {:>7} | {:>11.3} | {:>11.3} | {:>10} | {:>13.1} |",
+            r.task, r.method, r.queries, r.first_token_accuracy, r.exact_match, r.trainable_params, r.mean_prompt_tokens
+        );
+    }
+    if let Some(path) = &a.json {
+        let v = serde_json::json!({"results": results, "answers": all_answers});
+        mimic_trainer::write_atomically(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+pub fn run(_: Args) -> Result<()> {
+    anyhow::bail!("this mimic was built without the `torch` feature: evaluation runs on libtorch")
+}

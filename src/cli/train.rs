@@ -1,0 +1,181 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A JSON list of {"input", "output"} pairs.
+    #[arg(long)]
+    pub task: PathBuf,
+    /// mimic (additive), mimic-convex, live or lora.
+    #[arg(long, default_value = "mimic")]
+    pub method: String,
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    pub shots: usize,
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Activation site aligned between teacher and student: mlp, attn or layer.
+    #[arg(long, default_value = "mlp")]
+    pub site: String,
+    /// mse or cosine.
+    #[arg(long, default_value = "mse")]
+    pub align: String,
+    #[arg(long)]
+    pub align_weight: Option<f64>,
+    #[arg(long)]
+    pub ce_weight: Option<f64>,
+    #[arg(long)]
+    pub kl_weight: Option<f64>,
+    #[arg(long, default_value_t = 8)]
+    pub lora_rank: usize,
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    #[arg(long, value_delimiter = ',', default_value = "self_attn.q_proj,self_attn.v_proj")]
+    pub lora_targets: Vec<String>,
+    /// Pairs held out for evaluation (at most half the file).
+    #[arg(long, default_value_t = 100)]
+    pub test_size: usize,
+    #[arg(long, default_value = mimic_trainer::task::DEFAULT_TEMPLATE)]
+    pub template: String,
+    /// Output folder (heads.safetensors, checkpoint.safetensors, log.json, loss.svg);
+    /// default runs/<task>-<method>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// Continue from the folder's checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many steps (of --steps) have run; for tests of --resume.
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[cfg(feature = "torch")]
+pub fn run(a: Args) -> Result<()> {
+    use anyhow::{bail, Context};
+    use mimic_trainer::shift::Method;
+    use mimic_trainer::task::{Task, Template};
+    use mimic_trainer::train::{AlignLoss, TrainConfig, Trainer};
+
+    let method: Method = a.method.parse().map_err(anyhow::Error::msg)?;
+    let model = super::open_model(a.model.as_deref())?;
+    let task = Task::load(&a.task, Template::new(&a.template)?, a.test_size, a.seed)?;
+    if a.threads > 0 {
+        tch::set_num_threads(a.threads as i32);
+    }
+    let device = mimic_trainer::parse_device(&a.device)?;
+    let tm = mimic_trainer::TorchModel::new(&model, device)?;
+    let mut cfg = TrainConfig::for_method(method);
+    cfg.shots = a.shots;
+    cfg.steps = a.steps;
+    cfg.batch = a.batch;
+    cfg.seed = a.seed;
+    cfg.site = a.site.clone();
+    cfg.align = match a.align.as_str() {
+        "mse" => AlignLoss::Mse,
+        "cosine" => AlignLoss::Cosine,
+        other => bail!("unknown alignment loss `{other}` (mse, cosine)"),
+    };
+    if let Some(lr) = a.lr {
+        cfg.optim.lr = lr;
+    }
+    cfg.align_weight = a.align_weight.unwrap_or(cfg.align_weight);
+    cfg.ce_weight = a.ce_weight.unwrap_or(cfg.ce_weight);
+    cfg.kl_weight = a.kl_weight.unwrap_or(cfg.kl_weight);
+    cfg.lora.rank = a.lora_rank;
+    cfg.lora.alpha = a.lora_alpha;
+    cfg.lora.targets = a.lora_targets.clone();
+    let stem = a.task.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{stem}-{}", method.name())));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let ckpt = out.join("checkpoint.safetensors");
+
+    let mut trainer = Trainer::new(&tm, &model, &task, cfg)?;
+    if a.resume {
+        trainer.resume(&ckpt)?;
+        tracing::info!(step = trainer.step, "resumed from {}", ckpt.display());
+    }
+    eprintln!(
+        "training {} on {} ({} train / {} test pairs, {} shots, {} trainable parameters)",
+        method.name(),
+        a.task.display(),
+        task.train.len(),
+        task.test.len(),
+        a.shots,
+        trainer.shift.num_params()
+    );
+    let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(trainer.step as u64);
+    let stop = a.stop_after.unwrap_or(a.steps).min(a.steps);
+    while trainer.step < stop {
+        let log = match trainer.train_step() {
+            Ok(l) => l,
+            Err(e) => {
+                bar.abandon();
+                return Err(anyhow::anyhow!(e).context(format!("last good checkpoint: {}", ckpt.display())));
+            }
+        };
+        bar.set_position(log.step as u64);
+        bar.set_message(format!(
+            "loss {:.4} (align {:.4} ce {:.4} kl {:.4}) {:.2} s/step",
+            log.loss,
+            log.align,
+            log.ce,
+            log.kl,
+            log.teacher_s + log.student_s
+        ));
+        if log.step % a.checkpoint_every == 0 || log.step == stop {
+            trainer.save_checkpoint(&ckpt)?;
+        }
+    }
+    bar.finish();
+    let logs = &trainer.log;
+    let json = serde_json::to_string_pretty(logs)?;
+    mimic_trainer::write_atomically(&out.join("log.json"), json.as_bytes())?;
+    let series = [
+        ("loss", logs.iter().map(|l| l.loss).collect()),
+        ("align", logs.iter().map(|l| l.align).collect()),
+        ("ce", logs.iter().map(|l| l.ce).collect()),
+        ("kl", logs.iter().map(|l| l.kl).collect()),
+    ];
+    let svg = super::plot::loss_svg(&format!("{} on {stem}", method.name()), &series);
+    mimic_trainer::write_atomically(&out.join("loss.svg"), svg.as_bytes())?;
+    if trainer.step == a.steps {
+        let heads = out.join("heads.safetensors");
+        trainer.shift.save(&heads, &model.fingerprint(), &model.config, &trainer.heads_metadata())?;
+        let n = logs.len().max(1) as f64;
+        println!(
+            "wrote {} ({} steps, final loss {:.4}, {:.2} s/step: teacher {:.2} s, student {:.2} s)",
+            heads.display(),
+            trainer.step,
+            logs.last().map_or(f64::NAN, |l| l.loss),
+            logs.iter().map(|l| l.teacher_s + l.student_s).sum::<f64>() / n,
+            logs.iter().map(|l| l.teacher_s).sum::<f64>() / n,
+            logs.iter().map(|l| l.student_s).sum::<f64>() / n,
+        );
+    } else {
+        println!("stopped at step {} of {}; continue with --resume", trainer.step, a.steps);
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+pub fn run(_: Args) -> Result<()> {
+    anyhow::bail!("this mimic was built without the `torch` feature: training needs libtorch")
+}

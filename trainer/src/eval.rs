@@ -1,0 +1,132 @@
+//! Accuracy on a task's test split: first-token accuracy and exact match of the greedy answer
+//! cut at the first newline, for the model prompted zero-shot, with `k` demonstrations
+//! (in-context learning), or zero-shot with a trained [`Shift`].
+use std::time::Instant;
+
+use mimic_models::generate::{argmax, CausalLm};
+use mimic_models::tokenizer::TextTokenizer;
+use serde::{Deserialize, Serialize};
+
+use crate::rng::SplitMix64;
+use crate::shift::Shift;
+use crate::task::{start_token, Encoded, Task};
+use crate::torch_backend::{Shifts, TorchLm, TorchModel};
+use crate::{Result, TrainerError};
+
+/// How the model is prompted.
+pub enum Prompting<'a> {
+    ZeroShot,
+    /// `k` demonstrations per query, drawn from the training part.
+    InContext(usize),
+    /// No demonstrations; the shift applied.
+    Shifted(&'a Shift),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub task: String,
+    pub method: String,
+    pub queries: usize,
+    pub first_token_accuracy: f64,
+    pub exact_match: f64,
+    pub trainable_params: i64,
+    pub mean_prompt_tokens: f64,
+    pub seconds: f64,
+}
+
+/// One query's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Answer {
+    pub input: String,
+    pub expected: String,
+    pub generated: String,
+    pub first_token_correct: bool,
+    pub exact: bool,
+}
+
+/// Greedy decoding until a newline appears in the text or `max_new` tokens.
+fn answer<M: CausalLm>(lm: &mut M, tok: &TextTokenizer, prompt: &[u32], max_new: usize) -> Result<(Vec<u32>, String)>
+where
+    TrainerError: From<M::Error>,
+{
+    lm.reset();
+    let mut logits = lm.extend(prompt)?;
+    let mut ids = Vec::new();
+    loop {
+        let next = argmax(&logits);
+        ids.push(next);
+        let text = tok.decode(&ids)?;
+        if text.contains('\n') || ids.len() >= max_new || tok.eos_ids().contains(&next) {
+            let cut = text.split('\n').next().unwrap_or_default().to_string();
+            return Ok((ids, cut));
+        }
+        logits = lm.extend(&[next])?;
+    }
+}
+
+/// Evaluates `prompting` on the test split; `on_done` is called after each query.
+pub fn evaluate(
+    model: &TorchModel,
+    tok: &TextTokenizer,
+    task: &Task,
+    prompting: &Prompting,
+    max_new: usize,
+    seed: u64,
+    mut on_done: impl FnMut(usize, usize),
+) -> Result<(EvalResult, Vec<Answer>)> {
+    let _guard = tch::no_grad_guard();
+    let t0 = Instant::now();
+    let start = start_token(tok);
+    let (shifts, method, params) = match prompting {
+        Prompting::ZeroShot => (Shifts::default(), "zero-shot".to_string(), 0),
+        Prompting::InContext(k) => (Shifts::default(), format!("icl-{k}"), 0),
+        Prompting::Shifted(s) => (s.shifts(), s.method.name().to_string(), s.num_params()),
+    };
+    let mut lm = TorchLm::with_shifts(model, shifts);
+    let mut rng = SplitMix64::new(seed);
+    let (mut first, mut exact, mut prompt_tokens) = (0usize, 0usize, 0usize);
+    let mut answers = Vec::with_capacity(task.test.len());
+    for (i, q) in task.test.iter().enumerate() {
+        let demos = match prompting {
+            Prompting::InContext(k) => task.demonstrations(q, *k, &mut rng)?,
+            _ => vec![],
+        };
+        let enc = Encoded::new(tok, start, &task.template, &demos, q)?;
+        let prompt = enc.prompt();
+        if prompt.len() + max_new > model.config.max_position_embeddings {
+            return Err(TrainerError::Other(format!(
+                "prompt of {} tokens is longer than the model's context of {}",
+                prompt.len(),
+                model.config.max_position_embeddings
+            )));
+        }
+        prompt_tokens += prompt.len();
+        let (ids, text) = answer(&mut lm, tok, &prompt, max_new)?;
+        let first_ok = ids.first() == enc.answer.first();
+        let exact_ok = text.trim() == q.output.trim();
+        first += first_ok as usize;
+        exact += exact_ok as usize;
+        answers.push(Answer {
+            input: q.input.clone(),
+            expected: q.output.clone(),
+            generated: text,
+            first_token_correct: first_ok,
+            exact: exact_ok,
+        });
+        on_done(i + 1, task.test.len());
+    }
+    let n = task.test.len().max(1) as f64;
+    Ok((
+        EvalResult {
+            task: task.path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+            method,
+            queries: task.test.len(),
+            first_token_accuracy: first as f64 / n,
+            exact_match: exact as f64 / n,
+            trainable_params: params,
+            mean_prompt_tokens: prompt_tokens as f64 / n,
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+        answers,
+    ))
+}

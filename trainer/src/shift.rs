@@ -1,0 +1,306 @@
+//! The adaptation methods the trainer fits on a frozen model, and their files.
+//!
+//! - MimIC, per layer `l` and query head `h`, on post-rotary queries `q`:
+//!   `f = w_lh . q + b_lh`, `mu = sigmoid(f - LSE(q))` (LSE over the keys the query may see);
+//!   additive form `o = h + mu u_lh` (published), convex form `o = (1 - mu) h + mu u_lh`
+//!   (a virtual key/value slot).
+//! - LIVE, per layer on the MLP output, norm kept: `o' = (o + a_l v_l) |o| / |o + a_l v_l|`.
+//! - LoRA on chosen projections: `y += x A^T B^T alpha / r`.
+//!
+//! A file is safetensors: the trainable tensors plus metadata naming the method, the base
+//! model's fingerprint and the shapes; loading onto another model is an error.
+use std::collections::HashMap;
+use std::path::Path;
+
+use mimic_models::backend::Site;
+use mimic_models::{LlamaConfig, Model};
+use tch::{Device, Kind, Tensor};
+
+use crate::torch_backend::{AttentionShift, LinearShift, Shifts, SiteShift};
+use crate::{Result, TrainerError};
+
+/// Which method, and for MimIC which form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// MimIC, additive form.
+    Mimic,
+    /// MimIC, convex (virtual-slot) form.
+    MimicConvex,
+    Live,
+    Lora,
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mimic" | "mimic-additive" => Ok(Self::Mimic),
+            "mimic-convex" => Ok(Self::MimicConvex),
+            "live" => Ok(Self::Live),
+            "lora" => Ok(Self::Lora),
+            _ => Err(format!("unknown method `{s}` (mimic, mimic-convex, live, lora)")),
+        }
+    }
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mimic => "mimic",
+            Self::MimicConvex => "mimic-convex",
+            Self::Live => "live",
+            Self::Lora => "lora",
+        }
+    }
+}
+
+/// LoRA settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Projection names within a layer, e.g. `self_attn.q_proj`.
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+            targets: vec!["self_attn.q_proj".into(), "self_attn.v_proj".into()],
+        }
+    }
+}
+
+/// The trainable tensors of one method, by name. Every tensor is float32 on the model's
+/// device; `decay` says whether weight decay applies (not to biases and scales).
+pub struct Shift {
+    pub method: Method,
+    pub lora: Option<LoraConfig>,
+    pub params: Vec<(String, Tensor, bool)>,
+    index: HashMap<String, usize>,
+}
+
+impl Shift {
+    fn from_params(method: Method, lora: Option<LoraConfig>, params: Vec<(String, Tensor, bool)>) -> Self {
+        let index = params.iter().enumerate().map(|(i, (n, _, _))| (n.clone(), i)).collect();
+        Shift {
+            method,
+            lora,
+            params,
+            index,
+        }
+    }
+
+    fn get(&self, name: &str) -> &Tensor {
+        &self.params[self.index[name]].1
+    }
+
+    /// Fresh parameters with the published initialisation, seeded.
+    pub fn init(method: Method, cfg: &LlamaConfig, lora: &LoraConfig, device: Device, seed: u64) -> Self {
+        tch::manual_seed(seed as i64);
+        let (l, h, d) = (cfg.num_layers as i64, cfg.num_heads as i64, cfg.head_dim as i64);
+        let opts = (Kind::Float, device);
+        let p = |t: Tensor| t.set_requires_grad(true);
+        match method {
+            Method::Mimic | Method::MimicConvex => Shift::from_params(
+                method,
+                None,
+                vec![
+                    ("mimic.w".into(), p(Tensor::randn([l, h, d], opts) * 0.02), true),
+                    ("mimic.b".into(), p(Tensor::zeros([l, h], opts)), false),
+                    ("mimic.u".into(), p(Tensor::randn([l, h, d], opts) * 0.001), true),
+                ],
+            ),
+            Method::Live => Shift::from_params(
+                method,
+                None,
+                vec![
+                    ("live.v".into(), p(Tensor::randn([l, cfg.hidden_size as i64], opts) * 0.001), true),
+                    ("live.a".into(), p(Tensor::ones([l], opts)), false),
+                ],
+            ),
+            Method::Lora => {
+                let mut params = vec![];
+                for layer in 0..cfg.num_layers {
+                    for t in &lora.targets {
+                        let (out, inp) = projection_shape(cfg, t);
+                        let module = format!("model.layers.{layer}.{t}");
+                        let bound = 1.0 / (inp as f64).sqrt();
+                        let a = Tensor::rand([lora.rank as i64, inp], opts) * (2.0 * bound) - bound;
+                        params.push((format!("lora.{module}.A"), p(a), true));
+                        params.push((format!("lora.{module}.B"), p(Tensor::zeros([out, lora.rank as i64], opts)), true));
+                    }
+                }
+                Shift::from_params(method, Some(lora.clone()), params)
+            }
+        }
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(&self) -> i64 {
+        self.params.iter().map(|(_, t, _)| t.numel() as i64).sum()
+    }
+
+    /// The hooks that apply this method in a forward pass.
+    pub fn shifts(&self) -> Shifts<'_> {
+        match self.method {
+            Method::Mimic | Method::MimicConvex => Shifts {
+                attention: Some(self),
+                ..Default::default()
+            },
+            Method::Live => Shifts {
+                site: Some(self),
+                ..Default::default()
+            },
+            Method::Lora => Shifts {
+                linear: Some(self),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The metadata a heads file carries besides `extra`.
+    pub fn metadata(&self, model_fingerprint: &str, cfg: &LlamaConfig) -> HashMap<String, String> {
+        let mut meta = HashMap::new();
+        meta.insert("mimic.format".into(), "1".into());
+        meta.insert("mimic.method".into(), self.method.name().into());
+        meta.insert("mimic.fingerprint".into(), model_fingerprint.into());
+        meta.insert("mimic.layers".into(), cfg.num_layers.to_string());
+        meta.insert("mimic.heads".into(), cfg.num_heads.to_string());
+        meta.insert("mimic.head_dim".into(), cfg.head_dim.to_string());
+        meta.insert("mimic.hidden".into(), cfg.hidden_size.to_string());
+        if let Some(l) = &self.lora {
+            meta.insert("mimic.lora".into(), serde_json::to_string(l).unwrap_or_default());
+        }
+        meta
+    }
+
+    /// Named tensors for saving.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.params.iter().map(|(n, t, _)| (n.clone(), t.shallow_clone())).collect()
+    }
+
+    /// Writes the tensors and metadata (to a temporary name, then renamed into place).
+    pub fn save(&self, path: &Path, model_fingerprint: &str, cfg: &LlamaConfig, extra: &HashMap<String, String>) -> Result<()> {
+        let mut meta = self.metadata(model_fingerprint, cfg);
+        meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        crate::write_atomically(path, &crate::safetensors_bytes(&self.named_tensors(), meta)?)
+    }
+
+    /// Reads a file written by [`Shift::save`] (or a training checkpoint) and checks it was
+    /// made for `model`. Returns the shift, the metadata and any other tensors in the file.
+    pub fn load(
+        path: &Path,
+        model: &Model,
+        device: Device,
+    ) -> Result<(Self, HashMap<String, String>, HashMap<String, Tensor>)> {
+        let err = |msg: String| TrainerError::Other(format!("heads file {}: {msg}", path.display()));
+        if !path.is_file() {
+            return Err(err("not found".into()));
+        }
+        let (mut tensors, meta) = crate::read_safetensors(path)?;
+        let method: Method = meta
+            .get("mimic.method")
+            .ok_or_else(|| err("no `mimic.method` in its metadata: not a mimic heads file".into()))?
+            .parse()
+            .map_err(err)?;
+        let want = model.fingerprint();
+        let got = meta.get("mimic.fingerprint").cloned().unwrap_or_default();
+        if got != want {
+            return Err(err(format!(
+                "made for a model with fingerprint {got}, but {} has fingerprint {want}",
+                model.source.display()
+            )));
+        }
+        let lora: Option<LoraConfig> = match meta.get("mimic.lora") {
+            Some(s) => Some(serde_json::from_str(s).map_err(|e| err(format!("bad LoRA settings: {e}")))?),
+            None => None,
+        };
+        // The expected names and shapes: those a fresh init makes.
+        let cfg = &model.config;
+        let template = Shift::init(method, cfg, lora.as_ref().unwrap_or(&LoraConfig::default()), Device::Cpu, 0);
+        let mut params = Vec::new();
+        for (name, t, decay) in &template.params {
+            let loaded = tensors.remove(name).ok_or_else(|| err(format!("tensor {name} missing")))?;
+            if loaded.size() != t.size() {
+                return Err(err(format!("tensor {name} has shape {:?}, this model needs {:?}", loaded.size(), t.size())));
+            }
+            params.push((name.clone(), loaded.to_device(device).set_requires_grad(true), *decay));
+        }
+        Ok((Shift::from_params(method, lora, params), meta, tensors))
+    }
+}
+
+fn projection_shape(cfg: &LlamaConfig, target: &str) -> (i64, i64) {
+    let (h, i) = (cfg.hidden_size as i64, cfg.intermediate_size as i64);
+    let (q, kv) = ((cfg.num_heads * cfg.head_dim) as i64, (cfg.num_kv_heads * cfg.head_dim) as i64);
+    match target {
+        "self_attn.q_proj" => (q, h),
+        "self_attn.k_proj" | "self_attn.v_proj" => (kv, h),
+        "self_attn.o_proj" => (h, q),
+        "mlp.gate_proj" | "mlp.up_proj" => (i, h),
+        "mlp.down_proj" => (h, i),
+        _ => (h, h),
+    }
+}
+
+/// Checks LoRA target names against the projections a layer has.
+pub fn check_lora_targets(targets: &[String]) -> Result<()> {
+    const KNOWN: [&str; 7] = [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ];
+    for t in targets {
+        if !KNOWN.contains(&t.as_str()) {
+            return Err(TrainerError::Other(format!("unknown LoRA target `{t}` (one of {KNOWN:?})")));
+        }
+    }
+    Ok(())
+}
+
+impl AttentionShift for Shift {
+    fn shift(&self, layer: usize, q: &Tensor, h: &Tensor, lse: &Tensor) -> Tensor {
+        let (heads, d) = (q.size()[1], q.size()[3]);
+        let w = self.get("mimic.w").get(layer as i64).view([1, heads, 1, d]);
+        let b = self.get("mimic.b").get(layer as i64).view([1, heads, 1, 1]);
+        let u = self.get("mimic.u").get(layer as i64).view([1, heads, 1, d]);
+        let f = (q * w).sum_dim_intlist(-1, true, Kind::Float) + b;
+        let mu = (f - lse).sigmoid();
+        match self.method {
+            Method::MimicConvex => (1.0 - &mu) * h + mu * u,
+            _ => h + mu * u,
+        }
+    }
+}
+
+impl SiteShift for Shift {
+    fn shift(&self, layer: usize, site: Site, x: Tensor) -> Tensor {
+        if site != Site::MlpOutput {
+            return x;
+        }
+        let v = self.get("live.v").get(layer as i64);
+        let a = self.get("live.a").get(layer as i64);
+        let shifted = &x + a * v;
+        let norm = x.norm_scalaropt_dim(2, [-1], true);
+        let shifted_norm = shifted.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12);
+        shifted * norm / shifted_norm
+    }
+}
+
+impl LinearShift for Shift {
+    fn delta(&self, module: &str, x: &Tensor) -> Option<Tensor> {
+        let lora = self.lora.as_ref()?;
+        let a = self.index.get(&format!("lora.{module}.A"))?;
+        let b = self.index.get(&format!("lora.{module}.B"))?;
+        let scale = lora.alpha / lora.rank as f64;
+        Some(x.matmul(&self.params[*a].1.tr()).matmul(&self.params[*b].1.tr()) * scale)
+    }
+}

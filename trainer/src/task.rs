@@ -1,0 +1,181 @@
+//! In-context learning tasks: a JSON list of `{input, output}` pairs, a prompt template, a
+//! seeded train/test split, and prompts with demonstrations drawn from the training part.
+use std::path::{Path, PathBuf};
+
+use mimic_models::tokenizer::TextTokenizer;
+use serde::{Deserialize, Serialize};
+
+use crate::rng::SplitMix64;
+use crate::{Result, TrainerError};
+
+/// The default template: a demonstration is the whole of it, a query the part before
+/// `{output}`.
+pub const DEFAULT_TEMPLATE: &str = "Q: {input}\nA: {output}\n\n";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pair {
+    pub input: String,
+    pub output: String,
+}
+
+/// A task split into training pairs (queries and demonstrations) and held-out test pairs.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub path: PathBuf,
+    pub train: Vec<Pair>,
+    pub test: Vec<Pair>,
+    pub template: Template,
+}
+
+/// A template with `{input}` and `{output}`, e.g. `"Q: {input}\nA: {output}\n\n"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub text: String,
+}
+
+impl Template {
+    pub fn new(text: &str) -> Result<Self> {
+        let (i, o) = (text.find("{input}"), text.find("{output}"));
+        match (i, o) {
+            (Some(i), Some(o)) if i < o => Ok(Template { text: text.to_string() }),
+            _ => Err(TrainerError::Other(format!(
+                "template {text:?} must contain {{input}} and then {{output}}"
+            ))),
+        }
+    }
+
+    /// A whole demonstration.
+    pub fn demonstration(&self, p: &Pair) -> String {
+        self.text.replace("{input}", &p.input).replace("{output}", &p.output)
+    }
+
+    /// The query (up to the answer, trailing spaces moved to the answer so BPE sees
+    /// `" Paris"`), the answer, and what follows it (`"\n\n"`).
+    pub fn query_answer(&self, p: &Pair) -> (String, String) {
+        let (before, after_output) = self.text.split_once("{output}").expect("checked in new");
+        let prefix = before.replace("{input}", &p.input);
+        let trimmed = prefix.trim_end_matches(' ');
+        let spaces = &prefix[trimmed.len()..];
+        let _ = after_output;
+        (trimmed.to_string(), format!("{spaces}{}", p.output))
+    }
+}
+
+impl Task {
+    /// Reads a task file and splits it: `test_size` pairs held out (at most half the file),
+    /// the rest for training, shuffled with `seed`.
+    pub fn load(path: &Path, template: Template, test_size: usize, seed: u64) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrainerError::Other(format!("{}: {e}", path.display())))?;
+        let pairs: Vec<Pair> = serde_json::from_str(&text).map_err(|e| {
+            TrainerError::Other(format!(
+                "{}: not a JSON list of {{\"input\", \"output\"}} pairs: {e}",
+                path.display()
+            ))
+        })?;
+        if pairs.len() < 2 {
+            return Err(TrainerError::Other(format!(
+                "{}: {} pairs; a task needs at least 2 (one to train on, one to test)",
+                path.display(),
+                pairs.len()
+            )));
+        }
+        if let Some((i, _)) = pairs
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.input.trim().is_empty() || p.output.trim().is_empty())
+        {
+            return Err(TrainerError::Other(format!("{}: pair {i} has an empty input or output", path.display())));
+        }
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        SplitMix64::new(seed).shuffle(&mut order);
+        let n_test = test_size.min(pairs.len() / 2).max(1);
+        let test = order[..n_test].iter().map(|&i| pairs[i].clone()).collect();
+        let train = order[n_test..].iter().map(|&i| pairs[i].clone()).collect();
+        Ok(Task {
+            path: path.to_path_buf(),
+            train,
+            test,
+            template,
+        })
+    }
+
+    /// `k` demonstrations from the training part, never the query itself.
+    pub fn demonstrations(&self, query: &Pair, k: usize, rng: &mut SplitMix64) -> Result<Vec<Pair>> {
+        let pool: Vec<&Pair> = self.train.iter().filter(|p| *p != query).collect();
+        if k > pool.len() {
+            return Err(TrainerError::Other(format!(
+                "{}: {k} shots asked for but the training part holds {} other pairs",
+                self.path.display(),
+                pool.len()
+            )));
+        }
+        let mut idx: Vec<usize> = (0..pool.len()).collect();
+        rng.shuffle(&mut idx);
+        Ok(idx[..k].iter().map(|&i| pool[i].clone()).collect())
+    }
+}
+
+/// Token ids of one example: a shared start token, the demonstrations, the query and the answer.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub start: Vec<u32>,
+    pub demos: Vec<u32>,
+    pub query: Vec<u32>,
+    pub answer: Vec<u32>,
+}
+
+impl Encoded {
+    /// Encodes pieces separately so the query and answer ids are the same with or without
+    /// demonstrations (the teacher and the student then see identical query tokens).
+    pub fn new(tok: &TextTokenizer, start: Option<u32>, template: &Template, demos: &[Pair], query: &Pair) -> Result<Self> {
+        let text: String = demos.iter().map(|d| template.demonstration(d)).collect();
+        let (q, a) = template.query_answer(query);
+        Ok(Encoded {
+            start: start.into_iter().collect(),
+            demos: if text.is_empty() { vec![] } else { tok.encode(&text)? },
+            query: tok.encode(&q)?,
+            answer: tok.encode(&a)?,
+        })
+    }
+
+    /// Start, demonstrations and query: what a model is prompted with.
+    pub fn prompt(&self) -> Vec<u32> {
+        [&self.start[..], &self.demos, &self.query].concat()
+    }
+
+    /// The prompt followed by the answer (training sequences).
+    pub fn full(&self) -> Vec<u32> {
+        [self.prompt(), self.answer.clone()].concat()
+    }
+
+    /// Number of query and answer positions (the positions the alignment loss compares).
+    pub fn query_answer_len(&self) -> usize {
+        self.query.len() + self.answer.len()
+    }
+}
+
+/// The start token shared by every sequence: `<|endoftext|>` when the vocabulary has it,
+/// else the tokenizer's BOS. Position 0 carries massive activations (an attention sink); a
+/// shared first token keeps it out of the teacher/student mismatch.
+pub fn start_token(tok: &TextTokenizer) -> Option<u32> {
+    tok.token_to_id("<|endoftext|>").or(tok.bos_id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_moves_the_space_to_the_answer() {
+        let t = Template::new(DEFAULT_TEMPLATE).unwrap();
+        let p = Pair {
+            input: "France".into(),
+            output: "Paris".into(),
+        };
+        assert_eq!(t.demonstration(&p), "Q: France\nA: Paris\n\n");
+        assert_eq!(t.query_answer(&p), ("Q: France\nA:".into(), " Paris".into()));
+        assert!(Template::new("{output} then {input}").is_err());
+        assert!(Template::new("no fields").is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! Fitting a [`Shift`] so the model without demonstrations behaves as with them.
+//!
+//! Each step draws a batch of training queries, each with `shots` demonstrations from the other
+//! training pairs. The teacher is the frozen model on `[start] demos query answer`; the student
+//! is the shifted model on `[start] query answer`. Both batches are left-padded, so the query
+//! and answer positions line up at the right end. The loss is a weighted sum of
+//! - alignment: MSE (or 1 - cosine) between teacher and student activations at a site (MLP
+//!   output by default) on the query and answer positions, averaged over layers;
+//! - cross-entropy of the answer tokens under the student;
+//! - KL(teacher || student) of the next-token distributions on the answer positions.
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use mimic_models::backend::Site;
+use mimic_models::tokenizer::TextTokenizer;
+use mimic_models::Model;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::optim::{cosine_lr, AdamW, AdamWConfig};
+use crate::rng::SplitMix64;
+use crate::shift::{LoraConfig, Method, Shift};
+use crate::task::{start_token, Encoded, Task};
+use crate::torch_backend::{Forward, TorchModel};
+use crate::{Result, TrainerError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlignLoss {
+    Mse,
+    Cosine,
+}
+
+/// Everything that determines a training run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub shots: usize,
+    pub steps: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub site: String,
+    pub align: AlignLoss,
+    pub align_weight: f64,
+    pub ce_weight: f64,
+    pub kl_weight: f64,
+    pub optim: AdamWConfig,
+    pub lora: LoraConfig,
+}
+
+impl TrainConfig {
+    /// The published defaults for each method: MimIC aligns MLP outputs (1.0) plus 0.5
+    /// cross-entropy; LIVE matches logits (KL 1.0) plus 0.5 cross-entropy; LoRA uses
+    /// cross-entropy alone.
+    pub fn for_method(method: Method) -> Self {
+        let (align_weight, ce_weight, kl_weight) = match method {
+            Method::Mimic | Method::MimicConvex => (1.0, 0.5, 0.0),
+            Method::Live => (0.0, 0.5, 1.0),
+            Method::Lora => (0.0, 1.0, 0.0),
+        };
+        TrainConfig {
+            method,
+            shots: 8,
+            steps: 200,
+            batch: 4,
+            seed: 0,
+            site: "mlp".into(),
+            align: AlignLoss::Mse,
+            align_weight,
+            ce_weight,
+            kl_weight,
+            optim: AdamWConfig::default(),
+            lora: LoraConfig::default(),
+        }
+    }
+}
+
+/// One step's numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub loss: f64,
+    pub align: f64,
+    pub ce: f64,
+    pub kl: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub teacher_s: f64,
+    pub student_s: f64,
+}
+
+/// A training run in progress: the shift, the optimiser state, the sampler and the log.
+pub struct Trainer<'a> {
+    pub model: &'a TorchModel,
+    pub base: &'a Model,
+    pub tok: &'a TextTokenizer,
+    pub task: &'a Task,
+    pub cfg: TrainConfig,
+    pub shift: Shift,
+    pub opt: AdamW,
+    pub rng: SplitMix64,
+    pub step: usize,
+    pub log: Vec<StepLog>,
+    site: Site,
+}
+
+/// Left-pads sequences: ids `[b, t]` (padded with `pad`) and mask `[b, t]`.
+pub fn left_pad(seqs: &[Vec<u32>], pad: u32) -> (Tensor, Tensor) {
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(seqs.len() * t);
+    let mut mask = Vec::with_capacity(seqs.len() * t);
+    for s in seqs {
+        let n = t - s.len();
+        ids.extend(std::iter::repeat_n(pad as i64, n).chain(s.iter().map(|&x| x as i64)));
+        mask.extend(std::iter::repeat_n(0i64, n).chain(std::iter::repeat_n(1, s.len())));
+    }
+    let shape = [seqs.len() as i64, t as i64];
+    (Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape))
+}
+
+/// `[b, n]` float mask, 1 at the last `lens[i]` of `n` right-aligned positions.
+fn tail_mask(lens: &[usize], n: usize) -> Tensor {
+    let v: Vec<f32> = lens
+        .iter()
+        .flat_map(|&l| (0..n).map(move |j| if j + l >= n { 1.0 } else { 0.0 }))
+        .collect();
+    Tensor::from_slice(&v).view([lens.len() as i64, n as i64])
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(model: &'a TorchModel, base: &'a Model, task: &'a Task, cfg: TrainConfig) -> Result<Self> {
+        let tok = base.tokenizer()?;
+        let site: Site = cfg.site.parse().map_err(TrainerError::Other)?;
+        crate::shift::check_lora_targets(&cfg.lora.targets)?;
+        if cfg.batch == 0 || cfg.steps == 0 {
+            return Err(TrainerError::Other("--batch and --steps must be positive".into()));
+        }
+        // Fails early when the task cannot supply the shots.
+        task.demonstrations(&task.train[0], cfg.shots, &mut SplitMix64::new(0))?;
+        let shift = Shift::init(cfg.method, &model.config, &cfg.lora, model.device, cfg.seed);
+        let params: Vec<&Tensor> = shift.params.iter().map(|(_, t, _)| t).collect();
+        let opt = AdamW::new(cfg.optim.clone(), &params);
+        Ok(Trainer {
+            model,
+            base,
+            tok,
+            task,
+            rng: SplitMix64::new(cfg.seed ^ 0x5eed),
+            cfg,
+            shift,
+            opt,
+            step: 0,
+            log: vec![],
+            site,
+        })
+    }
+
+    /// One optimisation step. Errors when the loss is not finite (the parameters are left as
+    /// they were before the step).
+    pub fn train_step(&mut self) -> Result<StepLog> {
+        let cfg = &self.cfg;
+        let start = start_token(self.tok);
+        let mut examples = Vec::with_capacity(cfg.batch);
+        for _ in 0..cfg.batch {
+            let q = &self.task.train[self.rng.below(self.task.train.len())];
+            let demos = self.task.demonstrations(q, cfg.shots, &mut self.rng)?;
+            examples.push(Encoded::new(self.tok, start, &self.task.template, &demos, q)?);
+        }
+        let max_pos = self.model.config.max_position_embeddings;
+        if let Some(e) = examples.iter().find(|e| e.full().len() > max_pos) {
+            return Err(TrainerError::Other(format!(
+                "a teacher sequence of {} tokens is longer than the model's context of {max_pos}; use fewer shots",
+                e.full().len()
+            )));
+        }
+        let pad = self.tok.pad_id().unwrap_or(0);
+        let qa_lens: Vec<usize> = examples.iter().map(Encoded::query_answer_len).collect();
+        let ans_lens: Vec<usize> = examples.iter().map(|e| e.answer.len()).collect();
+        let n_qa = *qa_lens.iter().max().unwrap_or(&1);
+        let n_ans = *ans_lens.iter().max().unwrap_or(&1);
+        let device = self.model.device;
+        let record = [self.site];
+        let record: &[Site] = if cfg.align_weight > 0.0 { &record } else { &[] };
+
+        // Teacher: frozen, with demonstrations.
+        let t0 = Instant::now();
+        let teacher_seqs: Vec<Vec<u32>> = examples.iter().map(Encoded::full).collect();
+        let (t_ids, t_mask) = left_pad(&teacher_seqs, pad);
+        let (t_ids, t_mask) = (t_ids.to_device(device), t_mask.to_device(device));
+        let teacher = {
+            let _g = tch::no_grad_guard();
+            let mut f = Forward::new(&t_ids);
+            f.attention_mask = Some(&t_mask);
+            f.record = record;
+            f.logits_last = Some(n_ans as i64 + 1);
+            self.model.forward(&f, None)
+        };
+        let teacher_s = t0.elapsed().as_secs_f64();
+
+        // Student: shifted, without demonstrations.
+        let t1 = Instant::now();
+        let student_seqs: Vec<Vec<u32>> = examples
+            .iter()
+            .map(|e| [&e.start[..], &e.query, &e.answer].concat())
+            .collect();
+        let (s_ids, s_mask) = left_pad(&student_seqs, pad);
+        let (s_ids, s_mask) = (s_ids.to_device(device), s_mask.to_device(device));
+        let mut f = Forward::new(&s_ids);
+        f.attention_mask = Some(&s_mask);
+        f.record = record;
+        f.logits_last = Some(n_ans as i64 + 1);
+        f.shifts = self.shift.shifts();
+        let student = self.model.forward(&f, None);
+
+        let zero = || Tensor::zeros([], (Kind::Float, device));
+        // Alignment on the query and answer positions.
+        let mut align = zero();
+        if cfg.align_weight > 0.0 {
+            let m = tail_mask(&qa_lens, n_qa).to_device(device);
+            let count = m.sum(Kind::Float);
+            for l in 0..self.model.config.num_layers {
+                let tail = |x: &Tensor| x.narrow(1, x.size()[1] - n_qa as i64, n_qa as i64);
+                let t = tail(&teacher.recorded[&(l, self.site)]);
+                let s = tail(&student.recorded[&(l, self.site)]);
+                let per_pos = match cfg.align {
+                    AlignLoss::Mse => (&s - &t).pow_tensor_scalar(2).mean_dim(-1, false, Kind::Float),
+                    AlignLoss::Cosine => 1.0 - Tensor::cosine_similarity(&s, &t, -1, 1e-8),
+                };
+                align = align + (per_pos * &m).sum(Kind::Float) / &count;
+            }
+            align = align / self.model.config.num_layers as f64;
+        }
+        // Answer tokens are the last `a` of each row; logits at the `a` positions before predict them.
+        let a_mask = tail_mask(&ans_lens, n_ans).to_device(device);
+        let a_count = a_mask.sum(Kind::Float);
+        let s_logp = student.logits.narrow(1, 0, n_ans as i64).log_softmax(-1, Kind::Float);
+        let targets = s_ids.narrow(1, s_ids.size()[1] - n_ans as i64, n_ans as i64);
+        let ce = if cfg.ce_weight > 0.0 {
+            let nll = -s_logp.gather(-1, &targets.unsqueeze(-1), false).squeeze_dim(-1);
+            (nll * &a_mask).sum(Kind::Float) / &a_count
+        } else {
+            zero()
+        };
+        let kl = if cfg.kl_weight > 0.0 {
+            let t_logp = teacher.logits.narrow(1, 0, n_ans as i64).log_softmax(-1, Kind::Float);
+            let per_pos = (t_logp.exp() * (&t_logp - &s_logp)).sum_dim_intlist(-1, false, Kind::Float);
+            (per_pos * &a_mask).sum(Kind::Float) / &a_count
+        } else {
+            zero()
+        };
+        let loss = &align * cfg.align_weight + &ce * cfg.ce_weight + &kl * cfg.kl_weight;
+        let loss_v = loss.double_value(&[]);
+        if !loss_v.is_finite() {
+            return Err(TrainerError::Other(format!(
+                "loss is {loss_v} at step {}: stopping (the last checkpoint is kept)",
+                self.step + 1
+            )));
+        }
+        loss.backward();
+        let lr = cosine_lr(&cfg.optim, self.step, cfg.steps);
+        let mut params: Vec<(&mut Tensor, bool)> = self.shift.params.iter_mut().map(|(_, t, d)| (t, *d)).collect();
+        let grad_norm = self.opt.step(&mut params, lr);
+        let student_s = t1.elapsed().as_secs_f64();
+        self.step += 1;
+        let entry = StepLog {
+            step: self.step,
+            loss: loss_v,
+            align: align.double_value(&[]),
+            ce: ce.double_value(&[]),
+            kl: kl.double_value(&[]),
+            lr,
+            grad_norm,
+            teacher_s,
+            student_s,
+        };
+        self.log.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Writes a checkpoint: parameters, optimiser moments, sampler state, step and log.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let mut tensors = self.shift.named_tensors();
+        for (i, (name, _, _)) in self.shift.params.iter().enumerate() {
+            tensors.push((format!("opt.m.{name}"), self.opt.m[i].shallow_clone()));
+            tensors.push((format!("opt.v.{name}"), self.opt.v[i].shallow_clone()));
+        }
+        let mut meta = self.shift.metadata(&self.base.fingerprint(), &self.model.config);
+        meta.insert("train.step".into(), self.step.to_string());
+        meta.insert("train.opt_t".into(), self.opt.t.to_string());
+        meta.insert("train.rng".into(), self.rng.state.to_string());
+        meta.insert("train.config".into(), serde_json::to_string(&self.cfg).unwrap_or_default());
+        meta.insert("train.log".into(), serde_json::to_string(&self.log).unwrap_or_default());
+        crate::write_atomically(path, &crate::safetensors_bytes(&tensors, meta)?)
+    }
+
+    /// Continues from a checkpoint written by [`Trainer::save_checkpoint`] with the same config.
+    pub fn resume(&mut self, path: &Path) -> Result<()> {
+        let (shift, meta, extra) = Shift::load(path, self.base, self.model.device)?;
+        let err = |m: &str| TrainerError::Other(format!("checkpoint {}: {m}", path.display()));
+        let saved: TrainConfig = serde_json::from_str(meta.get("train.config").ok_or_else(|| err("no training config"))?)
+            .map_err(|e| err(&e.to_string()))?;
+        if serde_json::to_value(&saved).ok() != serde_json::to_value(&self.cfg).ok() {
+            return Err(err("was written with other training settings; pass the same options to resume"));
+        }
+        let num = |k: &str| -> Result<u64> {
+            meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| err(&format!("no {k}")))
+        };
+        for (i, (name, _, _)) in shift.params.iter().enumerate() {
+            let m = extra.get(&format!("opt.m.{name}")).ok_or_else(|| err("optimiser state missing"))?;
+            let v = extra.get(&format!("opt.v.{name}")).ok_or_else(|| err("optimiser state missing"))?;
+            self.opt.m[i] = m.to_device(self.model.device);
+            self.opt.v[i] = v.to_device(self.model.device);
+        }
+        self.shift = shift;
+        self.step = num("train.step")? as usize;
+        self.opt.t = num("train.opt_t")? as i64;
+        self.rng = SplitMix64::new(num("train.rng")?);
+        self.log = serde_json::from_str(meta.get("train.log").map_or("[]", |s| s.as_str())).unwrap_or_default();
+        Ok(())
+    }
+
+    /// Metadata recorded in the final heads file.
+    pub fn heads_metadata(&self) -> HashMap<String, String> {
+        let mut meta = HashMap::new();
+        meta.insert("train.config".into(), serde_json::to_string(&self.cfg).unwrap_or_default());
+        meta.insert("train.task".into(), self.task.path.display().to_string());
+        meta.insert("train.steps_done".into(), self.step.to_string());
+        meta
+    }
+}
