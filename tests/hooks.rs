@@ -62,7 +62,10 @@ fn attention_shift_changes_the_output_by_mu_u() {
     let a = &plain.recorded[&(0, Site::AttnOutput)];
     let b = &shifted.recorded[&(0, Site::AttnOutput)];
     let d = max_abs_diff(a, b);
-    assert!(d > 1e-3, "a shift of 0.5 * mu left the attention output unchanged ({d})");
+    assert!(
+        d > 1e-3,
+        "a shift of 0.5 * mu left the attention output unchanged ({d})"
+    );
 }
 
 #[test]
@@ -77,5 +80,8 @@ fn records_only_the_sites_asked_for() {
     let out = tm.forward(&f, None);
     assert_eq!(out.recorded.len(), model.config.num_layers);
     assert!(out.recorded.keys().all(|(_, s)| *s == Site::MlpOutput));
-    assert_eq!(out.recorded[&(0, Site::MlpOutput)].size(), vec![1, 3, model.config.hidden_size as i64]);
+    assert_eq!(
+        out.recorded[&(0, Site::MlpOutput)].size(),
+        vec![1, 3, model.config.hidden_size as i64]
+    );
 }

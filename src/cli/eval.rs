@@ -52,8 +52,6 @@ pub fn run(a: Args) -> Result<()> {
         tch::set_num_threads(a.threads as i32);
     }
     let device = mimic_trainer::parse_device(&a.device)?;
-    let tm = mimic_trainer::TorchModel::new(&model, device)?;
-    let tok = model.tokenizer()?;
     // Load every heads file first: a bad one fails before any evaluation runs.
     let mut shifts = Vec::new();
     for m in &a.method {
@@ -68,6 +66,8 @@ pub fn run(a: Args) -> Result<()> {
             bail!("unknown evaluation method `{m}` (zero-shot, icl, heads)");
         }
     }
+    let tm = mimic_trainer::TorchModel::new(&model, device)?;
+    let tok = model.tokenizer()?;
     let mut runs: Vec<Prompting> = Vec::new();
     for m in &a.method {
         match m.as_str() {
@@ -80,9 +80,14 @@ pub fn run(a: Args) -> Result<()> {
     let mut all_answers = Vec::new();
     for p in &runs {
         let bar = indicatif::ProgressBar::new(task.test.len() as u64);
-        let (r, answers) = evaluate(&tm, tok, &task, p, a.max_new_tokens, a.seed, |i, _| bar.set_position(i as u64))?;
+        let (r, answers) = evaluate(&tm, tok, &task, p, a.max_new_tokens, a.seed, |i, _| {
+            bar.set_position(i as u64)
+        })?;
         bar.finish_and_clear();
-        eprintln!("{}: first-token {:.3}, exact {:.3}", r.method, r.first_token_accuracy, r.exact_match);
+        eprintln!(
+            "{}: first-token {:.3}, exact {:.3}",
+            r.method, r.first_token_accuracy, r.exact_match
+        );
         all_answers.push(answers);
         results.push(r);
     }
@@ -90,11 +95,20 @@ pub fn run(a: Args) -> Result<()> {
         "| {:<14} | {:<16} | {:>7} | {:>11} | {:>11} | {:>10} | {:>13} |",
         "task", "method", "queries", "first-token", "exact match", "params", "prompt tokens"
     );
-    println!("|{:-<16}|{:-<18}|{:->9}|{:->13}|{:->13}|{:->12}|{:->15}|", "", "", "", "", "", "", "");
+    println!(
+        "|{:-<16}|{:-<18}|{:->9}|{:->13}|{:->13}|{:->12}|{:->15}|",
+        "", "", "", "", "", "", ""
+    );
     for r in &results {
         println!(
             "| {:<14} | {:<16} | {:>7} | {:>11.3} | {:>11.3} | {:>10} | {:>13.1} |",
-            r.task, r.method, r.queries, r.first_token_accuracy, r.exact_match, r.trainable_params, r.mean_prompt_tokens
+            r.task,
+            r.method,
+            r.queries,
+            r.first_token_accuracy,
+            r.exact_match,
+            r.trainable_params,
+            r.mean_prompt_tokens
         );
     }
     if let Some(path) = &a.json {

@@ -4,10 +4,25 @@
 pub fn loss_svg(title: &str, series: &[(&str, Vec<f64>)]) -> String {
     let (w, h, pad) = (720.0, 360.0, 50.0);
     let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-    let all: Vec<f64> = series.iter().flat_map(|(_, v)| v.iter().copied()).filter(|x| *x > 0.0 && x.is_finite()).collect();
-    let (lo, hi) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-    let (lo, hi) = if all.is_empty() { (1e-3, 1.0) } else { (lo.log10(), hi.log10().max(lo.log10() + 1e-6)) };
-    let n = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
+    let all: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|x| *x > 0.0 && x.is_finite())
+        .collect();
+    let (lo, hi) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    let (lo, hi) = if all.is_empty() {
+        (1e-3, 1.0)
+    } else {
+        (lo.log10(), hi.log10().max(lo.log10() + 1e-6))
+    };
+    let n = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
     let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1) as f64;
     let y = |v: f64| h - pad - (h - 2.0 * pad) * (v.max(1e-30).log10() - lo) / (hi - lo);
     let mut out = format!(
@@ -37,8 +52,15 @@ pub fn loss_svg(title: &str, series: &[(&str, Vec<f64>)]) -> String {
             .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
             .collect();
         let c = colours[k % colours.len()];
-        out += &format!("<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\" points=\"{}\"/>\n", points.join(" "));
-        out += &format!("<text x=\"{}\" y=\"{}\" fill=\"{c}\">{name}</text>\n", w - pad - 80.0, pad + 15.0 * k as f64);
+        out += &format!(
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+            points.join(" ")
+        );
+        out += &format!(
+            "<text x=\"{}\" y=\"{}\" fill=\"{c}\">{name}</text>\n",
+            w - pad - 80.0,
+            pad + 15.0 * k as f64
+        );
     }
     out + "</svg>\n"
 }

@@ -38,9 +38,13 @@ pub struct Args {
     pub lora_rank: usize,
     #[arg(long, default_value_t = 16.0)]
     pub lora_alpha: f64,
-    #[arg(long, value_delimiter = ',', default_value = "self_attn.q_proj,self_attn.v_proj")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "self_attn.q_proj,self_attn.v_proj"
+    )]
     pub lora_targets: Vec<String>,
-    /// Pairs held out for evaluation (at most half the file).
+    /// Pairs held out for evaluation (at most all but one).
     #[arg(long, default_value_t = 100)]
     pub test_size: usize,
     #[arg(long, default_value = mimic_trainer::task::DEFAULT_TEMPLATE)]
@@ -57,6 +61,9 @@ pub struct Args {
     /// Stop after this many steps (of --steps) have run; for tests of --resume.
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+    /// Make the loss NaN at this step; for tests of the guard.
+    #[arg(long, hide = true)]
+    pub poison_step: Option<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     #[arg(long, default_value_t = 0)]
@@ -98,12 +105,20 @@ pub fn run(a: Args) -> Result<()> {
     cfg.lora.rank = a.lora_rank;
     cfg.lora.alpha = a.lora_alpha;
     cfg.lora.targets = a.lora_targets.clone();
-    let stem = a.task.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{stem}-{}", method.name())));
+    let stem = a
+        .task
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{stem}-{}", method.name())));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let ckpt = out.join("checkpoint.safetensors");
 
     let mut trainer = Trainer::new(&tm, &model, &task, cfg)?;
+    trainer.poison_step = a.poison_step;
     if a.resume {
         trainer.resume(&ckpt)?;
         tracing::info!(step = trainer.step, "resumed from {}", ckpt.display());
@@ -118,8 +133,10 @@ pub fn run(a: Args) -> Result<()> {
         trainer.shift.num_params()
     );
     let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_position(trainer.step as u64);
     let stop = a.stop_after.unwrap_or(a.steps).min(a.steps);
@@ -128,7 +145,9 @@ pub fn run(a: Args) -> Result<()> {
             Ok(l) => l,
             Err(e) => {
                 bar.abandon();
-                return Err(anyhow::anyhow!(e).context(format!("last good checkpoint: {}", ckpt.display())));
+                return Err(
+                    anyhow::anyhow!(e).context(format!("last good checkpoint: {}", ckpt.display()))
+                );
             }
         };
         bar.set_position(log.step as u64);
@@ -140,6 +159,18 @@ pub fn run(a: Args) -> Result<()> {
             log.kl,
             log.teacher_s + log.student_s
         ));
+        if bar.is_hidden() && (log.step % 10 == 0 || log.step == stop) {
+            // No terminal for the bar: progress goes to the log.
+            tracing::info!(
+                step = log.step,
+                of = a.steps,
+                loss = log.loss,
+                align = log.align,
+                ce = log.ce,
+                kl = log.kl,
+                "training"
+            );
+        }
         if log.step % a.checkpoint_every == 0 || log.step == stop {
             trainer.save_checkpoint(&ckpt)?;
         }
@@ -158,7 +189,12 @@ pub fn run(a: Args) -> Result<()> {
     mimic_trainer::write_atomically(&out.join("loss.svg"), svg.as_bytes())?;
     if trainer.step == a.steps {
         let heads = out.join("heads.safetensors");
-        trainer.shift.save(&heads, &model.fingerprint(), &model.config, &trainer.heads_metadata())?;
+        trainer.shift.save(
+            &heads,
+            &model.fingerprint(),
+            &model.config,
+            &trainer.heads_metadata(),
+        )?;
         let n = logs.len().max(1) as f64;
         println!(
             "wrote {} ({} steps, final loss {:.4}, {:.2} s/step: teacher {:.2} s, student {:.2} s)",
@@ -170,7 +206,10 @@ pub fn run(a: Args) -> Result<()> {
             logs.iter().map(|l| l.student_s).sum::<f64>() / n,
         );
     } else {
-        println!("stopped at step {} of {}; continue with --resume", trainer.step, a.steps);
+        println!(
+            "stopped at step {} of {}; continue with --resume",
+            trainer.step, a.steps
+        );
     }
     Ok(())
 }

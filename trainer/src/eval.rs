@@ -45,7 +45,12 @@ pub struct Answer {
 }
 
 /// Greedy decoding until a newline appears in the text or `max_new` tokens.
-fn answer<M: CausalLm>(lm: &mut M, tok: &TextTokenizer, prompt: &[u32], max_new: usize) -> Result<(Vec<u32>, String)>
+fn answer<M: CausalLm>(
+    lm: &mut M,
+    tok: &TextTokenizer,
+    prompt: &[u32],
+    max_new: usize,
+) -> Result<(Vec<u32>, String)>
 where
     TrainerError: From<M::Error>,
 {
@@ -118,7 +123,11 @@ pub fn evaluate(
     let n = task.test.len().max(1) as f64;
     Ok((
         EvalResult {
-            task: task.path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+            task: task
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default(),
             method,
             queries: task.test.len(),
             first_token_accuracy: first as f64 / n,

@@ -63,7 +63,10 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
@@ -77,10 +80,18 @@ pub fn safetensors_bytes(
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, t)| {
-            let t = t.detach().to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
+            let t = t
+                .detach()
+                .to_device(tch::Device::Cpu)
+                .to_kind(tch::Kind::Float)
+                .contiguous();
             let shape: Vec<usize> = t.size().iter().map(|&x| x as usize).collect();
             let v = Vec::<f32>::try_from(&t.view([-1]))?;
-            Ok((n.clone(), shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            Ok((
+                n.clone(),
+                shape,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ))
         })
         .collect::<Result<_>>()?;
     let views = data
@@ -94,21 +105,62 @@ pub fn safetensors_bytes(
     safetensors::serialize(views, Some(meta)).map_err(|e| TrainerError::Other(e.to_string()))
 }
 
+/// Reads only the string metadata of a safetensors file.
+pub fn read_safetensors_metadata(
+    path: &std::path::Path,
+) -> Result<std::collections::HashMap<String, String>> {
+    use std::io::Read;
+    let err = |msg: String| TrainerError::Other(format!("{}: {msg}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| err("not a safetensors file: too short".into()))?;
+    let n = u64::from_le_bytes(len);
+    let size = f.metadata().map_err(|e| err(e.to_string()))?.len();
+    if n > size.saturating_sub(8) || n > 100 << 20 {
+        return Err(err(format!("not a safetensors file: header of {n} bytes")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| err(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    Ok(v.get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Reads float32 tensors and metadata from safetensors bytes.
 pub fn read_safetensors(
     path: &std::path::Path,
-) -> Result<(std::collections::HashMap<String, tch::Tensor>, std::collections::HashMap<String, String>)> {
+) -> Result<(
+    std::collections::HashMap<String, tch::Tensor>,
+    std::collections::HashMap<String, String>,
+)> {
     let err = |msg: String| TrainerError::Other(format!("{}: {msg}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| err(format!("not a safetensors file: {e}")))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(format!("not a safetensors file: {e}")))?;
     let mut out = std::collections::HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(err(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+            return Err(err(format!(
+                "tensor {name} is {:?}, expected F32",
+                view.dtype()
+            )));
         }
-        let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         let shape: Vec<i64> = view.shape().iter().map(|&x| x as i64).collect();
         out.insert(name, tch::Tensor::from_slice(&v).view(shape.as_slice()));
     }

@@ -69,7 +69,11 @@ impl AdamW {
             .map(|g| g.pow_tensor_scalar(2).sum(Kind::Double).double_value(&[]))
             .sum::<f64>()
             .sqrt();
-        let clip = if total > self.cfg.clip_norm { self.cfg.clip_norm / (total + 1e-6) } else { 1.0 };
+        let clip = if total > self.cfg.clip_norm {
+            self.cfg.clip_norm / (total + 1e-6)
+        } else {
+            1.0
+        };
         self.t += 1;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let bc1 = 1.0 - b1.powi(self.t as i32);

@@ -39,7 +39,9 @@ impl std::str::FromStr for Method {
             "mimic-convex" => Ok(Self::MimicConvex),
             "live" => Ok(Self::Live),
             "lora" => Ok(Self::Lora),
-            _ => Err(format!("unknown method `{s}` (mimic, mimic-convex, live, lora)")),
+            _ => Err(format!(
+                "unknown method `{s}` (mimic, mimic-convex, live, lora)"
+            )),
         }
     }
 }
@@ -84,8 +86,16 @@ pub struct Shift {
 }
 
 impl Shift {
-    fn from_params(method: Method, lora: Option<LoraConfig>, params: Vec<(String, Tensor, bool)>) -> Self {
-        let index = params.iter().enumerate().map(|(i, (n, _, _))| (n.clone(), i)).collect();
+    fn from_params(
+        method: Method,
+        lora: Option<LoraConfig>,
+        params: Vec<(String, Tensor, bool)>,
+    ) -> Self {
+        let index = params
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _, _))| (n.clone(), i))
+            .collect();
         Shift {
             method,
             lora,
@@ -99,9 +109,19 @@ impl Shift {
     }
 
     /// Fresh parameters with the published initialisation, seeded.
-    pub fn init(method: Method, cfg: &LlamaConfig, lora: &LoraConfig, device: Device, seed: u64) -> Self {
+    pub fn init(
+        method: Method,
+        cfg: &LlamaConfig,
+        lora: &LoraConfig,
+        device: Device,
+        seed: u64,
+    ) -> Self {
         tch::manual_seed(seed as i64);
-        let (l, h, d) = (cfg.num_layers as i64, cfg.num_heads as i64, cfg.head_dim as i64);
+        let (l, h, d) = (
+            cfg.num_layers as i64,
+            cfg.num_heads as i64,
+            cfg.head_dim as i64,
+        );
         let opts = (Kind::Float, device);
         let p = |t: Tensor| t.set_requires_grad(true);
         match method {
@@ -109,16 +129,28 @@ impl Shift {
                 method,
                 None,
                 vec![
-                    ("mimic.w".into(), p(Tensor::randn([l, h, d], opts) * 0.02), true),
+                    (
+                        "mimic.w".into(),
+                        p(Tensor::randn([l, h, d], opts) * 0.02),
+                        true,
+                    ),
                     ("mimic.b".into(), p(Tensor::zeros([l, h], opts)), false),
-                    ("mimic.u".into(), p(Tensor::randn([l, h, d], opts) * 0.001), true),
+                    (
+                        "mimic.u".into(),
+                        p(Tensor::randn([l, h, d], opts) * 0.001),
+                        true,
+                    ),
                 ],
             ),
             Method::Live => Shift::from_params(
                 method,
                 None,
                 vec![
-                    ("live.v".into(), p(Tensor::randn([l, cfg.hidden_size as i64], opts) * 0.001), true),
+                    (
+                        "live.v".into(),
+                        p(Tensor::randn([l, cfg.hidden_size as i64], opts) * 0.001),
+                        true,
+                    ),
                     ("live.a".into(), p(Tensor::ones([l], opts)), false),
                 ],
             ),
@@ -131,7 +163,11 @@ impl Shift {
                         let bound = 1.0 / (inp as f64).sqrt();
                         let a = Tensor::rand([lora.rank as i64, inp], opts) * (2.0 * bound) - bound;
                         params.push((format!("lora.{module}.A"), p(a), true));
-                        params.push((format!("lora.{module}.B"), p(Tensor::zeros([out, lora.rank as i64], opts)), true));
+                        params.push((
+                            format!("lora.{module}.B"),
+                            p(Tensor::zeros([out, lora.rank as i64], opts)),
+                            true,
+                        ));
                     }
                 }
                 Shift::from_params(method, Some(lora.clone()), params)
@@ -173,35 +209,47 @@ impl Shift {
         meta.insert("mimic.head_dim".into(), cfg.head_dim.to_string());
         meta.insert("mimic.hidden".into(), cfg.hidden_size.to_string());
         if let Some(l) = &self.lora {
-            meta.insert("mimic.lora".into(), serde_json::to_string(l).unwrap_or_default());
+            meta.insert(
+                "mimic.lora".into(),
+                serde_json::to_string(l).unwrap_or_default(),
+            );
         }
         meta
     }
 
     /// Named tensors for saving.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        self.params.iter().map(|(n, t, _)| (n.clone(), t.shallow_clone())).collect()
+        self.params
+            .iter()
+            .map(|(n, t, _)| (n.clone(), t.shallow_clone()))
+            .collect()
     }
 
     /// Writes the tensors and metadata (to a temporary name, then renamed into place).
-    pub fn save(&self, path: &Path, model_fingerprint: &str, cfg: &LlamaConfig, extra: &HashMap<String, String>) -> Result<()> {
+    pub fn save(
+        &self,
+        path: &Path,
+        model_fingerprint: &str,
+        cfg: &LlamaConfig,
+        extra: &HashMap<String, String>,
+    ) -> Result<()> {
         let mut meta = self.metadata(model_fingerprint, cfg);
         meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        crate::write_atomically(path, &crate::safetensors_bytes(&self.named_tensors(), meta)?)
+        crate::write_atomically(
+            path,
+            &crate::safetensors_bytes(&self.named_tensors(), meta)?,
+        )
     }
 
     /// Reads a file written by [`Shift::save`] (or a training checkpoint) and checks it was
     /// made for `model`. Returns the shift, the metadata and any other tensors in the file.
-    pub fn load(
-        path: &Path,
-        model: &Model,
-        device: Device,
-    ) -> Result<(Self, HashMap<String, String>, HashMap<String, Tensor>)> {
-        let err = |msg: String| TrainerError::Other(format!("heads file {}: {msg}", path.display()));
+    pub fn load(path: &Path, model: &Model, device: Device) -> Result<LoadedShift> {
+        let err =
+            |msg: String| TrainerError::Other(format!("heads file {}: {msg}", path.display()));
         if !path.is_file() {
             return Err(err("not found".into()));
         }
-        let (mut tensors, meta) = crate::read_safetensors(path)?;
+        let meta = crate::read_safetensors_metadata(path)?;
         let method: Method = meta
             .get("mimic.method")
             .ok_or_else(|| err("no `mimic.method` in its metadata: not a mimic heads file".into()))?
@@ -216,27 +264,52 @@ impl Shift {
             )));
         }
         let lora: Option<LoraConfig> = match meta.get("mimic.lora") {
-            Some(s) => Some(serde_json::from_str(s).map_err(|e| err(format!("bad LoRA settings: {e}")))?),
+            Some(s) => {
+                Some(serde_json::from_str(s).map_err(|e| err(format!("bad LoRA settings: {e}")))?)
+            }
             None => None,
         };
         // The expected names and shapes: those a fresh init makes.
+        let (mut tensors, _) = crate::read_safetensors(path)?;
         let cfg = &model.config;
-        let template = Shift::init(method, cfg, lora.as_ref().unwrap_or(&LoraConfig::default()), Device::Cpu, 0);
+        let template = Shift::init(
+            method,
+            cfg,
+            lora.as_ref().unwrap_or(&LoraConfig::default()),
+            Device::Cpu,
+            0,
+        );
         let mut params = Vec::new();
         for (name, t, decay) in &template.params {
-            let loaded = tensors.remove(name).ok_or_else(|| err(format!("tensor {name} missing")))?;
+            let loaded = tensors
+                .remove(name)
+                .ok_or_else(|| err(format!("tensor {name} missing")))?;
             if loaded.size() != t.size() {
-                return Err(err(format!("tensor {name} has shape {:?}, this model needs {:?}", loaded.size(), t.size())));
+                return Err(err(format!(
+                    "tensor {name} has shape {:?}, this model needs {:?}",
+                    loaded.size(),
+                    t.size()
+                )));
             }
-            params.push((name.clone(), loaded.to_device(device).set_requires_grad(true), *decay));
+            params.push((
+                name.clone(),
+                loaded.to_device(device).set_requires_grad(true),
+                *decay,
+            ));
         }
         Ok((Shift::from_params(method, lora, params), meta, tensors))
     }
 }
 
+/// A loaded shift, its file's metadata, and the file's other tensors (optimiser state).
+pub type LoadedShift = (Shift, HashMap<String, String>, HashMap<String, Tensor>);
+
 fn projection_shape(cfg: &LlamaConfig, target: &str) -> (i64, i64) {
     let (h, i) = (cfg.hidden_size as i64, cfg.intermediate_size as i64);
-    let (q, kv) = ((cfg.num_heads * cfg.head_dim) as i64, (cfg.num_kv_heads * cfg.head_dim) as i64);
+    let (q, kv) = (
+        (cfg.num_heads * cfg.head_dim) as i64,
+        (cfg.num_kv_heads * cfg.head_dim) as i64,
+    );
     match target {
         "self_attn.q_proj" => (q, h),
         "self_attn.k_proj" | "self_attn.v_proj" => (kv, h),
@@ -260,10 +333,24 @@ pub fn check_lora_targets(targets: &[String]) -> Result<()> {
     ];
     for t in targets {
         if !KNOWN.contains(&t.as_str()) {
-            return Err(TrainerError::Other(format!("unknown LoRA target `{t}` (one of {KNOWN:?})")));
+            return Err(TrainerError::Other(format!(
+                "unknown LoRA target `{t}` (one of {KNOWN:?})"
+            )));
         }
     }
     Ok(())
+}
+
+/// The MimIC head output from the ordinary one: `mu = sigmoid(f - LSE)`, then
+/// `h + mu u` (additive) or `(1 - mu) h + mu u` (convex). Shapes broadcast: `h` `[b, H, s, d]`,
+/// `lse` and `f` `[b, H, s, 1]`, `u` `[.., d]`.
+pub fn mimic_combine(convex: bool, h: &Tensor, lse: &Tensor, f: &Tensor, u: &Tensor) -> Tensor {
+    let mu = (f - lse).sigmoid();
+    if convex {
+        (1.0 - &mu) * h + mu * u
+    } else {
+        h + mu * u
+    }
 }
 
 impl AttentionShift for Shift {
@@ -273,11 +360,7 @@ impl AttentionShift for Shift {
         let b = self.get("mimic.b").get(layer as i64).view([1, heads, 1, 1]);
         let u = self.get("mimic.u").get(layer as i64).view([1, heads, 1, d]);
         let f = (q * w).sum_dim_intlist(-1, true, Kind::Float) + b;
-        let mu = (f - lse).sigmoid();
-        match self.method {
-            Method::MimicConvex => (1.0 - &mu) * h + mu * u,
-            _ => h + mu * u,
-        }
+        mimic_combine(self.method == Method::MimicConvex, h, lse, &f, &u)
     }
 }
 
@@ -301,6 +384,10 @@ impl LinearShift for Shift {
         let a = self.index.get(&format!("lora.{module}.A"))?;
         let b = self.index.get(&format!("lora.{module}.B"))?;
         let scale = lora.alpha / lora.rank as f64;
-        Some(x.matmul(&self.params[*a].1.tr()).matmul(&self.params[*b].1.tr()) * scale)
+        Some(
+            x.matmul(&self.params[*a].1.tr())
+                .matmul(&self.params[*b].1.tr())
+                * scale,
+        )
     }
 }

@@ -37,7 +37,9 @@ impl Template {
     pub fn new(text: &str) -> Result<Self> {
         let (i, o) = (text.find("{input}"), text.find("{output}"));
         match (i, o) {
-            (Some(i), Some(o)) if i < o => Ok(Template { text: text.to_string() }),
+            (Some(i), Some(o)) if i < o => Ok(Template {
+                text: text.to_string(),
+            }),
             _ => Err(TrainerError::Other(format!(
                 "template {text:?} must contain {{input}} and then {{output}}"
             ))),
@@ -46,7 +48,9 @@ impl Template {
 
     /// A whole demonstration.
     pub fn demonstration(&self, p: &Pair) -> String {
-        self.text.replace("{input}", &p.input).replace("{output}", &p.output)
+        self.text
+            .replace("{input}", &p.input)
+            .replace("{output}", &p.output)
     }
 
     /// The query (up to the answer, trailing spaces moved to the answer so BPE sees
@@ -62,7 +66,7 @@ impl Template {
 }
 
 impl Task {
-    /// Reads a task file and splits it: `test_size` pairs held out (at most half the file),
+    /// Reads a task file and splits it: `test_size` pairs held out (at most all but one),
     /// the rest for training, shuffled with `seed`.
     pub fn load(path: &Path, template: Template, test_size: usize, seed: u64) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -85,11 +89,16 @@ impl Task {
             .enumerate()
             .find(|(_, p)| p.input.trim().is_empty() || p.output.trim().is_empty())
         {
-            return Err(TrainerError::Other(format!("{}: pair {i} has an empty input or output", path.display())));
+            return Err(TrainerError::Other(format!(
+                "{}: pair {i} has an empty input or output",
+                path.display()
+            )));
         }
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         SplitMix64::new(seed).shuffle(&mut order);
-        let n_test = test_size.min(pairs.len() / 2).max(1);
+        // Hold out up to `test_size`, always leaving at least one pair to train on; whether
+        // the rest can supply the shots is checked where demonstrations are drawn.
+        let n_test = test_size.min(pairs.len() - 1).max(1);
         let test = order[..n_test].iter().map(|&i| pairs[i].clone()).collect();
         let train = order[n_test..].iter().map(|&i| pairs[i].clone()).collect();
         Ok(Task {
@@ -101,7 +110,12 @@ impl Task {
     }
 
     /// `k` demonstrations from the training part, never the query itself.
-    pub fn demonstrations(&self, query: &Pair, k: usize, rng: &mut SplitMix64) -> Result<Vec<Pair>> {
+    pub fn demonstrations(
+        &self,
+        query: &Pair,
+        k: usize,
+        rng: &mut SplitMix64,
+    ) -> Result<Vec<Pair>> {
         let pool: Vec<&Pair> = self.train.iter().filter(|p| *p != query).collect();
         if k > pool.len() {
             return Err(TrainerError::Other(format!(
@@ -128,12 +142,22 @@ pub struct Encoded {
 impl Encoded {
     /// Encodes pieces separately so the query and answer ids are the same with or without
     /// demonstrations (the teacher and the student then see identical query tokens).
-    pub fn new(tok: &TextTokenizer, start: Option<u32>, template: &Template, demos: &[Pair], query: &Pair) -> Result<Self> {
+    pub fn new(
+        tok: &TextTokenizer,
+        start: Option<u32>,
+        template: &Template,
+        demos: &[Pair],
+        query: &Pair,
+    ) -> Result<Self> {
         let text: String = demos.iter().map(|d| template.demonstration(d)).collect();
         let (q, a) = template.query_answer(query);
         Ok(Encoded {
             start: start.into_iter().collect(),
-            demos: if text.is_empty() { vec![] } else { tok.encode(&text)? },
+            demos: if text.is_empty() {
+                vec![]
+            } else {
+                tok.encode(&text)?
+            },
             query: tok.encode(&q)?,
             answer: tok.encode(&a)?,
         })
@@ -174,7 +198,10 @@ mod tests {
             output: "Paris".into(),
         };
         assert_eq!(t.demonstration(&p), "Q: France\nA: Paris\n\n");
-        assert_eq!(t.query_answer(&p), ("Q: France\nA:".into(), " Paris".into()));
+        assert_eq!(
+            t.query_answer(&p),
+            ("Q: France\nA:".into(), " Paris".into())
+        );
         assert!(Template::new("{output} then {input}").is_err());
         assert!(Template::new("no fields").is_err());
     }

@@ -58,6 +58,11 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Layer `l`'s cached keys and values (after rotary), `[b, kv_heads, len, d]`.
+    pub fn layer(&self, l: usize) -> Option<(&Tensor, &Tensor)> {
+        self.layers.get(l)?.as_ref().map(|(k, v)| (k, v))
+    }
 }
 
 /// One forward pass's inputs and options.

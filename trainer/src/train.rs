@@ -102,6 +102,8 @@ pub struct Trainer<'a> {
     pub rng: SplitMix64,
     pub step: usize,
     pub log: Vec<StepLog>,
+    /// Testing aid: make the loss NaN at this step, to exercise the guard.
+    pub poison_step: Option<usize>,
     site: Site,
 }
 
@@ -116,7 +118,10 @@ pub fn left_pad(seqs: &[Vec<u32>], pad: u32) -> (Tensor, Tensor) {
         mask.extend(std::iter::repeat_n(0i64, n).chain(std::iter::repeat_n(1, s.len())));
     }
     let shape = [seqs.len() as i64, t as i64];
-    (Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape))
+    (
+        Tensor::from_slice(&ids).view(shape),
+        Tensor::from_slice(&mask).view(shape),
+    )
 }
 
 /// `[b, n]` float mask, 1 at the last `lens[i]` of `n` right-aligned positions.
@@ -129,12 +134,19 @@ fn tail_mask(lens: &[usize], n: usize) -> Tensor {
 }
 
 impl<'a> Trainer<'a> {
-    pub fn new(model: &'a TorchModel, base: &'a Model, task: &'a Task, cfg: TrainConfig) -> Result<Self> {
+    pub fn new(
+        model: &'a TorchModel,
+        base: &'a Model,
+        task: &'a Task,
+        cfg: TrainConfig,
+    ) -> Result<Self> {
         let tok = base.tokenizer()?;
         let site: Site = cfg.site.parse().map_err(TrainerError::Other)?;
         crate::shift::check_lora_targets(&cfg.lora.targets)?;
         if cfg.batch == 0 || cfg.steps == 0 {
-            return Err(TrainerError::Other("--batch and --steps must be positive".into()));
+            return Err(TrainerError::Other(
+                "--batch and --steps must be positive".into(),
+            ));
         }
         // Fails early when the task cannot supply the shots.
         task.demonstrations(&task.train[0], cfg.shots, &mut SplitMix64::new(0))?;
@@ -152,6 +164,7 @@ impl<'a> Trainer<'a> {
             opt,
             step: 0,
             log: vec![],
+            poison_step: None,
             site,
         })
     }
@@ -165,7 +178,13 @@ impl<'a> Trainer<'a> {
         for _ in 0..cfg.batch {
             let q = &self.task.train[self.rng.below(self.task.train.len())];
             let demos = self.task.demonstrations(q, cfg.shots, &mut self.rng)?;
-            examples.push(Encoded::new(self.tok, start, &self.task.template, &demos, q)?);
+            examples.push(Encoded::new(
+                self.tok,
+                start,
+                &self.task.template,
+                &demos,
+                q,
+            )?);
         }
         let max_pos = self.model.config.max_position_embeddings;
         if let Some(e) = examples.iter().find(|e| e.full().len() > max_pos) {
@@ -215,41 +234,62 @@ impl<'a> Trainer<'a> {
 
         let zero = || Tensor::zeros([], (Kind::Float, device));
         // Alignment on the query and answer positions.
-        let mut align = zero();
-        if cfg.align_weight > 0.0 {
+        let align = if cfg.align_weight > 0.0 {
             let m = tail_mask(&qa_lens, n_qa).to_device(device);
             let count = m.sum(Kind::Float);
-            for l in 0..self.model.config.num_layers {
-                let tail = |x: &Tensor| x.narrow(1, x.size()[1] - n_qa as i64, n_qa as i64);
-                let t = tail(&teacher.recorded[&(l, self.site)]);
-                let s = tail(&student.recorded[&(l, self.site)]);
-                let per_pos = match cfg.align {
-                    AlignLoss::Mse => (&s - &t).pow_tensor_scalar(2).mean_dim(-1, false, Kind::Float),
-                    AlignLoss::Cosine => 1.0 - Tensor::cosine_similarity(&s, &t, -1, 1e-8),
-                };
-                align = align + (per_pos * &m).sum(Kind::Float) / &count;
-            }
-            align = align / self.model.config.num_layers as f64;
-        }
+            let per_layer: Vec<Tensor> = (0..self.model.config.num_layers)
+                .map(|l| {
+                    let tail = |x: &Tensor| x.narrow(1, x.size()[1] - n_qa as i64, n_qa as i64);
+                    let t = tail(&teacher.recorded[&(l, self.site)]);
+                    let s = tail(&student.recorded[&(l, self.site)]);
+                    let per_pos = match cfg.align {
+                        AlignLoss::Mse => {
+                            (&s - &t)
+                                .pow_tensor_scalar(2)
+                                .mean_dim(-1, false, Kind::Float)
+                        }
+                        AlignLoss::Cosine => 1.0 - Tensor::cosine_similarity(&s, &t, -1, 1e-8),
+                    };
+                    (per_pos * &m).sum(Kind::Float) / &count
+                })
+                .collect();
+            Tensor::stack(&per_layer, 0).mean(Kind::Float)
+        } else {
+            zero()
+        };
         // Answer tokens are the last `a` of each row; logits at the `a` positions before predict them.
         let a_mask = tail_mask(&ans_lens, n_ans).to_device(device);
         let a_count = a_mask.sum(Kind::Float);
-        let s_logp = student.logits.narrow(1, 0, n_ans as i64).log_softmax(-1, Kind::Float);
+        let s_logp = student
+            .logits
+            .narrow(1, 0, n_ans as i64)
+            .log_softmax(-1, Kind::Float);
         let targets = s_ids.narrow(1, s_ids.size()[1] - n_ans as i64, n_ans as i64);
         let ce = if cfg.ce_weight > 0.0 {
-            let nll = -s_logp.gather(-1, &targets.unsqueeze(-1), false).squeeze_dim(-1);
+            let nll = -s_logp
+                .gather(-1, &targets.unsqueeze(-1), false)
+                .squeeze_dim(-1);
             (nll * &a_mask).sum(Kind::Float) / &a_count
         } else {
             zero()
         };
         let kl = if cfg.kl_weight > 0.0 {
-            let t_logp = teacher.logits.narrow(1, 0, n_ans as i64).log_softmax(-1, Kind::Float);
-            let per_pos = (t_logp.exp() * (&t_logp - &s_logp)).sum_dim_intlist(-1, false, Kind::Float);
+            let t_logp = teacher
+                .logits
+                .narrow(1, 0, n_ans as i64)
+                .log_softmax(-1, Kind::Float);
+            let per_pos =
+                (t_logp.exp() * (&t_logp - &s_logp)).sum_dim_intlist(-1, false, Kind::Float);
             (per_pos * &a_mask).sum(Kind::Float) / &a_count
         } else {
             zero()
         };
-        let loss = &align * cfg.align_weight + &ce * cfg.ce_weight + &kl * cfg.kl_weight;
+        let poison = if self.poison_step == Some(self.step + 1) {
+            f64::NAN
+        } else {
+            1.0
+        };
+        let loss = (&align * cfg.align_weight + &ce * cfg.ce_weight + &kl * cfg.kl_weight) * poison;
         let loss_v = loss.double_value(&[]);
         if !loss_v.is_finite() {
             return Err(TrainerError::Other(format!(
@@ -259,8 +299,25 @@ impl<'a> Trainer<'a> {
         }
         loss.backward();
         let lr = cosine_lr(&cfg.optim, self.step, cfg.steps);
-        let mut params: Vec<(&mut Tensor, bool)> = self.shift.params.iter_mut().map(|(_, t, d)| (t, *d)).collect();
+        let mut params: Vec<(&mut Tensor, bool)> = self
+            .shift
+            .params
+            .iter_mut()
+            .map(|(_, t, d)| (t, *d))
+            .collect();
         let grad_norm = self.opt.step(&mut params, lr);
+        if !grad_norm.is_finite()
+            || self
+                .shift
+                .params
+                .iter()
+                .any(|(_, t, _)| t.isfinite().all().int64_value(&[]) == 0)
+        {
+            return Err(TrainerError::Other(format!(
+                "parameters are not finite after step {} (gradient norm {grad_norm}): stopping (the last checkpoint is kept)",
+                self.step + 1
+            )));
+        }
         let student_s = t1.elapsed().as_secs_f64();
         self.step += 1;
         let entry = StepLog {
@@ -285,12 +342,20 @@ impl<'a> Trainer<'a> {
             tensors.push((format!("opt.m.{name}"), self.opt.m[i].shallow_clone()));
             tensors.push((format!("opt.v.{name}"), self.opt.v[i].shallow_clone()));
         }
-        let mut meta = self.shift.metadata(&self.base.fingerprint(), &self.model.config);
+        let mut meta = self
+            .shift
+            .metadata(&self.base.fingerprint(), &self.model.config);
         meta.insert("train.step".into(), self.step.to_string());
         meta.insert("train.opt_t".into(), self.opt.t.to_string());
         meta.insert("train.rng".into(), self.rng.state.to_string());
-        meta.insert("train.config".into(), serde_json::to_string(&self.cfg).unwrap_or_default());
-        meta.insert("train.log".into(), serde_json::to_string(&self.log).unwrap_or_default());
+        meta.insert(
+            "train.config".into(),
+            serde_json::to_string(&self.cfg).unwrap_or_default(),
+        );
+        meta.insert(
+            "train.log".into(),
+            serde_json::to_string(&self.log).unwrap_or_default(),
+        );
         crate::write_atomically(path, &crate::safetensors_bytes(&tensors, meta)?)
     }
 
@@ -298,17 +363,28 @@ impl<'a> Trainer<'a> {
     pub fn resume(&mut self, path: &Path) -> Result<()> {
         let (shift, meta, extra) = Shift::load(path, self.base, self.model.device)?;
         let err = |m: &str| TrainerError::Other(format!("checkpoint {}: {m}", path.display()));
-        let saved: TrainConfig = serde_json::from_str(meta.get("train.config").ok_or_else(|| err("no training config"))?)
-            .map_err(|e| err(&e.to_string()))?;
+        let saved: TrainConfig = serde_json::from_str(
+            meta.get("train.config")
+                .ok_or_else(|| err("no training config"))?,
+        )
+        .map_err(|e| err(&e.to_string()))?;
         if serde_json::to_value(&saved).ok() != serde_json::to_value(&self.cfg).ok() {
-            return Err(err("was written with other training settings; pass the same options to resume"));
+            return Err(err(
+                "was written with other training settings; pass the same options to resume",
+            ));
         }
         let num = |k: &str| -> Result<u64> {
-            meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| err(&format!("no {k}")))
+            meta.get(k)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| err(&format!("no {k}")))
         };
         for (i, (name, _, _)) in shift.params.iter().enumerate() {
-            let m = extra.get(&format!("opt.m.{name}")).ok_or_else(|| err("optimiser state missing"))?;
-            let v = extra.get(&format!("opt.v.{name}")).ok_or_else(|| err("optimiser state missing"))?;
+            let m = extra
+                .get(&format!("opt.m.{name}"))
+                .ok_or_else(|| err("optimiser state missing"))?;
+            let v = extra
+                .get(&format!("opt.v.{name}"))
+                .ok_or_else(|| err("optimiser state missing"))?;
             self.opt.m[i] = m.to_device(self.model.device);
             self.opt.v[i] = v.to_device(self.model.device);
         }
@@ -316,14 +392,18 @@ impl<'a> Trainer<'a> {
         self.step = num("train.step")? as usize;
         self.opt.t = num("train.opt_t")? as i64;
         self.rng = SplitMix64::new(num("train.rng")?);
-        self.log = serde_json::from_str(meta.get("train.log").map_or("[]", |s| s.as_str())).unwrap_or_default();
+        self.log = serde_json::from_str(meta.get("train.log").map_or("[]", |s| s.as_str()))
+            .unwrap_or_default();
         Ok(())
     }
 
     /// Metadata recorded in the final heads file.
     pub fn heads_metadata(&self) -> HashMap<String, String> {
         let mut meta = HashMap::new();
-        meta.insert("train.config".into(), serde_json::to_string(&self.cfg).unwrap_or_default());
+        meta.insert(
+            "train.config".into(),
+            serde_json::to_string(&self.cfg).unwrap_or_default(),
+        );
         meta.insert("train.task".into(), self.task.path.display().to_string());
         meta.insert("train.steps_done".into(), self.step.to_string());
         meta

@@ -1,0 +1,284 @@
+//! `mimic train` and `mimic eval` end to end on the default model with tiny settings:
+//! resuming reproduces an uninterrupted run, the NaN guard keeps the last good checkpoint,
+//! and bad input fails cleanly.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PAIRS: [(&str, &str); 12] = [
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Peru", "Lima"),
+    ("Norway", "Oslo"),
+    ("Kenya", "Nairobi"),
+    ("Chile", "Santiago"),
+    ("Greece", "Athens"),
+    ("Canada", "Ottawa"),
+];
+
+fn write_task(dir: &Path, pairs: &[(&str, &str)]) -> PathBuf {
+    let v: Vec<_> = pairs
+        .iter()
+        .map(|(i, o)| serde_json::json!({"input": i, "output": o}))
+        .collect();
+    let p = dir.join("task.json");
+    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+    p
+}
+
+fn mimic(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mimic"))
+        .args(args)
+        .output()
+        .expect("run mimic")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = mimic(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mimic {args:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = mimic(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "mimic {args:?} succeeded");
+    assert!(
+        !stderr.contains("panicked"),
+        "mimic {args:?} panicked:\n{stderr}"
+    );
+    stderr
+}
+
+fn train_args<'a>(task: &'a str, out: &'a str, method: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--task",
+        task,
+        "--method",
+        method,
+        "--out",
+        out,
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--shots",
+        "2",
+        "--test-size",
+        "4",
+        "--checkpoint-every",
+        "1",
+        "--threads",
+        "2",
+    ]
+}
+
+#[test]
+fn resumed_training_ends_with_the_same_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = write_task(tmp.path(), &PAIRS);
+    let task = task.to_str().unwrap();
+    for method in ["mimic", "lora"] {
+        let whole = tmp.path().join(format!("whole-{method}"));
+        let split = tmp.path().join(format!("split-{method}"));
+        ok(&train_args(task, whole.to_str().unwrap(), method));
+        let mut first = train_args(task, split.to_str().unwrap(), method);
+        first.extend(["--stop-after", "2"]);
+        let out = ok(&first);
+        assert!(out.contains("stopped at step 2 of 4"), "{out}");
+        assert!(!split.join("heads.safetensors").exists());
+        let mut second = train_args(task, split.to_str().unwrap(), method);
+        second.push("--resume");
+        ok(&second);
+        let a = mimic_trainer::read_safetensors(&whole.join("heads.safetensors"))
+            .unwrap()
+            .0;
+        let b = mimic_trainer::read_safetensors(&split.join("heads.safetensors"))
+            .unwrap()
+            .0;
+        assert_eq!(a.len(), b.len());
+        for (name, t) in &a {
+            let d = (t - &b[name]).abs().max().double_value(&[]);
+            assert_eq!(d, 0.0, "{method}: {name} differs by {d} after resuming");
+        }
+        for f in ["log.json", "loss.svg", "checkpoint.safetensors"] {
+            assert!(whole.join(f).is_file(), "{f} missing");
+        }
+    }
+}
+
+#[test]
+fn nan_guard_stops_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = write_task(tmp.path(), &PAIRS);
+    let out = tmp.path().join("run");
+    let mut args = train_args(task.to_str().unwrap(), out.to_str().unwrap(), "mimic");
+    args.extend(["--poison-step", "3"]);
+    let err = fails(&args);
+    assert!(
+        err.contains("loss is NaN at step 3") && err.contains("checkpoint.safetensors"),
+        "{err}"
+    );
+    let (_, meta) = mimic_trainer::read_safetensors(&out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(meta["train.step"], "2");
+    assert!(!out.join("heads.safetensors").exists());
+}
+
+#[test]
+fn eval_reports_a_table_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = write_task(tmp.path(), &PAIRS);
+    let json = tmp.path().join("eval.json");
+    let out = ok(&[
+        "eval",
+        "--task",
+        task.to_str().unwrap(),
+        "--method",
+        "zero-shot,icl",
+        "--shots",
+        "2",
+        "--test-size",
+        "4",
+        "--json",
+        json.to_str().unwrap(),
+        "--threads",
+        "2",
+    ]);
+    assert!(out.contains("| task") && out.contains("icl-2"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
+    assert_eq!(v["results"][0]["queries"], 4);
+}
+
+#[test]
+fn bad_task_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty.json");
+    std::fs::write(&empty, "[]").unwrap();
+    let err = fails(&["train", "--task", empty.to_str().unwrap(), "--steps", "1"]);
+    assert!(
+        err.contains("empty.json") && err.contains("0 pairs"),
+        "{err}"
+    );
+
+    let broken = tmp.path().join("broken.json");
+    std::fs::write(&broken, "[{\"input\": \"a\"").unwrap();
+    let err = fails(&["eval", "--task", broken.to_str().unwrap()]);
+    assert!(
+        err.contains("broken.json") && err.contains("not a JSON list"),
+        "{err}"
+    );
+
+    let missing = tmp.path().join("missing.json");
+    let err = fails(&["train", "--task", missing.to_str().unwrap()]);
+    assert!(err.contains("missing.json"), "{err}");
+}
+
+#[test]
+fn more_shots_than_the_training_part_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = write_task(tmp.path(), &PAIRS[..6]);
+    let err = fails(&[
+        "train",
+        "--task",
+        task.to_str().unwrap(),
+        "--shots",
+        "8",
+        "--test-size",
+        "2",
+        "--steps",
+        "1",
+    ]);
+    assert!(
+        err.contains("8 shots asked for but the training part holds 3 other pairs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = "word ".repeat(3000);
+    let pairs: Vec<(&str, &str)> = PAIRS.iter().map(|(_, o)| (long.as_str(), *o)).collect();
+    let task = write_task(tmp.path(), &pairs);
+    let err = fails(&[
+        "train",
+        "--task",
+        task.to_str().unwrap(),
+        "--shots",
+        "2",
+        "--test-size",
+        "4",
+        "--steps",
+        "1",
+    ]);
+    assert!(
+        err.contains("longer than the model's context of 8192"),
+        "{err}"
+    );
+    let err = fails(&[
+        "eval",
+        "--task",
+        task.to_str().unwrap(),
+        "--method",
+        "icl",
+        "--shots",
+        "3",
+        "--test-size",
+        "4",
+    ]);
+    assert!(
+        err.contains("longer than the model's context of 8192"),
+        "{err}"
+    );
+}
+
+#[test]
+fn heads_made_for_another_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = write_task(tmp.path(), &PAIRS);
+    let run = tmp.path().join("run");
+    let mut args = train_args(task.to_str().unwrap(), run.to_str().unwrap(), "mimic");
+    args[8] = "1"; // one step
+    ok(&args);
+    let heads = run.join("heads.safetensors");
+    let fixture = common::fixtures_dir().join("llama");
+    let err = fails(&[
+        "eval",
+        "--task",
+        task.to_str().unwrap(),
+        "--method",
+        "heads",
+        "--heads",
+        heads.to_str().unwrap(),
+        "--model",
+        fixture.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("heads.safetensors") && err.contains("made for a model with fingerprint"),
+        "{err}"
+    );
+
+    let not_heads = common::fixtures_dir().join("llama/reference.safetensors");
+    let err = fails(&[
+        "eval",
+        "--task",
+        task.to_str().unwrap(),
+        "--method",
+        "heads",
+        "--heads",
+        not_heads.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("reference.safetensors") && err.contains("not a mimic heads file"),
+        "{err}"
+    );
+}
