@@ -40,13 +40,16 @@ fn exact_additive_heads_reproduce_attention_over_demonstrations() {
     for name in ["llama", "qwen2"] {
         let model = Model::open(&fixtures_dir().join(name)).unwrap();
         let cfg = &model.config;
-        let tm = TorchModel::new(&model, Device::Cpu).unwrap();
+        let device = test_device();
+        let tm = TorchModel::new(&model, device).unwrap();
         let demos: Vec<i64> = vec![3, 14, 15, 92, 65, 35, 89, 79];
         let query: Vec<i64> = vec![32, 38, 46, 26];
         let (m, n) = (demos.len() as i64, query.len() as i64);
 
         // Teacher: demonstrations then query, in one pass.
-        let full = Tensor::from_slice(&[demos.clone(), query.clone()].concat()).view([1, m + n]);
+        let full = Tensor::from_slice(&[demos.clone(), query.clone()].concat())
+            .view([1, m + n])
+            .to_device(device);
         let sites = [Site::LayerOutput];
         let mut f = Forward::new(&full);
         f.record = &sites;
@@ -54,14 +57,12 @@ fn exact_additive_heads_reproduce_attention_over_demonstrations() {
 
         // The demonstrations' keys and values per layer.
         let mut cache = KvCache::default();
-        tm.forward(
-            &Forward::new(&Tensor::from_slice(&demos).view([1, m])),
-            Some(&mut cache),
-        );
+        let demo_ids = Tensor::from_slice(&demos).view([1, m]).to_device(device);
+        tm.forward(&Forward::new(&demo_ids), Some(&mut cache));
 
         // Student: the query alone, at the positions it has in the teacher, shifted exactly.
-        let ids = Tensor::from_slice(&query).view([1, n]);
-        let pos = Tensor::arange_start(m, m + n, (Kind::Int64, Device::Cpu)).view([1, n]);
+        let ids = Tensor::from_slice(&query).view([1, n]).to_device(device);
+        let pos = Tensor::arange_start(m, m + n, (Kind::Int64, device)).view([1, n]);
         let shift = ExactDemonstrationShift {
             demos: &cache,
             group: (cfg.num_heads / cfg.num_kv_heads) as i64,
@@ -100,5 +101,17 @@ fn exact_additive_heads_reproduce_attention_over_demonstrations() {
 }
 
 fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
+    Vec::<f32>::try_from(
+        &t.to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view([-1]),
+    )
+    .unwrap()
+}
+
+/// `MIMIC_TEST_DEVICE` (cpu, cuda) picks where the check runs; scripts/cuda_check.sh sets it.
+fn test_device() -> Device {
+    let name = std::env::var("MIMIC_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    mimic_trainer::parse_device(&name).expect("MIMIC_TEST_DEVICE")
 }
