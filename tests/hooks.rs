@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use mimic_models::backend::Site;
 use mimic_models::Model;
-use mimic_trainer::{AttentionShift, Forward, TorchModel};
+use mimic_trainer::{AttentionShift, Forward, KvCache, TorchModel};
 use tch::{Device, Tensor};
 
 /// Returns the head output unchanged: exercises the explicit log-sum-exp attention path.
@@ -84,4 +84,41 @@ fn records_only_the_sites_asked_for() {
         out.recorded[&(0, Site::MlpOutput)].size(),
         vec![1, 3, model.config.hidden_size as i64]
     );
+}
+
+#[test]
+fn a_shared_prefix_cache_repeated_over_a_padded_batch_matches_full_sequences() {
+    let _g = tch::no_grad_guard();
+    // Not Mistral: its sliding window counts cache positions, padding included (as Hugging
+    // Face does), so padding between prefix and query moves the window.
+    let model = Model::open(&fixtures_dir().join("llama")).unwrap();
+    let tm = TorchModel::new(&model, Device::Cpu).unwrap();
+    let prefix = [5i64, 17, 3, 99, 42];
+    let conts: [&[i64]; 2] = [&[7, 8, 9], &[11, 12, 13, 14, 15]];
+    let mut cache = KvCache::default();
+    tm.forward(
+        &Forward::new(&Tensor::from_slice(&prefix).view([1, 5])),
+        Some(&mut cache),
+    );
+    let mut cache = cache.repeat_batch(2);
+    // Left-padded continuations: padding sits between the prefix and the shorter one.
+    let ids = Tensor::from_slice(&[0, 0, 7, 8, 9, 11, 12, 13, 14, 15]).view([2, 5]);
+    let mask = Tensor::from_slice(&[0i64, 0, 1, 1, 1, 1, 1, 1, 1, 1]).view([2, 5]);
+    let mut f = Forward::new(&ids);
+    f.attention_mask = Some(&mask);
+    let batched = tm.forward(&f, Some(&mut cache)).logits;
+    for (row, cont) in conts.iter().enumerate() {
+        let full: Vec<i64> = [&prefix[..], cont].concat();
+        let n = cont.len() as i64;
+        let alone = tm
+            .forward(
+                &Forward::new(&Tensor::from_slice(&full).view([1, -1])),
+                None,
+            )
+            .logits;
+        let want = alone.narrow(1, full.len() as i64 - n, n);
+        let got = batched.get(row as i64).narrow(0, 5 - n, n).unsqueeze(0);
+        let d = max_abs_diff(&got, &want);
+        assert!(d < 1e-4, "row {row}: {d}");
+    }
 }

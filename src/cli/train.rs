@@ -53,6 +53,10 @@ pub struct Args {
     /// default runs/<task>-<method>.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Demonstrations: `per-query` (each query its own, as published) or `shared` (one set per
+    /// batch; the teacher runs it once and the queries continue from its cache).
+    #[arg(long, default_value = "per-query", value_parser = ["per-query", "shared"])]
+    pub demos: String,
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
     /// Continue from the folder's checkpoint.
@@ -105,6 +109,7 @@ pub fn run(a: Args) -> Result<()> {
     cfg.lora.rank = a.lora_rank;
     cfg.lora.alpha = a.lora_alpha;
     cfg.lora.targets = a.lora_targets.clone();
+    cfg.shared_demos = a.demos == "shared";
     let stem = a
         .task
         .file_stem()

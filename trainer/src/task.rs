@@ -116,7 +116,17 @@ impl Task {
         k: usize,
         rng: &mut SplitMix64,
     ) -> Result<Vec<Pair>> {
-        let pool: Vec<&Pair> = self.train.iter().filter(|p| *p != query).collect();
+        self.demonstrations_excluding(&[query], k, rng)
+    }
+
+    /// `k` demonstrations from the training part, none of them one of `queries`.
+    pub fn demonstrations_excluding(
+        &self,
+        queries: &[&Pair],
+        k: usize,
+        rng: &mut SplitMix64,
+    ) -> Result<Vec<Pair>> {
+        let pool: Vec<&Pair> = self.train.iter().filter(|p| !queries.contains(p)).collect();
         if k > pool.len() {
             return Err(TrainerError::Other(format!(
                 "{}: {k} shots asked for but the training part holds {} other pairs",

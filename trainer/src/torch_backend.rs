@@ -59,6 +59,21 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// The cache of a batch-1 prefix repeated for `b` rows (demonstrations shared by a batch).
+    pub fn repeat_batch(&self, b: i64) -> KvCache {
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    l.as_ref()
+                        .map(|(k, v)| (k.repeat([b, 1, 1, 1]), v.repeat([b, 1, 1, 1])))
+                })
+                .collect(),
+            key_mask: self.key_mask.as_ref().map(|m| m.repeat([b, 1])),
+        }
+    }
+
     /// Layer `l`'s cached keys and values (after rotary), `[b, kv_heads, len, d]`.
     pub fn layer(&self, l: usize) -> Option<(&Tensor, &Tensor)> {
         self.layers.get(l)?.as_ref().map(|(k, v)| (k, v))

@@ -22,7 +22,7 @@ use crate::optim::{cosine_lr, AdamW, AdamWConfig};
 use crate::rng::SplitMix64;
 use crate::shift::{LoraConfig, Method, Shift};
 use crate::task::{start_token, Encoded, Task};
-use crate::torch_backend::{Forward, TorchModel};
+use crate::torch_backend::{Forward, KvCache, TorchModel};
 use crate::{Result, TrainerError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +47,10 @@ pub struct TrainConfig {
     pub kl_weight: f64,
     pub optim: AdamWConfig,
     pub lora: LoraConfig,
+    /// One set of demonstrations per batch instead of per query: the teacher then runs the
+    /// demonstrations once and the batch's queries continue from that cache.
+    #[serde(default)]
+    pub shared_demos: bool,
 }
 
 impl TrainConfig {
@@ -72,6 +76,7 @@ impl TrainConfig {
             kl_weight,
             optim: AdamWConfig::default(),
             lora: LoraConfig::default(),
+            shared_demos: false,
         }
     }
 }
@@ -148,6 +153,12 @@ impl<'a> Trainer<'a> {
                 "--batch and --steps must be positive".into(),
             ));
         }
+        if cfg.shared_demos && model.config.sliding_window.iter().any(Option::is_some) {
+            // Padding between the shared prefix and a query would shift the window.
+            return Err(TrainerError::Other(
+                "shared demonstrations need full attention; this model has a sliding window".into(),
+            ));
+        }
         // Fails early when the task cannot supply the shots.
         task.demonstrations(&task.train[0], cfg.shots, &mut SplitMix64::new(0))?;
         let shift = Shift::init(cfg.method, &model.config, &cfg.lora, model.device, cfg.seed);
@@ -175,16 +186,34 @@ impl<'a> Trainer<'a> {
         let cfg = &self.cfg;
         let start = start_token(self.tok);
         let mut examples = Vec::with_capacity(cfg.batch);
-        for _ in 0..cfg.batch {
-            let q = &self.task.train[self.rng.below(self.task.train.len())];
-            let demos = self.task.demonstrations(q, cfg.shots, &mut self.rng)?;
-            examples.push(Encoded::new(
-                self.tok,
-                start,
-                &self.task.template,
-                &demos,
-                q,
-            )?);
+        if cfg.shared_demos {
+            let queries: Vec<&crate::task::Pair> = (0..cfg.batch)
+                .map(|_| &self.task.train[self.rng.below(self.task.train.len())])
+                .collect();
+            let demos = self
+                .task
+                .demonstrations_excluding(&queries, cfg.shots, &mut self.rng)?;
+            for q in queries {
+                examples.push(Encoded::new(
+                    self.tok,
+                    start,
+                    &self.task.template,
+                    &demos,
+                    q,
+                )?);
+            }
+        } else {
+            for _ in 0..cfg.batch {
+                let q = &self.task.train[self.rng.below(self.task.train.len())];
+                let demos = self.task.demonstrations(q, cfg.shots, &mut self.rng)?;
+                examples.push(Encoded::new(
+                    self.tok,
+                    start,
+                    &self.task.template,
+                    &demos,
+                    q,
+                )?);
+            }
         }
         let max_pos = self.model.config.max_position_embeddings;
         if let Some(e) = examples.iter().find(|e| e.full().len() > max_pos) {
@@ -204,16 +233,41 @@ impl<'a> Trainer<'a> {
 
         // Teacher: frozen, with demonstrations.
         let t0 = Instant::now();
-        let teacher_seqs: Vec<Vec<u32>> = examples.iter().map(Encoded::full).collect();
-        let (t_ids, t_mask) = left_pad(&teacher_seqs, pad);
-        let (t_ids, t_mask) = (t_ids.to_device(device), t_mask.to_device(device));
         let teacher = {
             let _g = tch::no_grad_guard();
-            let mut f = Forward::new(&t_ids);
-            f.attention_mask = Some(&t_mask);
-            f.record = record;
-            f.logits_last = Some(n_ans as i64 + 1);
-            self.model.forward(&f, None)
+            if cfg.shared_demos {
+                // The shared prefix once, then every query continues from its cache.
+                let e0 = &examples[0];
+                let prefix: Vec<i64> = [&e0.start[..], &e0.demos]
+                    .concat()
+                    .iter()
+                    .map(|&x| x as i64)
+                    .collect();
+                let prefix = Tensor::from_slice(&prefix).view([1, -1]).to_device(device);
+                let mut cache = KvCache::default();
+                self.model.forward(&Forward::new(&prefix), Some(&mut cache));
+                let mut cache = cache.repeat_batch(cfg.batch as i64);
+                let rest: Vec<Vec<u32>> = examples
+                    .iter()
+                    .map(|e| [&e.query[..], &e.answer].concat())
+                    .collect();
+                let (ids, mask) = left_pad(&rest, pad);
+                let (ids, mask) = (ids.to_device(device), mask.to_device(device));
+                let mut f = Forward::new(&ids);
+                f.attention_mask = Some(&mask);
+                f.record = record;
+                f.logits_last = Some(n_ans as i64 + 1);
+                self.model.forward(&f, Some(&mut cache))
+            } else {
+                let teacher_seqs: Vec<Vec<u32>> = examples.iter().map(Encoded::full).collect();
+                let (ids, mask) = left_pad(&teacher_seqs, pad);
+                let (ids, mask) = (ids.to_device(device), mask.to_device(device));
+                let mut f = Forward::new(&ids);
+                f.attention_mask = Some(&mask);
+                f.record = record;
+                f.logits_last = Some(n_ans as i64 + 1);
+                self.model.forward(&f, None)
+            }
         };
         let teacher_s = t0.elapsed().as_secs_f64();
 
