@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand.
 mod bench;
+mod bench_train;
 mod compile;
 mod doctor;
 mod eval;
@@ -35,6 +36,8 @@ pub enum Command {
     Compile(compile::Args),
     /// Benchmark greedy decoding: backends side by side, against the memory-bandwidth bound.
     Bench(bench::Args),
+    /// Time one MimIC training step against the same step in Python PyTorch + transformers.
+    BenchTrain(bench_train::Args),
     /// Report libtorch, ONNX Runtime, execution providers and the default model.
     Doctor(doctor::Args),
     /// Train MimIC heads (or LIVE / LoRA) on a task so the model answers without demonstrations.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Compile(a) => compile::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchTrain(a) => bench_train::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
