@@ -9,7 +9,7 @@ export LIBTORCH = $(SITE)/torch
 CARGO_FLAGS ?= --release
 MIMIC := target/release/mimic
 
-.PHONY: setup build demo test lint bench reference-env fixtures clean-cache
+.PHONY: setup build demo test lint bench bench-train icl-table reference-env fixtures
 
 setup: $(STAMP)
 
@@ -21,10 +21,18 @@ $(STAMP): requirements.txt
 build: setup
 	cargo build $(CARGO_FLAGS)
 
+TASKS ?= ../shared/data/icl-tasks
+DEMO := runs/demo-country-capital
+
+# The main job: check the environment, generate on both backends, train MimIC heads on
+# country-capital, and compare zero-shot, 8-shot in-context prompting and the heads.
 demo: build
 	$(MIMIC) doctor
 	$(MIMIC) generate --backend torch --prompt "The capital of France is" --max-new-tokens 12
 	$(MIMIC) generate --backend onnx --prompt "The capital of France is" --max-new-tokens 12
+	$(MIMIC) train --task $(TASKS)/country-capital.json --method mimic --steps 300 --threads 2 --out $(DEMO)
+	$(MIMIC) eval --task $(TASKS)/country-capital.json --method zero-shot,icl,heads --shots 8 \
+		--heads $(DEMO)/heads.safetensors --threads 2 --json $(DEMO)/eval.json
 
 test: setup
 	cargo test $(CARGO_FLAGS) --workspace
@@ -36,6 +44,14 @@ lint: setup
 # Decode speed of every backend side by side (needs `make reference-env` for transformers).
 bench: build reference-env
 	$(MIMIC) bench --backends transformers,torch,onnx,onnx-unfused --json bench.json
+
+# One training step against the same step in Python PyTorch + transformers.
+bench-train: build reference-env
+	$(MIMIC) bench-train --json bench-train.json
+
+# The trainer's table: zero-shot, ICL and the four methods on country-capital and antonym.
+icl-table: build
+	scripts/icl_table.sh
 
 reference-env: .venv-ref/.installed
 

@@ -37,6 +37,8 @@ pub struct EvalResult {
 /// One query's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Answer {
+    /// The prompt as the model saw it (decoded).
+    pub prompt: String,
     pub input: String,
     pub expected: String,
     pub generated: String,
@@ -112,6 +114,7 @@ pub fn evaluate(
         first += first_ok as usize;
         exact += exact_ok as usize;
         answers.push(Answer {
+            prompt: tok.decode(&prompt)?,
             input: q.input.clone(),
             expected: q.output.clone(),
             generated: text,

@@ -185,6 +185,8 @@ impl<'a> Trainer<'a> {
     pub fn train_step(&mut self) -> Result<StepLog> {
         let cfg = &self.cfg;
         let start = start_token(self.tok);
+        // Per query: a query, then its demonstrations, in turn (the order the sampler's state
+        // depends on). Shared: the batch's queries, then one set none of them is in.
         let mut examples = Vec::with_capacity(cfg.batch);
         if cfg.shared_demos {
             let queries: Vec<&crate::task::Pair> = (0..cfg.batch)
@@ -235,8 +237,9 @@ impl<'a> Trainer<'a> {
         let t0 = Instant::now();
         let teacher = {
             let _g = tch::no_grad_guard();
-            if cfg.shared_demos {
-                // The shared prefix once, then every query continues from its cache.
+            // With shared demonstrations the prefix runs once and every query continues from
+            // its cache; otherwise each row is its whole sequence.
+            let (rows, mut cache): (Vec<Vec<u32>>, Option<KvCache>) = if cfg.shared_demos {
                 let e0 = &examples[0];
                 let prefix: Vec<i64> = [&e0.start[..], &e0.demos]
                     .concat()
@@ -246,28 +249,21 @@ impl<'a> Trainer<'a> {
                 let prefix = Tensor::from_slice(&prefix).view([1, -1]).to_device(device);
                 let mut cache = KvCache::default();
                 self.model.forward(&Forward::new(&prefix), Some(&mut cache));
-                let mut cache = cache.repeat_batch(cfg.batch as i64);
-                let rest: Vec<Vec<u32>> = examples
+                let rows = examples
                     .iter()
                     .map(|e| [&e.query[..], &e.answer].concat())
                     .collect();
-                let (ids, mask) = left_pad(&rest, pad);
-                let (ids, mask) = (ids.to_device(device), mask.to_device(device));
-                let mut f = Forward::new(&ids);
-                f.attention_mask = Some(&mask);
-                f.record = record;
-                f.logits_last = Some(n_ans as i64 + 1);
-                self.model.forward(&f, Some(&mut cache))
+                (rows, Some(cache.repeat_batch(cfg.batch as i64)))
             } else {
-                let teacher_seqs: Vec<Vec<u32>> = examples.iter().map(Encoded::full).collect();
-                let (ids, mask) = left_pad(&teacher_seqs, pad);
-                let (ids, mask) = (ids.to_device(device), mask.to_device(device));
-                let mut f = Forward::new(&ids);
-                f.attention_mask = Some(&mask);
-                f.record = record;
-                f.logits_last = Some(n_ans as i64 + 1);
-                self.model.forward(&f, None)
-            }
+                (examples.iter().map(Encoded::full).collect(), None)
+            };
+            let (ids, mask) = left_pad(&rows, pad);
+            let (ids, mask) = (ids.to_device(device), mask.to_device(device));
+            let mut f = Forward::new(&ids);
+            f.attention_mask = Some(&mask);
+            f.record = record;
+            f.logits_last = Some(n_ans as i64 + 1);
+            self.model.forward(&f, cache.as_mut())
         };
         let teacher_s = t0.elapsed().as_secs_f64();
 
