@@ -150,10 +150,10 @@ fn median(v: &mut [f64]) -> f64 {
 
 pub fn run(a: Args) -> Result<()> {
     let model = super::open_model(a.model.as_deref())?;
-    // Bandwidth before and after the backends, the higher kept: the machine is shared, and a
-    // higher bound is the conservative one.
+    // Bandwidth before and after every backend, the highest kept: the machine is shared and
+    // its bandwidth varies by tens of percent, and a higher bound is the conservative one.
     eprintln!("measuring memory bandwidth ...");
-    let bandwidth_before = measure_bandwidth(a.threads);
+    let mut bandwidth = measure_bandwidth(a.threads);
     let prompts: Vec<Vec<u32>> = a
         .prompt_len
         .iter()
@@ -192,8 +192,8 @@ pub fn run(a: Args) -> Result<()> {
             "transformers" => rows.extend(bench_transformers(&model, &a)?),
             other => bail!("unknown backend `{other}` (torch, onnx, onnx-unfused, transformers)"),
         }
+        bandwidth = bandwidth.max(measure_bandwidth(a.threads));
     }
-    let bandwidth = measure_bandwidth(a.threads).max(bandwidth_before);
     let bytes = weight_bytes_per_token(&model);
     let bound = bandwidth * 1e9 / bytes as f64;
     let report = Report {
