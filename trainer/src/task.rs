@@ -56,11 +56,10 @@ impl Template {
     /// The query (up to the answer, trailing spaces moved to the answer so BPE sees
     /// `" Paris"`), the answer, and what follows it (`"\n\n"`).
     pub fn query_answer(&self, p: &Pair) -> (String, String) {
-        let (before, after_output) = self.text.split_once("{output}").expect("checked in new");
+        let (before, _) = self.text.split_once("{output}").expect("checked in new");
         let prefix = before.replace("{input}", &p.input);
         let trimmed = prefix.trim_end_matches(' ');
         let spaces = &prefix[trimmed.len()..];
-        let _ = after_output;
         (trimmed.to_string(), format!("{spaces}{}", p.output))
     }
 }

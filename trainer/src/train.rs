@@ -187,32 +187,23 @@ impl<'a> Trainer<'a> {
         let start = start_token(self.tok);
         // Per query: a query, then its demonstrations, in turn (the order the sampler's state
         // depends on). Shared: the batch's queries, then one set none of them is in.
+        let (tok, task) = (self.tok, self.task);
+        let encode =
+            |demos: &[crate::task::Pair], q| Encoded::new(tok, start, &task.template, demos, q);
         let mut examples = Vec::with_capacity(cfg.batch);
         if cfg.shared_demos {
             let queries: Vec<&crate::task::Pair> = (0..cfg.batch)
-                .map(|_| &self.task.train[self.rng.below(self.task.train.len())])
+                .map(|_| &task.train[self.rng.below(task.train.len())])
                 .collect();
-            let demos = self
-                .task
-                .demonstrations_excluding(&queries, cfg.shots, &mut self.rng)?;
+            let demos = task.demonstrations_excluding(&queries, cfg.shots, &mut self.rng)?;
             for q in queries {
-                examples.push(Encoded::new(
-                    self.tok,
-                    start,
-                    &self.task.template,
-                    &demos,
-                    q,
-                )?);
+                examples.push(encode(&demos, q)?);
             }
         } else {
             for _ in 0..cfg.batch {
-                let q = &self.task.train[self.rng.below(self.task.train.len())];
-                let demos = self.task.demonstrations(q, cfg.shots, &mut self.rng)?;
-                examples.push(Encoded::new(
-                    self.tok,
-                    start,
-                    &self.task.template,
-                    &demos,
+                let q = &task.train[self.rng.below(task.train.len())];
+                examples.push(encode(
+                    &task.demonstrations(q, cfg.shots, &mut self.rng)?,
                     q,
                 )?);
             }
