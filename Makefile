@@ -21,7 +21,8 @@ $(STAMP): requirements.txt
 build: setup
 	cargo build $(CARGO_FLAGS)
 
-TASKS ?= ../shared/data/icl-tasks
+# The ICL task sets ship beside the repository, in the project's shared/ folder.
+TASKS ?= $(firstword $(wildcard ../shared/data/icl-tasks shared/data/icl-tasks) ../shared/data/icl-tasks)
 DEMO := runs/demo-country-capital
 
 # The main job: check the environment, generate on both backends, train MimIC heads on
