@@ -8,6 +8,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod prompt;
 pub mod tokenizer;
 pub mod weights;
 

@@ -139,7 +139,8 @@ where
     Ok(rows)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The middle value (NaN for none).
+pub(super) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         f64::NAN

@@ -38,17 +38,13 @@ pub struct Row {
     pub step_s: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn default_task() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/icl-tasks/country-capital.json")
 }
 
 #[cfg(feature = "torch")]
 fn rust_rows(a: &Args, task_path: &std::path::Path) -> Result<Vec<Row>> {
+    use super::bench::median;
     use mimic_trainer::shift::Method;
     use mimic_trainer::task::{Task, Template, DEFAULT_TEMPLATE};
     use mimic_trainer::train::{TrainConfig, Trainer};
@@ -72,7 +68,7 @@ fn rust_rows(a: &Args, task_path: &std::path::Path) -> Result<Vec<Row>> {
                 s.push(log.student_s);
             }
         }
-        let steps: Vec<f64> = t.iter().zip(&s).map(|(a, b)| a + b).collect();
+        let mut steps: Vec<f64> = t.iter().zip(&s).map(|(a, b)| a + b).collect();
         let name = if shared {
             "mimic (libtorch), shared demos"
         } else {
@@ -80,9 +76,9 @@ fn rust_rows(a: &Args, task_path: &std::path::Path) -> Result<Vec<Row>> {
         };
         rows.push(Row {
             backend: name.into(),
-            teacher_s: median(t),
-            student_s: median(s),
-            step_s: median(steps),
+            teacher_s: median(&mut t),
+            student_s: median(&mut s),
+            step_s: median(&mut steps),
         });
     }
     Ok(rows)

@@ -25,7 +25,7 @@ pub struct Args {
     pub seed: u64,
     #[arg(long, default_value_t = 10)]
     pub max_new_tokens: usize,
-    #[arg(long, default_value = mimic_trainer::task::DEFAULT_TEMPLATE)]
+    #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
     pub template: String,
     #[arg(long, default_value = "cpu")]
     pub device: String,

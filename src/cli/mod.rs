@@ -5,6 +5,7 @@ mod compile;
 mod doctor;
 mod eval;
 mod generate;
+#[cfg(feature = "torch")]
 mod plot;
 mod train;
 

@@ -47,7 +47,7 @@ pub struct Args {
     /// Pairs held out for evaluation (at most all but one).
     #[arg(long, default_value_t = 100)]
     pub test_size: usize,
-    #[arg(long, default_value = mimic_trainer::task::DEFAULT_TEMPLATE)]
+    #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
     pub template: String,
     /// Output folder (heads.safetensors, checkpoint.safetensors, log.json, loss.svg);
     /// default runs/<task>-<method>.

@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::rng::SplitMix64;
 use crate::{Result, TrainerError};
 
-/// The default template: a demonstration is the whole of it, a query the part before
-/// `{output}`.
-pub const DEFAULT_TEMPLATE: &str = "Q: {input}\nA: {output}\n\n";
+pub use mimic_models::prompt::DEFAULT_TEMPLATE;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pair {
