@@ -65,12 +65,17 @@ impl KvCache {
             layers: self
                 .layers
                 .iter()
+                // Broadcast views: the next pass concatenates its keys onto them, copying once.
                 .map(|l| {
-                    l.as_ref()
-                        .map(|(k, v)| (k.repeat([b, 1, 1, 1]), v.repeat([b, 1, 1, 1])))
+                    l.as_ref().map(|(k, v)| {
+                        (
+                            k.expand([b, -1, -1, -1], false),
+                            v.expand([b, -1, -1, -1], false),
+                        )
+                    })
                 })
                 .collect(),
-            key_mask: self.key_mask.as_ref().map(|m| m.repeat([b, 1])),
+            key_mask: self.key_mask.as_ref().map(|m| m.expand([b, -1], false)),
         }
     }
 

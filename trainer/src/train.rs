@@ -239,7 +239,9 @@ impl<'a> Trainer<'a> {
                     .collect();
                 let prefix = Tensor::from_slice(&prefix).view([1, -1]).to_device(device);
                 let mut cache = KvCache::default();
-                self.model.forward(&Forward::new(&prefix), Some(&mut cache));
+                let mut f = Forward::new(&prefix);
+                f.logits_last = Some(1); // only its keys and values are needed
+                self.model.forward(&f, Some(&mut cache));
                 let rows = examples
                     .iter()
                     .map(|e| [&e.query[..], &e.answer].concat())
