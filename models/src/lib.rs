@@ -5,6 +5,7 @@ pub mod config;
 pub mod contract;
 pub mod default_model;
 pub mod error;
+pub mod files;
 pub mod generate;
 pub mod gguf;
 pub mod llama;

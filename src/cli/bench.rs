@@ -207,10 +207,10 @@ pub fn run(a: Args) -> Result<()> {
     };
     print_table(&report);
     if let Some(path) = &a.json {
-        let tmp = path.with_extension("json.partial");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("{}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+        mimic_models::files::write_atomically(
+            path,
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+        )?;
     }
     Ok(())
 }

@@ -159,9 +159,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     if let Some(p) = &a.json {
-        let tmp = p.with_extension("json.partial");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&rows)?)?;
-        std::fs::rename(&tmp, p)?;
+        mimic_models::files::write_atomically(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
     Ok(())
 }

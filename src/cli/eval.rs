@@ -113,7 +113,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(path) = &a.json {
         let v = serde_json::json!({"results": results, "answers": all_answers});
-        mimic_trainer::write_atomically(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
+        mimic_models::files::write_atomically(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
     }
     Ok(())
 }

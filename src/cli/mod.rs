@@ -95,16 +95,16 @@ pub fn compiled_for(model: &Model, opts: &mimic_compiler::CompileOptions) -> Res
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
+    let fingerprint = model.fingerprint();
     let tag = format!(
-        "{}-{build:x}-{:?}-{}",
-        model.fingerprint(),
+        "{fingerprint}-{build:x}-{:?}-{}",
         opts.attention,
         if opts.last_only { "last" } else { "all" }
     )
     .to_lowercase();
     let dir = cache_dir().join(tag);
     if let Ok(c) = mimic_compiler::Contract::read(&dir) {
-        if c.fingerprint == model.fingerprint() {
+        if c.fingerprint == fingerprint {
             return Ok(dir);
         }
     }

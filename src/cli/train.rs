@@ -183,7 +183,7 @@ pub fn run(a: Args) -> Result<()> {
     bar.finish();
     let logs = &trainer.log;
     let json = serde_json::to_string_pretty(logs)?;
-    mimic_trainer::write_atomically(&out.join("log.json"), json.as_bytes())?;
+    mimic_models::files::write_atomically(&out.join("log.json"), json.as_bytes())?;
     let series = [
         ("loss", logs.iter().map(|l| l.loss).collect()),
         ("align", logs.iter().map(|l| l.align).collect()),
@@ -191,7 +191,7 @@ pub fn run(a: Args) -> Result<()> {
         ("kl", logs.iter().map(|l| l.kl).collect()),
     ];
     let svg = super::plot::loss_svg(&format!("{} on {stem}", method.name()), &series);
-    mimic_trainer::write_atomically(&out.join("loss.svg"), svg.as_bytes())?;
+    mimic_models::files::write_atomically(&out.join("loss.svg"), svg.as_bytes())?;
     if trainer.step == a.steps {
         let heads = out.join("heads.safetensors");
         trainer.shift.save(

@@ -56,22 +56,6 @@ pub fn parse_device(s: &str) -> Result<tch::Device> {
     Ok(dev)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// reader never sees a half-written file.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let err = |e: std::io::Error| TrainerError::Other(format!("{}: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
-}
-
 /// Serialises float32 tensors with string metadata as safetensors bytes.
 pub fn safetensors_bytes(
     tensors: &[(String, tch::Tensor)],

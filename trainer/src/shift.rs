@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use mimic_models::backend::Site;
+use mimic_models::files::write_atomically;
 use mimic_models::{LlamaConfig, Model};
 use tch::{Device, Kind, Tensor};
 
@@ -235,10 +236,10 @@ impl Shift {
     ) -> Result<()> {
         let mut meta = self.metadata(model_fingerprint, cfg);
         meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        crate::write_atomically(
+        Ok(write_atomically(
             path,
             &crate::safetensors_bytes(&self.named_tensors(), meta)?,
-        )
+        )?)
     }
 
     /// Reads a file written by [`Shift::save`] (or a training checkpoint) and checks it was

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use mimic_models::backend::Site;
+use mimic_models::files::write_atomically;
 use mimic_models::tokenizer::TextTokenizer;
 use mimic_models::Model;
 use serde::{Deserialize, Serialize};
@@ -399,7 +400,10 @@ impl<'a> Trainer<'a> {
             "train.log".into(),
             serde_json::to_string(&self.log).unwrap_or_default(),
         );
-        crate::write_atomically(path, &crate::safetensors_bytes(&tensors, meta)?)
+        Ok(write_atomically(
+            path,
+            &crate::safetensors_bytes(&tensors, meta)?,
+        )?)
     }
 
     /// Continues from a checkpoint written by [`Trainer::save_checkpoint`] with the same config.
