@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use mimic_compiler::{compile_model, AttentionImpl, CompileOptions};
+use mimic_compiler::{compile_model, AttentionImpl, CompileOptions, HeadsSource};
 use mimic_models::generate::{argmax, CausalLm};
 use mimic_models::Model;
 use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
@@ -27,33 +27,12 @@ fn setup() -> &'static Setup {
             attention: AttentionImpl::Fused,
             last_only: true,
         };
-        compile_model(&model, &opts, &compiled.path().join("m")).unwrap();
+        compile_model(&model, HeadsSource::None, &opts, &compiled.path().join("m")).unwrap();
         Setup { model, compiled }
     })
 }
 
-const PROMPTS: [&str; 20] = [
-    "The capital of France is",
-    "Q: Germany\nA:",
-    "Once upon a time, there was a",
-    "The largest planet in the solar system is",
-    "def fibonacci(n):",
-    "Water boils at a temperature of",
-    "The opposite of hot is",
-    "1, 2, 3, 4,",
-    "My favourite colour is",
-    "The quick brown fox",
-    "In 1492, Columbus",
-    "Translate to French: cheese =>",
-    "The chemical symbol for gold is",
-    "A haiku about the sea:",
-    "The first president of the United States was",
-    "Paris is to France as Rome is to",
-    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
-    "The sun rises in the",
-    "Machine learning is",
-    "Dear Sir or Madam,",
-];
+use mimic_models::prompt::SAMPLE_PROMPTS as PROMPTS;
 
 /// Greedy decoding that also returns the logits of every step.
 fn greedy_with_logits<M: CausalLm>(

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mimic_compiler::{compile_model, AttentionImpl, CompileOptions};
+use mimic_compiler::{compile_model, AttentionImpl, CompileOptions, HeadsSource};
 use mimic_models::backend::Site;
 use mimic_models::Model;
 use mimic_runtime::{CompiledModel, SessionOptions};
@@ -149,6 +149,7 @@ fn onnx_backend_matches_transformers_fused_and_unfused() {
             let out = tmp.path().join(format!("{name}-{attention:?}"));
             compile_model(
                 &model,
+                HeadsSource::None,
                 &CompileOptions {
                     attention,
                     last_only: false,
@@ -203,6 +204,7 @@ fn onnx_incremental_decoding_matches_full_sequence() {
             let out = tmp.path().join(format!("{name}-{attention:?}"));
             compile_model(
                 &model,
+                HeadsSource::None,
                 &CompileOptions {
                     attention,
                     last_only: true,

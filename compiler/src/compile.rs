@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use mimic_models::contract::{
-    Contract, KvCacheLayout, CONTRACT_FILE, CONTRACT_VERSION, DATA_FILE, MODEL_FILE, TOKENIZER_FILE,
+    Contract, HeadsContract, KvCacheLayout, CONTRACT_FILE, CONTRACT_VERSION, DATA_FILE, MODEL_FILE,
+    TOKENIZER_FILE,
 };
 use mimic_models::{llama, Model};
 use prost::Message;
 
 use crate::emit::{AttentionImpl, OnnxBackend};
+use crate::fold::{heads_inputs, HeadsSource};
 use crate::graph::{GraphBuilder, IR_VERSION, OPSET};
 use crate::onnx::{ModelProto, OperatorSetIdProto};
 use crate::{CompileError, Result};
@@ -30,12 +32,24 @@ impl Default for CompileOptions {
     }
 }
 
-/// Builds the ONNX model of `model` in memory, with weights streamed to `data_path`.
+/// Checks that heads can be compiled the way asked.
+fn check_heads(heads: &HeadsSource) -> Result<()> {
+    if let HeadsSource::Inputs(mimic_models::Method::Lora) = heads {
+        return Err(CompileError::Other(
+            "LoRA is merged into the weights; it cannot be a graph input (heads as inputs: mimic, mimic-convex, live)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the ONNX model of `model` (with `heads`) in memory, weights streamed to `data_path`.
 pub fn emit_model(
     model: &Model,
+    heads: HeadsSource,
     opts: &CompileOptions,
     data_path: Option<&Path>,
 ) -> Result<ModelProto> {
+    check_heads(&heads)?;
     let g = GraphBuilder::new(data_path)?;
     let mut backend = OnnxBackend::new(
         g,
@@ -43,7 +57,8 @@ pub fn emit_model(
         &model.weights,
         opts.attention,
         opts.last_only,
-    );
+        heads,
+    )?;
     llama::forward(&model.config, &mut backend);
     if let Some(e) = backend.take_error() {
         return Err(e);
@@ -62,13 +77,29 @@ pub fn emit_model(
     };
     let problems = crate::check::check_model(&m);
     if !problems.is_empty() {
-        return Err(CompileError::Check(problems.join("; ")));
+        let mut text = problems
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        if problems.len() > 5 {
+            text.push_str(&format!("; and {} more", problems.len() - 5));
+        }
+        return Err(CompileError::Check(text));
     }
     Ok(m)
 }
 
-/// Compiles `model` into `out` (replaced if it exists) and returns the contract written.
-pub fn compile_model(model: &Model, opts: &CompileOptions, out: &Path) -> Result<Contract> {
+/// Compiles `model` with `heads` into `out` (replaced if it exists) and returns the contract
+/// written.
+pub fn compile_model(
+    model: &Model,
+    heads: HeadsSource,
+    opts: &CompileOptions,
+    out: &Path,
+) -> Result<Contract> {
+    check_heads(&heads)?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -80,7 +111,7 @@ pub fn compile_model(model: &Model, opts: &CompileOptions, out: &Path) -> Result
         .to_string_lossy()
         .to_string();
     let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = write_folder(model, opts, &tmp);
+    let result = write_folder(model, heads, opts, &tmp);
     let contract = match result {
         Ok(c) => c,
         Err(e) => {
@@ -99,9 +130,14 @@ pub fn compile_model(model: &Model, opts: &CompileOptions, out: &Path) -> Result
     Ok(contract)
 }
 
-fn write_folder(model: &Model, opts: &CompileOptions, dir: &Path) -> Result<Contract> {
+fn write_folder(
+    model: &Model,
+    heads: HeadsSource,
+    opts: &CompileOptions,
+    dir: &Path,
+) -> Result<Contract> {
     std::fs::create_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
-    let m = emit_model(model, opts, Some(&dir.join(DATA_FILE)))?;
+    let m = emit_model(model, heads, opts, Some(&dir.join(DATA_FILE)))?;
     let model_path = dir.join(MODEL_FILE);
     std::fs::write(&model_path, m.encode_to_vec()).map_err(|e| CompileError::io(&model_path, e))?;
     let cfg = &model.config;
@@ -144,10 +180,32 @@ fn write_folder(model: &Model, opts: &CompileOptions, dir: &Path) -> Result<Cont
         bos_token_id: tok.and_then(|t| t.bos_id()).or(cfg.bos_token_id),
         chat_template: tok.and_then(|t| t.chat_template().map(String::from)),
         max_positions: cfg.max_position_embeddings,
+        heads: heads_contract(&heads, cfg),
     };
     let path = dir.join(CONTRACT_FILE);
     let text =
         serde_json::to_string_pretty(&contract).map_err(|e| CompileError::Other(e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| CompileError::io(&path, e))?;
     Ok(contract)
+}
+
+/// What the contract says of the heads: which method, folded from which file, or taken as
+/// which inputs.
+fn heads_contract(heads: &HeadsSource, cfg: &mimic_models::LlamaConfig) -> Option<HeadsContract> {
+    match heads {
+        HeadsSource::None => None,
+        HeadsSource::Folded(h) => Some(HeadsContract {
+            method: h.method,
+            folded_from: Some(h.path.clone()),
+            inputs: vec![],
+        }),
+        HeadsSource::Inputs(m) => Some(HeadsContract {
+            method: *m,
+            folded_from: None,
+            inputs: heads_inputs(*m, cfg)
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s))
+                .collect(),
+        }),
+    }
 }

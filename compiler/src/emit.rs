@@ -7,11 +7,12 @@
 //!   `past_key_values.{l}.key|value [batch, kv_heads, past_seq, head_dim]`;
 //! - outputs `logits [batch, seq or 1, vocab]` and `present.{l}.key|value
 //!   [batch, kv_heads, total_seq, head_dim]`.
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mimic_models::backend::{AttentionSpec, Backend, Site};
-use mimic_models::{LlamaConfig, Weights};
+use mimic_models::{HostTensor, LlamaConfig, Method, Weights};
 
+use crate::fold::HeadsSource;
 use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder};
 use crate::onnx::tensor_proto::DataType;
 use crate::Result;
@@ -54,6 +55,19 @@ pub fn present_value(l: usize) -> String {
     format!("present.{l}.value")
 }
 
+/// A weight by HF name: merged LoRA projections first, then the model's.
+fn host_weight<'a>(
+    merged: &'a BTreeMap<String, HostTensor>,
+    weights: &'a Weights,
+    name: &str,
+) -> &'a HostTensor {
+    merged.get(name).unwrap_or_else(|| {
+        weights
+            .get(name)
+            .expect("weights checked against the config")
+    })
+}
+
 /// Records the model as ONNX nodes. Weights are written as they are first used.
 pub struct OnnxBackend<'w> {
     pub g: GraphBuilder,
@@ -68,7 +82,11 @@ pub struct OnnxBackend<'w> {
     /// them, and the `RotaryEmbedding` and `Attention` operators read that layout directly,
     /// which saves a Reshape and a Transpose per projection.
     packed: HashMap<String, (usize, usize)>,
-    error: Option<crate::CompileError>,
+    /// Trained heads folded in or taken as inputs.
+    pub(crate) heads: HeadsSource<'w>,
+    /// Weights replaced before emission (LoRA merged into its projections).
+    merged: BTreeMap<String, HostTensor>,
+    pub(crate) error: Option<crate::CompileError>,
 }
 
 impl<'w> OnnxBackend<'w> {
@@ -78,7 +96,12 @@ impl<'w> OnnxBackend<'w> {
         weights: &'w Weights,
         attention: AttentionImpl,
         last_only: bool,
-    ) -> Self {
+        heads: HeadsSource<'w>,
+    ) -> crate::Result<Self> {
+        let merged = match heads {
+            HeadsSource::Folded(h) if h.method == Method::Lora => h.lora_merged(weights)?,
+            _ => BTreeMap::new(),
+        };
         let mut b = OnnxBackend {
             g,
             weights,
@@ -87,10 +110,15 @@ impl<'w> OnnxBackend<'w> {
             emitted: HashSet::new(),
             masks: HashMap::new(),
             packed: HashMap::new(),
+            heads,
+            merged,
             error: None,
         };
         b.declare_io(cfg);
-        b
+        if let HeadsSource::Inputs(method) = heads {
+            b.declare_heads_inputs(method, cfg);
+        }
+        Ok(b)
     }
 
     fn declare_io(&mut self, cfg: &LlamaConfig) {
@@ -157,10 +185,7 @@ impl<'w> OnnxBackend<'w> {
     /// A weight in HF layout, emitted once.
     fn weight(&mut self, name: &str) -> String {
         if self.emitted.insert(name.to_string()) {
-            let t = self
-                .weights
-                .get(name)
-                .expect("weights checked against the config");
+            let t = host_weight(&self.merged, self.weights, name);
             if let Err(e) = self.g.weight(name, &t.shape, &t.data) {
                 self.error.get_or_insert(e);
             }
@@ -180,10 +205,7 @@ impl<'w> OnnxBackend<'w> {
         if self.emitted.insert(tname.clone()) {
             let (mut rows, mut cols, mut data) = (0, 0, Vec::new());
             for name in names {
-                let t = self
-                    .weights
-                    .get(name)
-                    .expect("weights checked against the config");
+                let t = host_weight(&self.merged, self.weights, name);
                 rows += t.shape[0];
                 cols = t.shape[1];
                 data.extend_from_slice(&t.data);
@@ -212,7 +234,7 @@ impl<'w> OnnxBackend<'w> {
     }
 
     /// `[batch, seq, heads * dim] -> [batch, heads, seq, dim]` for values still packed.
-    fn unpacked(&mut self, x: &str) -> String {
+    pub(crate) fn unpacked(&mut self, x: &str) -> String {
         match self.packed.get(x).copied() {
             Some((heads, dim)) => {
                 let shape = self.g.const_i64(&[0, 0, heads as i64, dim as i64]);
@@ -226,7 +248,7 @@ impl<'w> OnnxBackend<'w> {
 
     /// `0` where a query may attend a key, `float32::MIN` elsewhere: keys must be real tokens,
     /// at or before the query's cache index `past + i`, and within the window.
-    fn mask(&mut self, window: Option<usize>) -> String {
+    pub(crate) fn mask(&mut self, window: Option<usize>) -> String {
         if let Some(m) = self.masks.get(&window) {
             return m.clone();
         }
@@ -464,14 +486,25 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn attention(&mut self, q: &String, k: &String, v: &String, spec: &AttentionSpec) -> String {
-        match self.attention {
-            AttentionImpl::Fused => self.attention_fused(q, k, v, spec),
-            AttentionImpl::Unfused => self.attention_unfused(q, k, v, spec),
+        let mimic = self.heads.method().filter(|m| m.is_mimic());
+        match (self.attention, mimic) {
+            (AttentionImpl::Fused, None) => self.attention_fused(q, k, v, spec),
+            (AttentionImpl::Unfused, None) => self.attention_unfused(q, k, v, spec),
+            (AttentionImpl::Fused, Some(m)) => {
+                self.attention_mimic_fused(q, k, v, spec, m == Method::MimicConvex)
+            }
+            (AttentionImpl::Unfused, Some(m)) => {
+                self.attention_mimic_unfused(q, k, v, spec, m == Method::MimicConvex)
+            }
         }
     }
 
-    fn observe(&mut self, _layer: usize, _site: Site, x: String) -> String {
-        x
+    fn observe(&mut self, layer: usize, site: Site, x: String) -> String {
+        if site == Site::MlpOutput && self.heads.method() == Some(Method::Live) {
+            self.live(&x, layer)
+        } else {
+            x
+        }
     }
 
     fn logits(&mut self, h: &String, weight: &str) -> String {

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod compile;
 pub mod emit;
+pub mod fold;
 pub mod graph;
 
 /// The ONNX protobuf types, generated from the vendored `proto/onnx.proto`.
@@ -15,6 +16,7 @@ pub mod onnx {
 
 pub use compile::{compile_model, CompileOptions};
 pub use emit::AttentionImpl;
+pub use fold::HeadsSource;
 pub use mimic_models::contract::Contract;
 
 /// Errors of the compiler crate.

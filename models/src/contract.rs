@@ -35,6 +35,20 @@ pub struct Contract {
     pub bos_token_id: Option<u32>,
     pub chat_template: Option<String>,
     pub max_positions: usize,
+    /// Trained heads compiled in, if any.
+    #[serde(default)]
+    pub heads: Option<HeadsContract>,
+}
+
+/// The heads of a compiled model: folded into its weights, or graph inputs the runtime feeds
+/// per batch row from heads files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeadsContract {
+    pub method: crate::heads::Method,
+    /// The heads file folded in; `None` when the heads are graph inputs.
+    pub folded_from: Option<PathBuf>,
+    /// Graph inputs `(name, shape after the batch axis)`; empty when folded.
+    pub inputs: Vec<(String, Vec<usize>)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -95,14 +95,14 @@ impl Model {
 }
 
 /// FNV-1a, 64 bit: a small stable hash for fingerprints (not for security).
-struct Fnv64(u64);
+pub struct Fnv64(pub u64);
 impl Default for Fnv64 {
     fn default() -> Self {
         Fnv64(0xcbf2_9ce4_8422_2325)
     }
 }
 impl Fnv64 {
-    fn write(&mut self, bytes: &[u8]) {
+    pub fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= *b as u64;
             self.0 = self.0.wrapping_mul(0x100_0000_01b3);

@@ -186,9 +186,27 @@ fn hf_name(gguf: &str) -> Option<String> {
 }
 
 fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    Ok(read_safetensors_with_metadata(path)?.0)
+}
+
+/// The tensors of one safetensors file in float32, and its `__metadata__` strings.
+pub fn read_safetensors_with_metadata(
+    path: &Path,
+) -> Result<(
+    BTreeMap<String, HostTensor>,
+    std::collections::HashMap<String, String>,
+)> {
+    if !path.is_file() {
+        return Err(ModelError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
     let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
     // SAFETY: the file is opened read-only and not modified while mapped.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&mmap)
+        .map_err(|e| ModelError::format(path, format!("not a valid safetensors file: {e}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
     let st = SafeTensors::deserialize(&mmap)
         .map_err(|e| ModelError::format(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
@@ -217,7 +235,7 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
         };
         out.insert(name, HostTensor::new(view.shape().to_vec(), data));
     }
-    Ok(out)
+    Ok((out, metadata))
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! Executes compiled folders with ONNX Runtime: finding and loading the library
 //! ([`environment`]), sessions with a key/value cache for generation ([`session`]).
 //! No libtorch here: a deployment needs ONNX Runtime and the compiled folder only.
+pub mod batch;
 pub mod environment;
+pub mod heads;
 pub mod session;
 
 pub use environment::{init_onnxruntime, OrtInfo};
+pub use heads::HeadsBatch;
 pub use session::{CompiledModel, ExecutionProvider, OnnxLm, SessionOptions};
 
 /// Errors of the runtime crate.

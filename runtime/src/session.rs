@@ -6,6 +6,7 @@ use mimic_models::generate::CausalLm;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::{DynValue, Tensor};
 
+use crate::heads::HeadsBatch;
 use crate::{Result, RuntimeError};
 
 /// Which ONNX Runtime execution provider runs the graph.
@@ -90,6 +91,8 @@ pub struct CompiledModel {
     pub contract: Contract,
     session: Session,
     pub provider: ExecutionProvider,
+    /// The `heads.*` inputs of a heads-as-inputs graph; `None` runs every row without heads.
+    heads: Option<HeadsBatch>,
 }
 
 impl CompiledModel {
@@ -156,7 +159,32 @@ impl CompiledModel {
             contract,
             session,
             provider,
+            heads: None,
         })
+    }
+
+    /// Whether the graph takes heads as inputs.
+    pub fn takes_heads(&self) -> bool {
+        self.contract
+            .heads
+            .as_ref()
+            .is_some_and(|h| !h.inputs.is_empty())
+    }
+
+    /// The heads of the rows of the next runs (one per row, or one for every row); `None`
+    /// entries run without heads. An error on a graph without heads inputs.
+    pub fn set_heads(&mut self, rows: &[Option<&mimic_models::Heads>]) -> Result<()> {
+        let contract = match &self.contract.heads {
+            Some(h) if !h.inputs.is_empty() => h,
+            _ => {
+                return Err(RuntimeError::Other(format!(
+                    "{} was not compiled with --heads-as-inputs: its heads are fixed",
+                    self.dir.display()
+                )))
+            }
+        };
+        self.heads = Some(HeadsBatch::new(contract, rows)?);
+        Ok(())
     }
 
     /// An empty cache for `batch` rows.
@@ -219,6 +247,20 @@ impl CompiledModel {
         for (l, (k, v)) in state.layers.into_iter().enumerate() {
             inputs.push((format!("past_key_values.{l}.key"), k));
             inputs.push((format!("past_key_values.{l}.value"), v));
+        }
+        if let Some(contract) = self
+            .contract
+            .heads
+            .as_ref()
+            .filter(|h| !h.inputs.is_empty())
+        {
+            let heads = match &self.heads {
+                Some(h) => h.for_batch(batch)?,
+                None => HeadsBatch::new(contract, &vec![None; batch])?,
+            };
+            for (name, dims, data) in heads.tensors {
+                inputs.push((name, Tensor::from_array((dims, data))?.into_dyn()));
+            }
         }
         let mut outputs = self.session.run(inputs)?;
         let (shape, logits) = outputs["logits"].try_extract_tensor::<f32>()?;

@@ -172,6 +172,7 @@ pub fn run(a: Args) -> Result<()> {
                 };
                 let dir = super::compiled_for(
                     &model,
+                    None,
                     &CompileOptions {
                         attention,
                         last_only: true,

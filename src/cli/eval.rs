@@ -31,6 +31,13 @@ pub struct Args {
     pub device: String,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// `torch` (the trainer's forward) or `onnx` (the model compiled with the heads folded in,
+    /// run in ONNX Runtime).
+    #[arg(long, value_enum, default_value = "torch")]
+    pub backend: super::generate::BackendKind,
+    /// Attention of the compiled graph for `--backend onnx`.
+    #[arg(long, default_value = "fused")]
+    pub attention: mimic_compiler::AttentionImpl,
     /// Also write the results (and every answer) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -39,7 +46,7 @@ pub struct Args {
 #[cfg(feature = "torch")]
 pub fn run(a: Args) -> Result<()> {
     use anyhow::bail;
-    use mimic_trainer::eval::{evaluate, Prompting};
+    use mimic_trainer::eval::{evaluate, evaluate_lm, EvalRun, Prompting};
     use mimic_trainer::shift::Shift;
     use mimic_trainer::task::{Task, Template};
 
@@ -60,7 +67,7 @@ pub fn run(a: Args) -> Result<()> {
                 bail!("--method heads needs --heads FILE");
             }
             for h in &a.heads {
-                shifts.push(Shift::load(h, &model, device)?.0);
+                shifts.push((h, Shift::load(h, &model, device)?.0));
             }
         } else if m != "zero-shot" && m != "icl" {
             bail!("unknown evaluation method `{m}` (zero-shot, icl, heads)");
@@ -68,21 +75,62 @@ pub fn run(a: Args) -> Result<()> {
     }
     let tm = mimic_trainer::TorchModel::new(&model, device)?;
     let tok = model.tokenizer()?;
-    let mut runs: Vec<Prompting> = Vec::new();
+    // Each run, with the heads file it uses.
+    let mut runs: Vec<(Prompting, Option<&PathBuf>)> = Vec::new();
     for m in &a.method {
         match m.as_str() {
-            "zero-shot" => runs.push(Prompting::ZeroShot),
-            "icl" => runs.push(Prompting::InContext(a.shots)),
-            _ => runs.extend(shifts.iter().map(Prompting::Shifted)),
+            "zero-shot" => runs.push((Prompting::ZeroShot, None)),
+            "icl" => runs.push((Prompting::InContext(a.shots), None)),
+            _ => runs.extend(
+                shifts
+                    .iter()
+                    .map(|(path, s)| (Prompting::Shifted(s), Some(*path))),
+            ),
         }
     }
     let mut results = Vec::new();
     let mut all_answers = Vec::new();
-    for p in &runs {
+    for (p, heads_path) in &runs {
         let bar = indicatif::ProgressBar::new(task.test.len() as u64);
-        let (r, answers) = evaluate(&tm, tok, &task, p, a.max_new_tokens, a.seed, |i, _| {
-            bar.set_position(i as u64)
-        })?;
+        let progress = |i, _| bar.set_position(i as u64);
+        let (r, answers) = match a.backend {
+            super::generate::BackendKind::Torch => {
+                evaluate(&tm, tok, &task, p, a.max_new_tokens, a.seed, progress)?
+            }
+            super::generate::BackendKind::Onnx => {
+                let (heads, run) = match p {
+                    Prompting::ZeroShot => (None, ("zero-shot".to_string(), 0, 0)),
+                    Prompting::InContext(k) => (None, (format!("icl-{k}"), 0, *k)),
+                    Prompting::Shifted(s) => {
+                        let path = heads_path.expect("shifted runs have a heads file");
+                        let h =
+                            mimic_models::Heads::read(path, &model.fingerprint(), &model.config)?;
+                        (Some(h), (s.method.name().to_string(), s.num_params(), 0))
+                    }
+                };
+                let opts = mimic_compiler::CompileOptions {
+                    attention: a.attention,
+                    last_only: true,
+                };
+                let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
+                let mut compiled = mimic_runtime::CompiledModel::load(
+                    &dir,
+                    &mimic_runtime::SessionOptions {
+                        threads: a.threads,
+                        ..Default::default()
+                    },
+                )?;
+                let mut lm = TrainerErrors(mimic_runtime::OnnxLm::new(&mut compiled));
+                let run = EvalRun {
+                    method: format!("{} (onnx)", run.0),
+                    trainable_params: run.1,
+                    shots: run.2,
+                    max_new: a.max_new_tokens,
+                    seed: a.seed,
+                };
+                evaluate_lm(&mut lm, tok, &task, &run, progress)?
+            }
+        };
         bar.finish_and_clear();
         eprintln!(
             "{}: first-token {:.3}, exact {:.3}",
@@ -121,4 +169,30 @@ pub fn run(a: Args) -> Result<()> {
 #[cfg(not(feature = "torch"))]
 pub fn run(_: Args) -> Result<()> {
     anyhow::bail!("this mimic was built without the `torch` feature: evaluation runs on libtorch")
+}
+
+/// A causal LM whose errors are the trainer's, so the evaluation loop can drive ONNX Runtime.
+#[cfg(feature = "torch")]
+struct TrainerErrors<M>(M);
+
+#[cfg(feature = "torch")]
+impl<M: mimic_models::generate::CausalLm> mimic_models::generate::CausalLm for TrainerErrors<M>
+where
+    M::Error: std::fmt::Display,
+{
+    type Error = mimic_trainer::TrainerError;
+
+    fn reset(&mut self) {
+        self.0.reset()
+    }
+
+    fn extend(&mut self, ids: &[u32]) -> Result<Vec<f32>, Self::Error> {
+        self.0
+            .extend(ids)
+            .map_err(|e| mimic_trainer::TrainerError::Other(e.to_string()))
+    }
+
+    fn max_positions(&self) -> usize {
+        self.0.max_positions()
+    }
 }

@@ -23,6 +23,13 @@ pub struct Args {
     compiled: Option<PathBuf>,
     #[arg(long)]
     prompt: String,
+    /// A heads file from `mimic train`: folded into the compiled graph (onnx) or applied as the
+    /// trainer applies it (torch).
+    #[arg(long, conflicts_with = "compiled")]
+    heads: Option<PathBuf>,
+    /// Compile with `unfused` attention instead of `fused` (onnx, when compiling).
+    #[arg(long, default_value = "fused")]
+    attention: AttentionImpl,
     #[arg(long, value_enum, default_value = "onnx")]
     backend: BackendKind,
     #[arg(long, default_value_t = 32)]
@@ -99,10 +106,18 @@ pub fn run(a: Args) -> Result<()> {
                 None => {
                     let model = super::open_model(a.model.as_deref())?;
                     let opts = CompileOptions {
-                        attention: AttentionImpl::Fused,
+                        attention: a.attention,
                         last_only: true,
                     };
-                    let dir = super::compiled_for(&model, &opts)?;
+                    let heads = match &a.heads {
+                        Some(p) => Some(mimic_models::Heads::read(
+                            p,
+                            &model.fingerprint(),
+                            &model.config,
+                        )?),
+                        None => None,
+                    };
+                    let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
                     (dir, model.tokenizer()?.clone())
                 }
             };
@@ -138,12 +153,17 @@ fn run_torch(a: &Args) -> Result<()> {
         tch::set_num_threads(a.threads as i32);
     }
     let device = mimic_trainer::parse_device(&a.device)?;
+    let shift = match &a.heads {
+        Some(p) => Some(mimic_trainer::shift::Shift::load(p, &model, device)?.0),
+        None => None,
+    };
     let tm = TorchModel::new(&model, device)?;
     let tok = model.tokenizer()?;
     let mut eos = tok.eos_ids().to_vec();
     eos.extend(&model.config.eos_token_ids);
+    let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
     stream(
-        &mut TorchLm::new(&tm),
+        &mut TorchLm::with_shifts(&tm, shifts),
         tok,
         &a.prompt,
         a.max_new_tokens,

@@ -7,7 +7,9 @@ mod eval;
 mod generate;
 #[cfg(feature = "torch")]
 mod plot;
+mod run;
 mod train;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +47,11 @@ pub enum Command {
     Train(train::Args),
     /// Accuracy on a task's test split: zero-shot, in-context, or with trained heads.
     Eval(eval::Args),
+    /// Run a compiled model on many prompts, batched; with heads as inputs, each prompt names
+    /// its task's heads.
+    Run(run::Args),
+    /// Check a compiled model (with heads) against the trainer's forward: tokens and logits.
+    Verify(verify::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -56,6 +63,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Doctor(a) => doctor::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Run(a) => run::run(a),
     }
 }
 
@@ -85,10 +94,14 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache").join("mimic")
 }
 
-/// A compiled folder for `model`, compiled on first use and reused while the model's
-/// fingerprint, the options and this build of mimic (the executable's modification time)
-/// are the same.
-pub fn compiled_for(model: &Model, opts: &mimic_compiler::CompileOptions) -> Result<PathBuf> {
+/// A compiled folder for `model` (with `heads` folded in), compiled on first use and reused
+/// while the model's fingerprint, the heads file's contents, the options and this build of
+/// mimic (the executable's modification time) are the same.
+pub fn compiled_for(
+    model: &Model,
+    heads: Option<&mimic_models::Heads>,
+    opts: &mimic_compiler::CompileOptions,
+) -> Result<PathBuf> {
     let build = std::env::current_exe()
         .and_then(std::fs::metadata)
         .and_then(|m| m.modified())
@@ -96,8 +109,18 @@ pub fn compiled_for(model: &Model, opts: &mimic_compiler::CompileOptions) -> Res
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
     let fingerprint = model.fingerprint();
+    let heads_tag = match heads {
+        Some(h) => {
+            let bytes = std::fs::read(&h.path)
+                .with_context(|| format!("cannot read {}", h.path.display()))?;
+            let mut hash = mimic_models::default_model::Fnv64::default();
+            hash.write(&bytes);
+            format!("-{}-{:016x}", h.method.name(), hash.0)
+        }
+        None => String::new(),
+    };
     let tag = format!(
-        "{fingerprint}-{build:x}-{:?}-{}",
+        "{fingerprint}-{build:x}-{:?}-{}{heads_tag}",
         opts.attention,
         if opts.last_only { "last" } else { "all" }
     )
@@ -109,6 +132,10 @@ pub fn compiled_for(model: &Model, opts: &mimic_compiler::CompileOptions) -> Res
         }
     }
     tracing::info!(dir = %dir.display(), "compiling the model for ONNX Runtime (once)");
-    mimic_compiler::compile_model(model, opts, &dir)?;
+    let source = match heads {
+        Some(h) => mimic_compiler::HeadsSource::Folded(h),
+        None => mimic_compiler::HeadsSource::None,
+    };
+    mimic_compiler::compile_model(model, source, opts, &dir)?;
     Ok(dir)
 }

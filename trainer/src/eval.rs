@@ -71,7 +71,8 @@ where
     }
 }
 
-/// Evaluates `prompting` on the test split; `on_done` is called after each query.
+/// Evaluates `prompting` on the test split with the trainer's forward; `on_done` is called
+/// after each query.
 pub fn evaluate(
     model: &TorchModel,
     tok: &TextTokenizer,
@@ -79,36 +80,69 @@ pub fn evaluate(
     prompting: &Prompting,
     max_new: usize,
     seed: u64,
-    mut on_done: impl FnMut(usize, usize),
+    on_done: impl FnMut(usize, usize),
 ) -> Result<(EvalResult, Vec<Answer>)> {
     let _guard = tch::no_grad_guard();
-    let t0 = Instant::now();
-    let start = start_token(tok);
-    let (shifts, method, params) = match prompting {
-        Prompting::ZeroShot => (Shifts::default(), "zero-shot".to_string(), 0),
-        Prompting::InContext(k) => (Shifts::default(), format!("icl-{k}"), 0),
-        Prompting::Shifted(s) => (s.shifts(), s.method.name().to_string(), s.num_params()),
+    let (shifts, method, params, shots) = match prompting {
+        Prompting::ZeroShot => (Shifts::default(), "zero-shot".to_string(), 0, 0),
+        Prompting::InContext(k) => (Shifts::default(), format!("icl-{k}"), 0, *k),
+        Prompting::Shifted(s) => (s.shifts(), s.method.name().to_string(), s.num_params(), 0),
     };
     let mut lm = TorchLm::with_shifts(model, shifts);
-    let mut rng = SplitMix64::new(seed);
+    let run = EvalRun {
+        method,
+        trainable_params: params,
+        shots,
+        max_new,
+        seed,
+    };
+    evaluate_lm(&mut lm, tok, task, &run, on_done)
+}
+
+/// What an evaluation run is: its name in the table, and how the model is prompted.
+pub struct EvalRun {
+    pub method: String,
+    pub trainable_params: i64,
+    /// Demonstrations per query (0: zero-shot).
+    pub shots: usize,
+    pub max_new: usize,
+    pub seed: u64,
+}
+
+/// Evaluates any causal LM (the trainer's, or a compiled model in ONNX Runtime) on the test
+/// split, prompted as `run` says.
+pub fn evaluate_lm<M: CausalLm>(
+    lm: &mut M,
+    tok: &TextTokenizer,
+    task: &Task,
+    run: &EvalRun,
+    mut on_done: impl FnMut(usize, usize),
+) -> Result<(EvalResult, Vec<Answer>)>
+where
+    TrainerError: From<M::Error>,
+{
+    let t0 = Instant::now();
+    let start = start_token(tok);
+    let max_new = run.max_new;
+    let mut rng = SplitMix64::new(run.seed);
     let (mut first, mut exact, mut prompt_tokens) = (0usize, 0usize, 0usize);
     let mut answers = Vec::with_capacity(task.test.len());
     for (i, q) in task.test.iter().enumerate() {
-        let demos = match prompting {
-            Prompting::InContext(k) => task.demonstrations(q, *k, &mut rng)?,
-            _ => vec![],
+        let demos = match run.shots {
+            0 => vec![],
+            k => task.demonstrations(q, k, &mut rng)?,
         };
         let enc = Encoded::new(tok, start, &task.template, &demos, q)?;
         let prompt = enc.prompt();
-        if prompt.len() + max_new > model.config.max_position_embeddings {
+        if prompt.len() + max_new > lm.max_positions() {
             return Err(TrainerError::Other(format!(
                 "prompt of {} tokens is longer than the model's context of {}",
                 prompt.len(),
-                model.config.max_position_embeddings
+                lm.max_positions()
             )));
         }
         prompt_tokens += prompt.len();
-        let (ids, text) = answer(&mut lm, tok, &prompt, max_new)?;
+        let (ids, text) = answer(lm, tok, &prompt, max_new)?;
         let first_ok = ids.first() == enc.answer.first();
         let exact_ok = text.trim() == q.output.trim();
         first += first_ok as usize;
@@ -131,11 +165,11 @@ pub fn evaluate(
                 .file_stem()
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_default(),
-            method,
+            method: run.method.clone(),
             queries: task.test.len(),
             first_token_accuracy: first as f64 / n,
             exact_match: exact as f64 / n,
-            trainable_params: params,
+            trainable_params: run.trainable_params,
             mean_prompt_tokens: prompt_tokens as f64 / n,
             seconds: t0.elapsed().as_secs_f64(),
         },

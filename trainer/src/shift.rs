@@ -20,62 +20,7 @@ use tch::{Device, Kind, Tensor};
 use crate::torch_backend::{AttentionShift, LinearShift, Shifts, SiteShift};
 use crate::{Result, TrainerError};
 
-/// Which method, and for MimIC which form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// MimIC, additive form.
-    Mimic,
-    /// MimIC, convex (virtual-slot) form.
-    MimicConvex,
-    Live,
-    Lora,
-}
-
-impl std::str::FromStr for Method {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "mimic" | "mimic-additive" => Ok(Self::Mimic),
-            "mimic-convex" => Ok(Self::MimicConvex),
-            "live" => Ok(Self::Live),
-            "lora" => Ok(Self::Lora),
-            _ => Err(format!(
-                "unknown method `{s}` (mimic, mimic-convex, live, lora)"
-            )),
-        }
-    }
-}
-
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Mimic => "mimic",
-            Self::MimicConvex => "mimic-convex",
-            Self::Live => "live",
-            Self::Lora => "lora",
-        }
-    }
-}
-
-/// LoRA settings.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LoraConfig {
-    pub rank: usize,
-    pub alpha: f64,
-    /// Projection names within a layer, e.g. `self_attn.q_proj`.
-    pub targets: Vec<String>,
-}
-
-impl Default for LoraConfig {
-    fn default() -> Self {
-        LoraConfig {
-            rank: 8,
-            alpha: 16.0,
-            targets: vec!["self_attn.q_proj".into(), "self_attn.v_proj".into()],
-        }
-    }
-}
+pub use mimic_models::heads::{LoraConfig, Method};
 
 /// The trainable tensors of one method, by name. Every tensor is float32 on the model's
 /// device; `decay` says whether weight decay applies (not to biases and scales).
@@ -159,7 +104,8 @@ impl Shift {
                 let mut params = vec![];
                 for layer in 0..cfg.num_layers {
                     for t in &lora.targets {
-                        let (out, inp) = projection_shape(cfg, t);
+                        let (out, inp) = mimic_models::heads::projection_shape(cfg, t);
+                        let (out, inp) = (out as i64, inp as i64);
                         let module = format!("model.layers.{layer}.{t}");
                         let bound = 1.0 / (inp as f64).sqrt();
                         let a = Tensor::rand([lora.rank as i64, inp], opts) * (2.0 * bound) - bound;
@@ -305,41 +251,9 @@ impl Shift {
 /// A loaded shift, its file's metadata, and the file's other tensors (optimiser state).
 pub type LoadedShift = (Shift, HashMap<String, String>, HashMap<String, Tensor>);
 
-fn projection_shape(cfg: &LlamaConfig, target: &str) -> (i64, i64) {
-    let (h, i) = (cfg.hidden_size as i64, cfg.intermediate_size as i64);
-    let (q, kv) = (
-        (cfg.num_heads * cfg.head_dim) as i64,
-        (cfg.num_kv_heads * cfg.head_dim) as i64,
-    );
-    match target {
-        "self_attn.q_proj" => (q, h),
-        "self_attn.k_proj" | "self_attn.v_proj" => (kv, h),
-        "self_attn.o_proj" => (h, q),
-        "mlp.gate_proj" | "mlp.up_proj" => (i, h),
-        "mlp.down_proj" => (h, i),
-        _ => (h, h),
-    }
-}
-
 /// Checks LoRA target names against the projections a layer has.
 pub fn check_lora_targets(targets: &[String]) -> Result<()> {
-    const KNOWN: [&str; 7] = [
-        "self_attn.q_proj",
-        "self_attn.k_proj",
-        "self_attn.v_proj",
-        "self_attn.o_proj",
-        "mlp.gate_proj",
-        "mlp.up_proj",
-        "mlp.down_proj",
-    ];
-    for t in targets {
-        if !KNOWN.contains(&t.as_str()) {
-            return Err(TrainerError::Other(format!(
-                "unknown LoRA target `{t}` (one of {KNOWN:?})"
-            )));
-        }
-    }
-    Ok(())
+    mimic_models::heads::check_lora_targets(targets).map_err(TrainerError::Other)
 }
 
 /// The MimIC head output from the ordinary one: `mu = sigmoid(f - LSE)`, then

@@ -1,0 +1,278 @@
+//! Heads files: what the trainer fits on a frozen model and the compiler folds into it.
+//!
+//! A heads file is safetensors: the method's tensors plus metadata naming the method, the base
+//! model's fingerprint and the shapes. This module reads one without libtorch (the compiler
+//! and the runtime need it) and checks it against the model it is meant for.
+//!
+//! Tensors per method (`L` layers, `H` query heads, `D` head size):
+//! - MimIC (additive or convex): `mimic.w [L, H, D]`, `mimic.b [L, H]`, `mimic.u [L, H, D]`;
+//! - LIVE: `live.v [L, hidden]`, `live.a [L]`;
+//! - LoRA: `lora.model.layers.{l}.{target}.A [rank, in]` and `.B [out, rank]` per target.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::weights::{read_safetensors_with_metadata, HostTensor};
+
+/// Which method, and for MimIC which form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// MimIC, additive form: `o = h + mu u`.
+    Mimic,
+    /// MimIC, convex (virtual-slot) form: `o = (1 - mu) h + mu u`.
+    MimicConvex,
+    Live,
+    Lora,
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "mimic" | "mimic-additive" => Ok(Self::Mimic),
+            "mimic-convex" => Ok(Self::MimicConvex),
+            "live" => Ok(Self::Live),
+            "lora" => Ok(Self::Lora),
+            _ => Err(format!(
+                "unknown method `{s}` (mimic, mimic-convex, live, lora)"
+            )),
+        }
+    }
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mimic => "mimic",
+            Self::MimicConvex => "mimic-convex",
+            Self::Live => "live",
+            Self::Lora => "lora",
+        }
+    }
+
+    pub fn is_mimic(self) -> bool {
+        matches!(self, Self::Mimic | Self::MimicConvex)
+    }
+}
+
+/// LoRA settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Projection names within a layer, e.g. `self_attn.q_proj`.
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+            targets: vec!["self_attn.q_proj".into(), "self_attn.v_proj".into()],
+        }
+    }
+}
+
+/// The projections of a decoder layer LoRA may target.
+pub const LORA_TARGETS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+/// Checks LoRA target names against the projections a layer has.
+pub fn check_lora_targets(targets: &[String]) -> std::result::Result<(), String> {
+    for t in targets {
+        if !LORA_TARGETS.contains(&t.as_str()) {
+            return Err(format!(
+                "unknown LoRA target `{t}` (one of {LORA_TARGETS:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `(out, in)` of a layer's projection.
+pub fn projection_shape(cfg: &LlamaConfig, target: &str) -> (usize, usize) {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let (q, kv) = (
+        cfg.num_heads * cfg.head_dim,
+        cfg.num_kv_heads * cfg.head_dim,
+    );
+    match target {
+        "self_attn.q_proj" => (q, h),
+        "self_attn.k_proj" | "self_attn.v_proj" => (kv, h),
+        "self_attn.o_proj" => (h, q),
+        "mlp.gate_proj" | "mlp.up_proj" => (i, h),
+        "mlp.down_proj" => (h, i),
+        _ => (h, h),
+    }
+}
+
+/// The tensors a method's file holds for `cfg`, with their shapes, in file order.
+pub fn expected_tensors(
+    method: Method,
+    cfg: &LlamaConfig,
+    lora: &LoraConfig,
+) -> Vec<(String, Vec<usize>)> {
+    let (l, h, d) = (cfg.num_layers, cfg.num_heads, cfg.head_dim);
+    match method {
+        Method::Mimic | Method::MimicConvex => vec![
+            ("mimic.w".into(), vec![l, h, d]),
+            ("mimic.b".into(), vec![l, h]),
+            ("mimic.u".into(), vec![l, h, d]),
+        ],
+        Method::Live => vec![
+            ("live.v".into(), vec![l, cfg.hidden_size]),
+            ("live.a".into(), vec![l]),
+        ],
+        Method::Lora => {
+            let mut v = Vec::new();
+            for layer in 0..l {
+                for t in &lora.targets {
+                    let (out, inp) = projection_shape(cfg, t);
+                    let module = format!("model.layers.{layer}.{t}");
+                    v.push((format!("lora.{module}.A"), vec![lora.rank, inp]));
+                    v.push((format!("lora.{module}.B"), vec![out, lora.rank]));
+                }
+            }
+            v
+        }
+    }
+}
+
+/// A heads file read on the host and checked against its model.
+#[derive(Debug, Clone)]
+pub struct Heads {
+    pub path: PathBuf,
+    pub method: Method,
+    pub lora: Option<LoraConfig>,
+    pub tensors: BTreeMap<String, HostTensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl Heads {
+    /// Reads `path` and checks that it was made for the model with `fingerprint` and `cfg`:
+    /// method known, fingerprint equal, every tensor present with the shape the model implies.
+    pub fn read(path: &Path, fingerprint: &str, cfg: &LlamaConfig) -> Result<Heads> {
+        let err = |msg: String| ModelError::format(path, format!("heads file: {msg}"));
+        let (mut tensors, metadata) = read_safetensors_with_metadata(path)?;
+        let method: Method = metadata
+            .get("mimic.method")
+            .ok_or_else(|| err("no `mimic.method` in its metadata: not a mimic heads file".into()))?
+            .parse()
+            .map_err(err)?;
+        let got = metadata
+            .get("mimic.fingerprint")
+            .map(String::as_str)
+            .unwrap_or("(none)");
+        if got != fingerprint {
+            return Err(err(format!(
+                "made for a model with fingerprint {got}, but this model has fingerprint {fingerprint}"
+            )));
+        }
+        let lora: Option<LoraConfig> = match metadata.get("mimic.lora") {
+            Some(s) => {
+                Some(serde_json::from_str(s).map_err(|e| err(format!("bad LoRA settings: {e}")))?)
+            }
+            None if method == Method::Lora => {
+                return Err(err("a LoRA file without `mimic.lora` settings".into()))
+            }
+            None => None,
+        };
+        if let Some(l) = &lora {
+            check_lora_targets(&l.targets).map_err(err)?;
+            if l.rank == 0 {
+                return Err(err("LoRA rank 0".into()));
+            }
+        }
+        let mut kept = BTreeMap::new();
+        for (name, shape) in
+            expected_tensors(method, cfg, lora.as_ref().unwrap_or(&LoraConfig::default()))
+        {
+            let t = tensors
+                .remove(&name)
+                .ok_or_else(|| err(format!("tensor {name} missing")))?;
+            if t.shape != shape {
+                return Err(err(format!(
+                    "tensor {name} has shape {:?}, this model needs {shape:?}",
+                    t.shape
+                )));
+            }
+            if let Some(x) = t.data.iter().find(|x| !x.is_finite()) {
+                return Err(err(format!("tensor {name} holds a non-finite value ({x})")));
+            }
+            kept.insert(name, t);
+        }
+        Ok(Heads {
+            path: path.to_path_buf(),
+            method,
+            lora,
+            tensors: kept,
+            metadata,
+        })
+    }
+
+    /// A tensor the method has (checked on read).
+    pub fn tensor(&self, name: &str) -> &HostTensor {
+        &self.tensors[name]
+    }
+
+    /// Layer `layer`'s rows of an `[L, ..]` tensor.
+    pub fn layer(&self, name: &str, layer: usize) -> &[f32] {
+        let t = self.tensor(name);
+        let n = t.data.len() / t.shape[0];
+        &t.data[layer * n..(layer + 1) * n]
+    }
+
+    /// LIVE's shift of layer `layer`, `a_l v_l`.
+    pub fn live_shift(&self, layer: usize) -> Vec<f32> {
+        let a = self.layer("live.a", layer)[0];
+        self.layer("live.v", layer).iter().map(|v| a * v).collect()
+    }
+
+    /// `W + (alpha / r) B A` for each LoRA target weight, by weight name.
+    pub fn lora_merged(&self, weights: &crate::Weights) -> Result<BTreeMap<String, HostTensor>> {
+        let mut out = BTreeMap::new();
+        let Some(lora) = &self.lora else {
+            return Ok(out);
+        };
+        let scale = (lora.alpha / lora.rank as f64) as f32;
+        let r = lora.rank;
+        for (name, a) in &self.tensors {
+            let Some(module) = name
+                .strip_prefix("lora.")
+                .and_then(|n| n.strip_suffix(".A"))
+            else {
+                continue;
+            };
+            let b = self.tensor(&format!("lora.{module}.B"));
+            let w = weights.get(&format!("{module}.weight"))?;
+            let (rows, cols) = (w.shape[0], w.shape[1]);
+            let mut data = w.data.clone();
+            for i in 0..rows {
+                let brow = &b.data[i * r..(i + 1) * r];
+                let out_row = &mut data[i * cols..(i + 1) * cols];
+                for (k, &bik) in brow.iter().enumerate() {
+                    let coef = bik * scale;
+                    let arow = &a.data[k * cols..(k + 1) * cols];
+                    for (o, &akj) in out_row.iter_mut().zip(arow) {
+                        *o += coef * akj;
+                    }
+                }
+            }
+            out.insert(
+                format!("{module}.weight"),
+                HostTensor::new(w.shape.clone(), data),
+            );
+        }
+        Ok(out)
+    }
+}

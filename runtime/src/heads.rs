@@ -1,0 +1,104 @@
+//! Heads fed per request to a graph compiled with `--heads-as-inputs`: each batch row gets the
+//! `heads.*` inputs of its own heads file, or none (the base model's behaviour).
+use mimic_models::contract::HeadsContract;
+use mimic_models::{Heads, Method};
+
+use crate::{Result, RuntimeError};
+
+/// The `heads.*` input tensors of one batch: `(name, [batch, ..], values)`.
+#[derive(Debug, Clone)]
+pub struct HeadsBatch {
+    pub rows: usize,
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+/// One row's values of input `name` when it has no heads: MimIC `w = u = 0` and `b` at the
+/// float minimum (the slot gets no weight, `mu = 0`); LIVE a zero shift.
+fn neutral(name: &str, len: usize) -> Vec<f32> {
+    let fill = if name == "heads.b" { f32::MIN } else { 0.0 };
+    vec![fill; len]
+}
+
+/// One row's values of input `name` from a heads file.
+fn from_file(h: &Heads, name: &str) -> Vec<f32> {
+    match name {
+        "heads.w" => h.tensor("mimic.w").data.clone(),
+        "heads.b" => h.tensor("mimic.b").data.clone(),
+        "heads.u" => h.tensor("mimic.u").data.clone(),
+        "heads.live" => {
+            let layers = h.tensor("live.a").shape[0];
+            (0..layers).flat_map(|l| h.live_shift(l)).collect()
+        }
+        _ => unreachable!("unknown heads input {name}"),
+    }
+}
+
+impl HeadsBatch {
+    /// The inputs for `rows`, each a heads file of the graph's method or `None`.
+    pub fn new(contract: &HeadsContract, rows: &[Option<&Heads>]) -> Result<Self> {
+        for h in rows.iter().flatten() {
+            if h.method != contract.method {
+                return Err(RuntimeError::File {
+                    path: h.path.clone(),
+                    msg: format!(
+                        "holds {} heads, but the graph takes {} heads as inputs",
+                        h.method.name(),
+                        contract.method.name()
+                    ),
+                });
+            }
+        }
+        if contract.method == Method::Lora {
+            return Err(RuntimeError::Other(
+                "LoRA heads cannot be graph inputs".into(),
+            ));
+        }
+        let tensors = contract
+            .inputs
+            .iter()
+            .map(|(name, shape)| {
+                let len: usize = shape.iter().product();
+                let mut data = Vec::with_capacity(len * rows.len());
+                for row in rows {
+                    match row {
+                        Some(h) => data.extend(from_file(h, name)),
+                        None => data.extend(neutral(name, len)),
+                    }
+                }
+                let mut dims = vec![rows.len()];
+                dims.extend(shape);
+                (name.clone(), dims, data)
+            })
+            .collect();
+        Ok(HeadsBatch {
+            rows: rows.len(),
+            tensors,
+        })
+    }
+
+    /// The same inputs for `batch` rows: a single row is repeated.
+    pub fn for_batch(&self, batch: usize) -> Result<HeadsBatch> {
+        if self.rows == batch {
+            return Ok(self.clone());
+        }
+        if self.rows != 1 {
+            return Err(RuntimeError::Other(format!(
+                "heads given for {} rows, but the batch has {batch}",
+                self.rows
+            )));
+        }
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(n, dims, data)| {
+                let mut dims = dims.clone();
+                dims[0] = batch;
+                (n.clone(), dims, data.repeat(batch))
+            })
+            .collect();
+        Ok(HeadsBatch {
+            rows: batch,
+            tensors,
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! `mimic run`: a compiled folder serving many tasks. With a graph compiled with
+//! `--heads-as-inputs`, each prompt names the heads it runs with (one file per task); prompts
+//! are batched, each row with its own heads.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use mimic_models::tokenizer::TextTokenizer;
+use mimic_models::Heads;
+use mimic_runtime::{CompiledModel, ExecutionProvider, SessionOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A folder written by `mimic compile`.
+    #[arg(long)]
+    compiled: PathBuf,
+    /// Heads per task, `NAME=FILE` (repeatable), for graphs compiled with --heads-as-inputs.
+    #[arg(long = "heads", value_name = "NAME=FILE")]
+    heads: Vec<String>,
+    /// A prompt, `NAME:TEXT` to run it with the heads called NAME, or plain text for none
+    /// (repeatable).
+    #[arg(long = "prompt")]
+    prompts: Vec<String>,
+    /// A JSON-lines file of `{"heads": NAME or null, "prompt": TEXT}`.
+    #[arg(long)]
+    prompts_file: Option<PathBuf>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 16)]
+    max_new_tokens: usize,
+    /// Stop each answer at its first newline.
+    #[arg(long)]
+    stop_at_newline: bool,
+    #[arg(long, default_value = "cpu")]
+    ep: ExecutionProvider,
+    #[arg(long, value_parser = ["cpu"])]
+    fallback: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Also write every prompt and completion as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Request {
+    #[serde(default)]
+    heads: Option<String>,
+    prompt: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Completion {
+    heads: Option<String>,
+    prompt: String,
+    completion: String,
+}
+
+fn read_requests(a: &Args, names: &BTreeMap<String, Heads>) -> Result<Vec<Request>> {
+    let mut reqs = Vec::new();
+    for p in &a.prompts {
+        match p.split_once(':') {
+            Some((name, text)) if names.contains_key(name) => reqs.push(Request {
+                heads: Some(name.to_string()),
+                prompt: text.to_string(),
+            }),
+            _ => reqs.push(Request {
+                heads: None,
+                prompt: p.clone(),
+            }),
+        }
+    }
+    if let Some(path) = &a.prompts_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read prompts file {}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let r: Request = serde_json::from_str(line).with_context(|| {
+                format!(
+                    "{} line {}: not a {{\"heads\", \"prompt\"}} object",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            reqs.push(r);
+        }
+    }
+    for r in &reqs {
+        if let Some(n) = &r.heads {
+            if !names.contains_key(n) {
+                bail!(
+                    "prompt {:?} asks for heads `{n}`, but --heads names {:?}",
+                    r.prompt,
+                    names.keys().collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+    if reqs.is_empty() {
+        bail!("no prompts: give --prompt or --prompts-file");
+    }
+    Ok(reqs)
+}
+
+fn load(dir: &Path, a: &Args) -> Result<CompiledModel> {
+    let opts = SessionOptions {
+        threads: a.threads,
+        provider: a.ep,
+        fallback_cpu: a.fallback.is_some(),
+    };
+    CompiledModel::load(dir, &opts).with_context(|| format!("cannot load {}", dir.display()))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut model = load(&a.compiled, &a)?;
+    let contract = model.contract.clone();
+    let tok_path = a.compiled.join(mimic_models::contract::TOKENIZER_FILE);
+    let tok = TextTokenizer::from_file(&tok_path)?;
+    let mut names = BTreeMap::new();
+    for spec in &a.heads {
+        let Some((name, file)) = spec.split_once('=') else {
+            bail!("--heads {spec}: expected NAME=FILE");
+        };
+        let h = Heads::read(Path::new(file), &contract.fingerprint, &contract.config)?;
+        names.insert(name.to_string(), h);
+    }
+    if !names.is_empty() && !model.takes_heads() {
+        bail!(
+            "{} was compiled without --heads-as-inputs: it cannot take --heads",
+            a.compiled.display()
+        );
+    }
+    let reqs = read_requests(&a, &names)?;
+    let mut eos = contract.eos_token_ids.clone();
+    eos.sort_unstable();
+    let pad = tok.pad_id().unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(reqs.len() as u64);
+    let t0 = std::time::Instant::now();
+    let mut results = Vec::with_capacity(reqs.len());
+    let mut new_tokens = 0usize;
+    for chunk in reqs.chunks(a.batch.max(1)) {
+        let prompts: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|r| tok.encode(&r.prompt))
+            .collect::<Result<_, _>>()?;
+        for (p, r) in prompts.iter().zip(chunk) {
+            if p.len() + a.max_new_tokens > contract.max_positions {
+                bail!(
+                    "prompt {:?} of {} tokens plus {} new tokens is longer than the model's context of {}",
+                    r.prompt,
+                    p.len(),
+                    a.max_new_tokens,
+                    contract.max_positions
+                );
+            }
+        }
+        if model.takes_heads() {
+            let rows: Vec<Option<&Heads>> = chunk
+                .iter()
+                .map(|r| r.heads.as_ref().map(|n| &names[n]))
+                .collect();
+            model.set_heads(&rows)?;
+        }
+        let outs = mimic_runtime::batch::greedy_batch(
+            &mut model,
+            &prompts,
+            a.max_new_tokens,
+            pad,
+            |_, toks| {
+                eos.binary_search(toks.last().unwrap_or(&u32::MAX)).is_ok()
+                    || (a.stop_at_newline
+                        && tok.decode(toks).map(|t| t.contains('\n')).unwrap_or(false))
+            },
+        )?;
+        for (r, toks) in chunk.iter().zip(outs) {
+            new_tokens += toks.len();
+            let toks: Vec<u32> = toks.into_iter().filter(|t| !eos.contains(t)).collect();
+            let mut text = tok.decode(&toks)?;
+            if a.stop_at_newline {
+                text = text.split('\n').next().unwrap_or_default().to_string();
+            }
+            results.push(Completion {
+                heads: r.heads.clone(),
+                prompt: r.prompt.clone(),
+                completion: text,
+            });
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "| {:<12} | {:<40} | {:<30} |",
+        "heads", "prompt", "completion"
+    );
+    println!("|{:-<14}|{:-<42}|{:-<32}|", "", "", "");
+    let short = |s: &str, n: usize| {
+        let s = s.replace('\n', "\\n");
+        if s.chars().count() > n {
+            format!("{}…", s.chars().take(n - 1).collect::<String>())
+        } else {
+            s
+        }
+    };
+    for r in &results {
+        println!(
+            "| {:<12} | {:<40} | {:<30} |",
+            r.heads.as_deref().unwrap_or("(none)"),
+            short(&r.prompt, 40),
+            short(&r.completion, 30)
+        );
+    }
+    eprintln!(
+        "[{} prompts in batches of {}, {new_tokens} new tokens, {:.2}s, {:.1} prompts/s]",
+        results.len(),
+        a.batch,
+        secs,
+        results.len() as f64 / secs.max(1e-9)
+    );
+    if let Some(path) = &a.json {
+        let v = serde_json::json!({"compiled": a.compiled, "results": results, "seconds": secs});
+        mimic_models::files::write_atomically(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! `mimic verify`: a compiled model in ONNX Runtime against the trainer's forward (with the
+//! same heads) on the same prompts: greedy tokens and logits, step by step.
+use std::path::PathBuf;
+
+use anyhow::Result;
+use mimic_compiler::AttentionImpl;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A heads file from `mimic train` (without it, the base model is checked).
+    #[arg(long)]
+    heads: Option<PathBuf>,
+    /// Attention forms to compile and check.
+    #[arg(long, value_delimiter = ',', default_value = "fused,unfused")]
+    attention: Vec<AttentionImpl>,
+    /// Prompts: a task's test queries (zero-shot, with the template) instead of the 20 built-in
+    /// prompts.
+    #[arg(long)]
+    task: Option<PathBuf>,
+    #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
+    template: String,
+    /// How many prompts.
+    #[arg(long, default_value_t = 20)]
+    prompts: usize,
+    /// Greedy steps per prompt.
+    #[arg(long, default_value_t = 8)]
+    steps: usize,
+    /// Fail (exit 1) when the logits' relative error exceeds this.
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance: f32,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    attention: String,
+    prompts: usize,
+    steps: usize,
+    identical_tokens: usize,
+    max_relative_error: f32,
+    first_difference: Option<String>,
+}
+
+/// `max|a - b| / max|b|`.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
+    diff / scale.max(f32::MIN_POSITIVE)
+}
+
+/// Greedy decoding, `steps` tokens, with the logits each step.
+fn greedy_logits<M: mimic_models::generate::CausalLm>(
+    lm: &mut M,
+    prompt: &[u32],
+    steps: usize,
+) -> Result<(Vec<u32>, Vec<Vec<f32>>)>
+where
+    M::Error: std::error::Error + Send + Sync + 'static,
+{
+    lm.reset();
+    let mut logits = lm.extend(prompt)?;
+    let (mut tokens, mut all) = (vec![], vec![]);
+    for _ in 0..steps {
+        let next = mimic_models::generate::argmax(&logits);
+        tokens.push(next);
+        all.push(logits);
+        logits = lm.extend(&[next])?;
+    }
+    Ok((tokens, all))
+}
+
+#[cfg(feature = "torch")]
+pub fn run(a: Args) -> Result<()> {
+    use anyhow::bail;
+    use mimic_compiler::CompileOptions;
+    use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
+    use mimic_trainer::shift::Shift;
+    use mimic_trainer::{TorchLm, TorchModel};
+
+    let _guard = tch::no_grad_guard();
+    if a.threads > 0 {
+        tch::set_num_threads(a.threads as i32);
+    }
+    let model = super::open_model(a.model.as_deref())?;
+    let tok = model.tokenizer()?;
+    let heads = match &a.heads {
+        Some(p) => Some(mimic_models::Heads::read(
+            p,
+            &model.fingerprint(),
+            &model.config,
+        )?),
+        None => None,
+    };
+    let shift = match &a.heads {
+        Some(p) => Some(Shift::load(p, &model, tch::Device::Cpu)?.0),
+        None => None,
+    };
+    let prompts: Vec<Vec<u32>> = match &a.task {
+        Some(path) => {
+            use mimic_trainer::task::{start_token, Encoded, Task, Template};
+            let task = Task::load(path, Template::new(&a.template)?, a.prompts, 0)?;
+            let start = start_token(tok);
+            task.test
+                .iter()
+                .take(a.prompts)
+                .map(|q| Ok(Encoded::new(tok, start, &task.template, &[], q)?.prompt()))
+                .collect::<Result<_>>()?
+        }
+        None => mimic_models::prompt::SAMPLE_PROMPTS
+            .iter()
+            .take(a.prompts)
+            .map(|p| Ok(tok.encode(p)?))
+            .collect::<Result<_>>()?,
+    };
+    let tm = TorchModel::new(&model, tch::Device::Cpu)?;
+    let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
+    let mut reference = Vec::with_capacity(prompts.len());
+    for p in &prompts {
+        reference.push(greedy_logits(
+            &mut TorchLm::with_shifts(&tm, shifts),
+            p,
+            a.steps,
+        )?);
+    }
+    let mut rows = Vec::new();
+    for &attention in &a.attention {
+        let opts = CompileOptions {
+            attention,
+            last_only: true,
+        };
+        let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
+        let mut cm = CompiledModel::load(
+            &dir,
+            &SessionOptions {
+                threads: a.threads,
+                ..Default::default()
+            },
+        )?;
+        let mut row = Row {
+            attention: format!("{attention:?}").to_lowercase(),
+            prompts: prompts.len(),
+            steps: a.steps,
+            identical_tokens: 0,
+            max_relative_error: 0.0,
+            first_difference: None,
+        };
+        for (p, (want_tokens, want_logits)) in prompts.iter().zip(&reference) {
+            let (tokens, logits) = greedy_logits(&mut OnnxLm::new(&mut cm), p, a.steps)?;
+            // Logits compare while both have seen the same tokens.
+            let same = tokens
+                .iter()
+                .zip(want_tokens)
+                .take_while(|(x, y)| x == y)
+                .count();
+            for (x, y) in logits.iter().zip(want_logits).take(same + 1) {
+                row.max_relative_error = row.max_relative_error.max(rel_err(x, y));
+            }
+            if same == tokens.len() {
+                row.identical_tokens += 1;
+            } else if row.first_difference.is_none() {
+                row.first_difference = Some(format!(
+                    "{:?}: onnx {:?}, torch {:?}",
+                    tok.decode(p)?,
+                    tok.decode(&tokens)?,
+                    tok.decode(want_tokens)?
+                ));
+            }
+        }
+        rows.push(row);
+    }
+    let what = match &a.heads {
+        Some(p) => format!("{} with {}", model.source.display(), p.display()),
+        None => model.source.display().to_string(),
+    };
+    println!("{what}: ONNX Runtime against the trainer's forward");
+    println!(
+        "| {:<9} | {:>7} | {:>5} | {:>16} | {:>18} |",
+        "attention", "prompts", "steps", "identical tokens", "max rel. error"
+    );
+    println!(
+        "|{:-<11}|{:->9}|{:->7}|{:->18}|{:->20}|",
+        "", "", "", "", ""
+    );
+    for r in &rows {
+        println!(
+            "| {:<9} | {:>7} | {:>5} | {:>16} | {:>18.2e} |",
+            r.attention,
+            r.prompts,
+            r.steps,
+            format!("{}/{}", r.identical_tokens, r.prompts),
+            r.max_relative_error
+        );
+        if let Some(d) = &r.first_difference {
+            println!("  first difference ({}): {d}", r.attention);
+        }
+    }
+    if let Some(path) = &a.json {
+        let v = serde_json::json!({"model": model.source, "heads": a.heads, "tolerance": a.tolerance, "rows": rows});
+        mimic_models::files::write_atomically(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.max_relative_error > a.tolerance || r.identical_tokens < r.prompts)
+    {
+        bail!(
+            "{} attention: relative error {:.2e} (tolerance {:.0e}), identical tokens on {}/{} prompts",
+            r.attention,
+            r.max_relative_error,
+            a.tolerance,
+            r.identical_tokens,
+            r.prompts
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+pub fn run(_: Args) -> Result<()> {
+    anyhow::bail!("this mimic was built without the `torch` feature: verify compares against the trainer's libtorch forward")
+}
