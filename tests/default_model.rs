@@ -26,6 +26,7 @@ fn setup() -> &'static Setup {
         let opts = CompileOptions {
             attention: AttentionImpl::Fused,
             last_only: true,
+            ..Default::default()
         };
         compile_model(&model, HeadsSource::None, &opts, &compiled.path().join("m")).unwrap();
         Setup { model, compiled }

@@ -101,6 +101,7 @@ fn compile(model: &Model, heads: HeadsSource, attention: AttentionImpl, out: &Pa
     let opts = CompileOptions {
         attention,
         last_only: false,
+        ..Default::default()
     };
     compile_model(model, heads, &opts, out).unwrap();
 }
@@ -183,6 +184,7 @@ fn folded_heads_decode_incrementally_like_the_full_sequence() {
             let opts = CompileOptions {
                 attention,
                 last_only: true,
+                ..Default::default()
             };
             compile_model(&model, HeadsSource::Folded(&heads), &opts, &out).unwrap();
             let mut m = CompiledModel::load(&out, &SessionOptions::default()).unwrap();

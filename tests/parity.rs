@@ -153,6 +153,7 @@ fn onnx_backend_matches_transformers_fused_and_unfused() {
                 &CompileOptions {
                     attention,
                     last_only: false,
+                    ..Default::default()
                 },
                 &out,
             )
@@ -208,6 +209,7 @@ fn onnx_incremental_decoding_matches_full_sequence() {
                 &CompileOptions {
                     attention,
                     last_only: true,
+                    ..Default::default()
                 },
                 &out,
             )

@@ -14,6 +14,7 @@ use crate::emit::{AttentionImpl, OnnxBackend};
 use crate::fold::{heads_inputs, HeadsSource};
 use crate::graph::{GraphBuilder, IR_VERSION, OPSET};
 use crate::onnx::{ModelProto, OperatorSetIdProto};
+use crate::passes::{run_passes, Pass};
 use crate::{CompileError, Result};
 
 #[derive(Debug, Clone)]
@@ -21,13 +22,20 @@ pub struct CompileOptions {
     pub attention: AttentionImpl,
     /// Logits of the last position only (generation) instead of every position.
     pub last_only: bool,
+    /// Graph passes run on the emitted graph, in order.
+    pub passes: Vec<Pass>,
 }
+
+/// The passes run unless asked otherwise: attention fusion is left out, because `--attention`
+/// already chooses the form (it is for graphs emitted or imported unfused).
+pub const DEFAULT_PASSES: [Pass; 2] = [Pass::ConstantFolding, Pass::DeadNodes];
 
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             attention: AttentionImpl::Fused,
             last_only: true,
+            passes: DEFAULT_PASSES.to_vec(),
         }
     }
 }
@@ -63,7 +71,8 @@ pub fn emit_model(
     if let Some(e) = backend.take_error() {
         return Err(e);
     }
-    let graph = backend.g.finish("mimic")?;
+    let mut graph = backend.g.finish("mimic")?;
+    run_passes(&mut graph, &opts.passes);
     let m = ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![OperatorSetIdProto {
@@ -151,6 +160,14 @@ fn write_folder(
             eos.push(*id);
         }
     }
+    let (slots, key_dim, value_dim) =
+        crate::fold::cache_layout(heads.method(), opts.attention, cfg);
+    if let (HeadsSource::Folded(h), true) = (&heads, slots > 0) {
+        let convex = h.method == mimic_models::Method::MimicConvex;
+        let path = dir.join(mimic_models::heads::SLOTS_FILE);
+        let bytes = mimic_models::heads::cache_slots_bytes(h, convex, cfg)?;
+        std::fs::write(&path, bytes).map_err(|e| CompileError::io(&path, e))?;
+    }
     let graph = m.graph.as_ref().expect("emit_model builds a graph");
     let names =
         |v: &[crate::onnx::ValueInfoProto]| v.iter().filter_map(|x| x.name.clone()).collect();
@@ -171,6 +188,9 @@ fn write_folder(
             num_layers: cfg.num_layers,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
+            slots,
+            key_dim,
+            value_dim,
             past_key: "past_key_values.{layer}.key".into(),
             past_value: "past_key_values.{layer}.value".into(),
             present_key: "present.{layer}.key".into(),
@@ -180,7 +200,8 @@ fn write_folder(
         bos_token_id: tok.and_then(|t| t.bos_id()).or(cfg.bos_token_id),
         chat_template: tok.and_then(|t| t.chat_template().map(String::from)),
         max_positions: cfg.max_position_embeddings,
-        heads: heads_contract(&heads, cfg),
+        heads: heads_contract(&heads, cfg, opts.attention),
+        passes: opts.passes.iter().map(|p| p.name().to_string()).collect(),
     };
     let path = dir.join(CONTRACT_FILE);
     let text =
@@ -191,7 +212,11 @@ fn write_folder(
 
 /// What the contract says of the heads: which method, folded from which file, or taken as
 /// which inputs.
-fn heads_contract(heads: &HeadsSource, cfg: &mimic_models::LlamaConfig) -> Option<HeadsContract> {
+fn heads_contract(
+    heads: &HeadsSource,
+    cfg: &mimic_models::LlamaConfig,
+    attention: AttentionImpl,
+) -> Option<HeadsContract> {
     match heads {
         HeadsSource::None => None,
         HeadsSource::Folded(h) => Some(HeadsContract {
@@ -202,7 +227,7 @@ fn heads_contract(heads: &HeadsSource, cfg: &mimic_models::LlamaConfig) -> Optio
         HeadsSource::Inputs(m) => Some(HeadsContract {
             method: *m,
             folded_from: None,
-            inputs: heads_inputs(*m, cfg)
+            inputs: heads_inputs(*m, cfg, attention)
                 .into_iter()
                 .map(|(n, s)| (n.to_string(), s))
                 .collect(),

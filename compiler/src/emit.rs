@@ -72,7 +72,7 @@ fn host_weight<'a>(
 pub struct OnnxBackend<'w> {
     pub g: GraphBuilder,
     weights: &'w Weights,
-    attention: AttentionImpl,
+    pub(crate) attention: AttentionImpl,
     last_only: bool,
     /// Weight names already emitted (in the layout the graph uses).
     emitted: HashSet<String>,
@@ -81,11 +81,13 @@ pub struct OnnxBackend<'w> {
     /// Values that hold heads packed as `[batch, seq, heads * dim]`: `split_heads` only marks
     /// them, and the `RotaryEmbedding` and `Attention` operators read that layout directly,
     /// which saves a Reshape and a Transpose per projection.
-    packed: HashMap<String, (usize, usize)>,
+    pub(crate) packed: HashMap<String, (usize, usize)>,
     /// Trained heads folded in or taken as inputs.
     pub(crate) heads: HeadsSource<'w>,
     /// Weights replaced before emission (LoRA merged into its projections).
     merged: BTreeMap<String, HostTensor>,
+    /// Values built once and shared by every layer (shapes, broadcast masks), by key.
+    pub(crate) memo: HashMap<String, String>,
     pub(crate) error: Option<crate::CompileError>,
 }
 
@@ -112,6 +114,7 @@ impl<'w> OnnxBackend<'w> {
             packed: HashMap::new(),
             heads,
             merged,
+            memo: HashMap::new(),
             error: None,
         };
         b.declare_io(cfg);
@@ -139,19 +142,32 @@ impl<'w> OnnxBackend<'w> {
             DataType::Int64,
             &[Named("batch"), Named("seq")],
         ));
-        let kv = |seq| {
+        let (slots, key_dim, value_dim) =
+            crate::fold::cache_layout(self.heads.method(), self.attention, cfg);
+        // With slots at the front, the cache is longer than the attention mask.
+        let (past, present) = match slots {
+            0 => ("past_seq", "total_seq"),
+            _ => ("past_cache_seq", "present_cache_seq"),
+        };
+        let kv = |seq, dim: usize| {
             [
                 Named("batch"),
                 Fixed(cfg.num_kv_heads as i64),
                 Named(seq),
-                Fixed(cfg.head_dim as i64),
+                Fixed(dim as i64),
             ]
         };
         for l in 0..cfg.num_layers {
-            g.inputs
-                .push(value_info(&past_key(l), DataType::Float, &kv("past_seq")));
-            g.inputs
-                .push(value_info(&past_value(l), DataType::Float, &kv("past_seq")));
+            g.inputs.push(value_info(
+                &past_key(l),
+                DataType::Float,
+                &kv(past, key_dim),
+            ));
+            g.inputs.push(value_info(
+                &past_value(l),
+                DataType::Float,
+                &kv(past, value_dim),
+            ));
         }
         let seq_out = if self.last_only {
             Fixed(1)
@@ -167,12 +183,12 @@ impl<'w> OnnxBackend<'w> {
             g.outputs.push(value_info(
                 &present_key(l),
                 DataType::Float,
-                &kv("total_seq"),
+                &kv(present, key_dim),
             ));
             g.outputs.push(value_info(
                 &present_value(l),
                 DataType::Float,
-                &kv("total_seq"),
+                &kv(present, value_dim),
             ));
         }
     }

@@ -4,16 +4,21 @@
 //! `mu = sigmoid(f - LSE)` with LSE the log-sum-exp of the head's masked, scaled scores, and
 //! `o = h + mu u` (additive) or `o = (1 - mu) h + mu u` (convex).
 //!
-//! - Fused, convex: one extra key/value slot per query head inside the `Attention` operator:
-//!   key `sqrt(d) w` (already in the rotated frame), value `u`, and `b` added to the slot's
-//!   score through the float mask. With `G` query heads per KV head, a KV head carries `G`
-//!   slots, each masked for the other heads of its group. Softmax over real keys and the slot
-//!   gives the slot weight `sigmoid(f - LSE)` exactly.
-//! - Fused, additive: the same slot with value 0 and one extra value channel, 1 for real keys
-//!   and 0 for the slot, so attention returns `[(1 - mu) h, 1 - mu]`; then
-//!   `o = out / (1 - mu) + mu u`. (The channel is 1 - mu rather than mu: summed from the real
-//!   keys' weights it stays accurate when mu is close to 1, where `1 - mu` from a mu channel
-//!   loses every digit; trained heads reach such mu.)
+//! - Fused: one extra key/value slot per query head inside the `Attention` operator, living
+//!   at the front of the KV cache (the runtime starts every cache with them). A slot's key is
+//!   `sqrt(d) [w, b]` against queries `[q, 1]` (new keys get a 0 channel), so it scores
+//!   `f = w . q + b` in the rotated frame, never rotated itself. With `G` query heads per KV
+//!   head, a KV head carries `G` slots, each masked for the other heads of its group. Softmax
+//!   over real keys and the slot gives the slot weight `sigmoid(f - LSE)` exactly.
+//!   - convex: the slot's value is `u`;
+//!   - additive: the slot's value is 0 and real values get a channel of ones, so attention
+//!     returns `[(1 - mu) h, 1 - mu]`; then `o = out / (1 - mu) + mu u`. (The channel is
+//!     `1 - mu` rather than `mu`: summed from the real keys' weights it stays accurate when
+//!     `mu` is close to 1, where `1 - mu` from a `mu` channel loses every digit; trained heads
+//!     reach such `mu`.)
+//!
+//!   Carrying the slots in the cache keeps decoding as cheap as the base model's: nothing is
+//!   concatenated to, or padded in, the cache at each step.
 //! - Unfused (both forms): the scores, their log-sum-exp, the softmax and `mu` as explicit
 //!   nodes, as the trainer computes them.
 //! - LIVE: `x' = (x + a v) |x| / |x + a v|` after each MLP.
@@ -24,9 +29,26 @@
 use mimic_models::backend::AttentionSpec;
 use mimic_models::{Heads, LlamaConfig, Method};
 
-use crate::emit::{past_key, past_value, present_key, present_value, OnnxBackend, INPUT_IDS};
+use crate::emit::{
+    past_key, past_value, present_key, present_value, AttentionImpl, OnnxBackend, INPUT_IDS,
+};
 use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim};
 use crate::onnx::tensor_proto::DataType;
+
+/// The KV-cache layout a graph needs: `(slots, key_dim, value_dim)` per KV head. Fused MimIC
+/// graphs start their cache with `G` slots and widen keys (and additive values) by one.
+pub fn cache_layout(
+    method: Option<Method>,
+    attention: AttentionImpl,
+    cfg: &LlamaConfig,
+) -> (usize, usize, usize) {
+    let (d, g) = (cfg.head_dim, cfg.num_heads / cfg.num_kv_heads);
+    match (method, attention) {
+        (Some(Method::Mimic), AttentionImpl::Fused) => (g, d + 1, d + 1),
+        (Some(Method::MimicConvex), AttentionImpl::Fused) => (g, d + 1, d),
+        _ => (0, d, d),
+    }
+}
 
 /// Where the heads' numbers come from.
 #[derive(Debug, Clone, Copy)]
@@ -51,23 +73,32 @@ impl HeadsSource<'_> {
 
 /// Graph input names of `--heads-as-inputs` graphs, with their per-row shapes after the batch
 /// axis. MimIC: `w`, `b`, `u` as in the heads file; LIVE: the product `a v` per layer.
-pub fn heads_inputs(method: Method, cfg: &LlamaConfig) -> Vec<(&'static str, Vec<usize>)> {
+///
+/// A fused MimIC graph carries `w`, `b` (and the convex form's `u`) in its KV-cache slots,
+/// which the runtime fills per row: only the additive form's `u` remains an input.
+pub fn heads_inputs(
+    method: Method,
+    cfg: &LlamaConfig,
+    attention: AttentionImpl,
+) -> Vec<(&'static str, Vec<usize>)> {
     let (l, h, d) = (cfg.num_layers, cfg.num_heads, cfg.head_dim);
-    match method {
-        Method::Mimic | Method::MimicConvex => vec![
+    match (method, attention) {
+        (Method::Mimic, AttentionImpl::Fused) => vec![("heads.u", vec![l, h, d])],
+        (Method::MimicConvex, AttentionImpl::Fused) => vec![],
+        (Method::Mimic | Method::MimicConvex, AttentionImpl::Unfused) => vec![
             ("heads.w", vec![l, h, d]),
             ("heads.b", vec![l, h]),
             ("heads.u", vec![l, h, d]),
         ],
-        Method::Live => vec![("heads.live", vec![l, cfg.hidden_size])],
-        Method::Lora => vec![],
+        (Method::Live, _) => vec![("heads.live", vec![l, cfg.hidden_size])],
+        (Method::Lora, _) => vec![],
     }
 }
 
 impl OnnxBackend<'_> {
     /// Declares the `heads.*` graph inputs of a heads-as-inputs graph.
     pub(crate) fn declare_heads_inputs(&mut self, method: Method, cfg: &LlamaConfig) {
-        for (name, shape) in heads_inputs(method, cfg) {
+        for (name, shape) in heads_inputs(method, cfg, self.attention) {
             let mut dims = vec![Dim::Named("batch")];
             dims.extend(shape.iter().map(|&s| Dim::Fixed(s as i64)));
             self.g.inputs.push(value_info(name, DataType::Float, &dims));
@@ -109,20 +140,15 @@ impl OnnxBackend<'_> {
         }
     }
 
-    /// `[batch, dims..]` with the batch size of this pass, for Expand.
-    fn batch_shape(&mut self, dims: &[i64]) -> String {
-        let g = &mut self.g;
-        let shape = g.node("Shape", &[INPUT_IDS], vec![]);
-        let start = g.const_i64(&[0]);
-        let end = g.const_i64(&[1]);
-        let batch = g.node("Slice", &[&shape, &start, &end], vec![]);
-        let rest = g.const_i64(dims);
-        g.node("Concat", &[&batch, &rest], vec![attr_int("axis", 0)])
-    }
-
-    /// The attention mask with one column per slot in front: `[batch, heads, seq, G + total]`.
-    /// Slot `j` of query head `h` scores `b_h` where `j == h mod G`, `float32::MIN` elsewhere.
-    fn slot_mask(&mut self, base: &str, b: &str, spec: &AttentionSpec) -> String {
+    /// The mask of a graph whose cache starts with `G` slots per KV head:
+    /// `[batch, heads, seq, G + total]`, built once per window. Slot `j` is visible to query
+    /// head `h` only where `j == h mod G`; the real keys keep the model's mask.
+    fn slot_mask(&mut self, spec: &AttentionSpec) -> String {
+        let key = format!("slot_mask{:?}", spec.window);
+        if let Some(v) = self.memo.get(&key) {
+            return v.clone();
+        }
+        let base = self.mask(spec.window);
         let (h, g_size) = (spec.num_heads, spec.num_heads / spec.num_kv_heads);
         let mut sel = vec![f32::MIN; h * g_size];
         for head in 0..h {
@@ -130,12 +156,8 @@ impl OnnxBackend<'_> {
         }
         let g = &mut self.g;
         let sel = g.const_f32(&[1, h as i64, 1, g_size as i64], &sel);
-        let axes = g.const_i64(&[2, 3]);
-        let b = g.node("Unsqueeze", &[b, &axes], vec![]); // [B|1, H, 1, 1]
-        let slots = g.node("Add", &[&b, &sel], vec![]); // [B|1, H, 1, G]
-                                                        // Both parts broadcast to [B, H, T, ..]: the base mask has one head, the slots one row.
         let ids = g.node("Shape", &[INPUT_IDS], vec![]); // [B, T]
-        let mask_shape = g.node("Shape", &[base], vec![]); // [B, 1, T, total]
+        let mask_shape = g.node("Shape", &[&base], vec![]); // [B, 1, T, total]
         let (start, end) = (g.const_i64(&[3]), g.const_i64(&[4]));
         let total = g.node("Slice", &[&mask_shape, &start, &end], vec![]);
         let (start, end) = (g.const_i64(&[0]), g.const_i64(&[1]));
@@ -147,9 +169,25 @@ impl OnnxBackend<'_> {
         let axis0 = vec![attr_int("axis", 0)];
         let slot_shape = g.node("Concat", &[&batch, &heads, &seq, &group], axis0.clone());
         let base_shape = g.node("Concat", &[&batch, &heads, &seq, &total], axis0);
-        let slots = g.node("Expand", &[&slots, &slot_shape], vec![]);
-        let base = g.node("Expand", &[base, &base_shape], vec![]);
-        g.node("Concat", &[&slots, &base], vec![attr_int("axis", -1)])
+        let slots = g.node("Expand", &[&sel, &slot_shape], vec![]);
+        let base = g.node("Expand", &[&base, &base_shape], vec![]);
+        let mask = g.node("Concat", &[&slots, &base], vec![attr_int("axis", -1)]);
+        self.memo.insert(key, mask.clone());
+        mask
+    }
+
+    /// Heads packed as `[batch, seq, heads * dim]` with one more channel per head, `fill`.
+    fn pad_heads(&mut self, x: &str, heads: usize, dim: usize, fill: f32) -> String {
+        let g = &mut self.g;
+        let split = g.const_i64(&[0, 0, heads as i64, dim as i64]);
+        let y = g.node("Reshape", &[x, &split], vec![]);
+        let pads = g.const_i64(&[0, 0, 0, 0, 0, 0, 0, 1]);
+        let fill = g.scalar_f32(fill);
+        let y = g.node("Pad", &[&y, &pads, &fill], vec![]);
+        let packed = g.const_i64(&[0, 0, (heads * (dim + 1)) as i64]);
+        let y = g.node("Reshape", &[&y, &packed], vec![]);
+        self.packed.insert(y.clone(), (heads, dim + 1));
+        y
     }
 
     /// The new keys/values appended to the cache: the `present.*` outputs, `[B, KV, S, D]`.
@@ -171,7 +209,11 @@ impl OnnxBackend<'_> {
         (present_key(l), present_value(l))
     }
 
-    /// MimIC inside the `Attention` operator: slots prepended to the keys and values.
+    /// MimIC inside the `Attention` operator, the slots living at the front of the KV cache
+    /// (see [`mimic_models::heads::cache_slots`]): queries get a channel of ones and new keys
+    /// a channel of zeros, so a slot key `sqrt(D) [w, b]` scores `w . q + b`; the cache's
+    /// keys are `D + 1` wide. Additive: new values get a channel of ones, the slots' values
+    /// are zero, and attention returns `[(1 - mu) h, 1 - mu]` per head.
     pub(crate) fn attention_mimic_fused(
         &mut self,
         q: &str,
@@ -181,52 +223,46 @@ impl OnnxBackend<'_> {
         convex: bool,
     ) -> String {
         let l = spec.layer;
-        let base = self.mask(spec.window);
-        let q = self.unpacked(q);
-        let (keys, values) = self.present(k, v, l);
-        let (w, b, u) = (
-            self.head_param("w", l),
-            self.head_param("b", l),
-            self.head_param("u", l),
-        );
-        let mask = self.slot_mask(&base, &b, spec);
-        let (kv, d) = (spec.num_kv_heads as i64, spec.head_dim as i64);
-        let gs = (spec.num_heads / spec.num_kv_heads) as i64;
-        let slot_shape = self.batch_shape(&[kv, gs, d]);
-        let slot_shape_v = self.batch_shape(&[kv, gs, d + 1]);
-        let g = &mut self.g;
-        let grouped = g.const_i64(&[0, kv, gs, d]);
-        let sqrt_d = g.scalar_f32((d as f32).sqrt());
-        let slot_k = g.node("Mul", &[&w, &sqrt_d], vec![]);
-        let slot_k = g.node("Reshape", &[&slot_k, &grouped], vec![]);
-        let slot_k = g.node("Expand", &[&slot_k, &slot_shape], vec![]);
-        let keys = g.node("Concat", &[&slot_k, &keys], vec![attr_int("axis", 2)]);
-        let values = if convex {
-            let slot_v = g.node("Reshape", &[&u, &grouped], vec![]);
-            let slot_v = g.node("Expand", &[&slot_v, &slot_shape], vec![]);
-            g.node("Concat", &[&slot_v, &values], vec![attr_int("axis", 2)])
-        } else {
-            // Real values get a channel of ones, the slots' values are all zero: that channel
-            // of the output is 1 - mu, summed from the real keys' weights (accurate even when
-            // mu is close to 1, where 1 minus a slot channel would cancel).
-            let pads = g.const_i64(&[0, 0, 0, 0, 0, 0, 0, 1]);
-            let one = g.scalar_f32(1.0);
-            let padded = g.node("Pad", &[&values, &pads, &one], vec![]);
-            let zero = g.scalar_f32(0.0);
-            let slot_v = g.node("Expand", &[&zero, &slot_shape_v], vec![]);
-            g.node("Concat", &[&slot_v, &padded], vec![attr_int("axis", 2)])
-        };
-        let scale = 1.0 / (d as f32).sqrt();
-        let out = g.node(
-            "Attention",
-            &[&q, &keys, &values, &mask],
-            vec![attr_int("is_causal", 0), attr_float("scale", scale)],
-        ); // [B, H, T, D or D + 1]
-        if convex {
-            return out;
+        let (h, kv, d) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
+        if ![q, k, v].iter().all(|x| self.packed.contains_key(*x)) {
+            self.error.get_or_insert(crate::CompileError::Other(
+                "MimIC fused attention expects packed q/k/v".into(),
+            ));
         }
-        let split = g.const_i64(&[d, 1]);
-        let parts = g.node_n("Split", &[&out, &split], 2, vec![attr_int("axis", -1)]);
+        let mask = self.slot_mask(spec);
+        let q = self.pad_heads(q, h, d, 1.0);
+        let k = self.pad_heads(k, kv, d, 0.0);
+        let v = if convex {
+            v.to_string()
+        } else {
+            self.pad_heads(v, kv, d, 1.0)
+        };
+        let u = if convex {
+            None
+        } else {
+            Some(self.head_param("u", l)) // [B|1, H, D]
+        };
+        let g = &mut self.g;
+        let y = g.fresh("attn");
+        g.node_named(
+            "Attention",
+            &[&q, &k, &v, &mask, &past_key(l), &past_value(l)],
+            &[&y, &present_key(l), &present_value(l)],
+            vec![
+                attr_int("is_causal", 0),
+                attr_float("scale", 1.0 / (d as f32).sqrt()),
+                attr_int("q_num_heads", h as i64),
+                attr_int("kv_num_heads", kv as i64),
+            ],
+        );
+        let Some(u) = u else {
+            self.packed.insert(y.clone(), (h, d));
+            return y;
+        };
+        let per_head = g.const_i64(&[0, 0, h as i64, (d + 1) as i64]);
+        let y = g.node("Reshape", &[&y, &per_head], vec![]); // [B, T, H, D + 1]
+        let split = g.const_i64(&[d as i64, 1]);
+        let parts = g.node_n("Split", &[&y, &split], 2, vec![attr_int("axis", -1)]);
         let (scaled_h, keep) = (&parts[0], &parts[1]);
         let one = g.scalar_f32(1.0);
         let mu = g.node("Sub", &[&one, keep], vec![]);
@@ -234,11 +270,15 @@ impl OnnxBackend<'_> {
         // keep the quotient finite there.
         let tiny = g.scalar_f32(f32::MIN_POSITIVE);
         let keep = g.node("Max", &[keep, &tiny], vec![]);
-        let h = g.node("Div", &[scaled_h, &keep], vec![]);
-        let per_head = g.const_i64(&[0, spec.num_heads as i64, 1, d]);
-        let u = g.node("Reshape", &[&u, &per_head], vec![]);
+        let heads_out = g.node("Div", &[scaled_h, &keep], vec![]);
+        let axis1 = g.const_i64(&[1]);
+        let u = g.node("Unsqueeze", &[&u, &axis1], vec![]); // [B|1, 1, H, D]
         let mu_u = g.node("Mul", &[&mu, &u], vec![]);
-        g.node("Add", &[&h, &mu_u], vec![])
+        let out = g.node("Add", &[&heads_out, &mu_u], vec![]);
+        let packed = g.const_i64(&[0, 0, (h * d) as i64]);
+        let out = g.node("Reshape", &[&out, &packed], vec![]);
+        self.packed.insert(out.clone(), (h, d));
+        out
     }
 
     /// MimIC with explicit nodes: scores, log-sum-exp, softmax, `mu`, then the form's epilogue.
@@ -302,13 +342,16 @@ impl OnnxBackend<'_> {
         let mu = g.node("Sigmoid", &[&logit], vec![]);
         let u_shape = g.const_i64(&[0, h, 1, d]);
         let u = g.node("Reshape", &[&u, &u_shape], vec![]);
-        let toward = if convex {
-            g.node("Sub", &[&u, &out], vec![])
+        let mu_u = g.node("Mul", &[&mu, &u], vec![]);
+        let h = if convex {
+            // 1 - mu as sigmoid(LSE - f), as the trainer computes it.
+            let keep_logit = g.node("Sub", &[&lse, &f], vec![]);
+            let keep = g.node("Sigmoid", &[&keep_logit], vec![]);
+            g.node("Mul", &[&keep, &out], vec![])
         } else {
-            u
+            out
         };
-        let step = g.node("Mul", &[&mu, &toward], vec![]);
-        g.node("Add", &[&out, &step], vec![])
+        g.node("Add", &[&h, &mu_u], vec![])
     }
 
     /// LIVE after the MLP of layer `l`, norm kept.

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod emit;
 pub mod fold;
 pub mod graph;
+pub mod passes;
 
 /// The ONNX protobuf types, generated from the vendored `proto/onnx.proto`.
 #[allow(clippy::all, missing_docs)]
@@ -14,10 +15,11 @@ pub mod onnx {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use compile::{compile_model, CompileOptions};
+pub use compile::{compile_model, CompileOptions, DEFAULT_PASSES};
 pub use emit::AttentionImpl;
 pub use fold::HeadsSource;
 pub use mimic_models::contract::Contract;
+pub use passes::Pass;
 
 /// Errors of the compiler crate.
 #[derive(Debug, thiserror::Error)]

@@ -38,6 +38,9 @@ pub struct Contract {
     /// Trained heads compiled in, if any.
     #[serde(default)]
     pub heads: Option<HeadsContract>,
+    /// The graph passes the compiler ran.
+    #[serde(default)]
+    pub passes: Vec<String>,
 }
 
 /// The heads of a compiled model: folded into its weights, or graph inputs the runtime feeds
@@ -45,10 +48,18 @@ pub struct Contract {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HeadsContract {
     pub method: crate::heads::Method,
-    /// The heads file folded in; `None` when the heads are graph inputs.
+    /// The heads file folded in; `None` when the heads are supplied per request (graph
+    /// inputs, and for fused MimIC the cache slots).
     pub folded_from: Option<PathBuf>,
     /// Graph inputs `(name, shape after the batch axis)`; empty when folded.
     pub inputs: Vec<(String, Vec<usize>)>,
+}
+
+impl HeadsContract {
+    /// Whether each request brings its own heads.
+    pub fn per_request(&self) -> bool {
+        self.folded_from.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,6 +67,15 @@ pub struct KvCacheLayout {
     pub num_layers: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Entries every cache starts with, per KV head (the MimIC slots of a fused graph);
+    /// the attention mask covers only the entries after them.
+    #[serde(default)]
+    pub slots: usize,
+    /// Channels of a cached key and value (`head_dim`, or one more in fused MimIC graphs).
+    #[serde(default)]
+    pub key_dim: usize,
+    #[serde(default)]
+    pub value_dim: usize,
     pub past_key: String,
     pub past_value: String,
     pub present_key: String,

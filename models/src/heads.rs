@@ -276,3 +276,100 @@ impl Heads {
         Ok(out)
     }
 }
+
+/// A score that gives a key no weight, finite so that sums with it stay finite.
+pub const NO_WEIGHT: f32 = -1e30;
+
+/// The MimIC slots a KV-cache starts with when a fused graph carries them in its cache, for
+/// one layer: keys `[kv_heads, G, D + 1]` and values `[kv_heads, G, Dv]`.
+///
+/// Query head `h = kv * G + j` owns slot `j` of KV head `kv`. Its key is `sqrt(D) [w_h, b_h]`,
+/// so against the query `[q, 1]` with scale `1 / sqrt(D)` it scores `f = w_h . q + b_h`; the
+/// mask hides it from the group's other heads. Its value is `u_h` (convex, `Dv = D`) or zero
+/// (additive, `Dv = D + 1`, real values carrying a channel of ones). Without heads the slot
+/// scores [`NO_WEIGHT`] and the model is the base model.
+pub fn cache_slots(
+    heads: Option<&Heads>,
+    convex: bool,
+    cfg: &LlamaConfig,
+    layer: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (h, kv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let g = h / kv;
+    let root = (d as f32).sqrt();
+    let dv = if convex { d } else { d + 1 };
+    let mut keys = vec![0f32; h * (d + 1)];
+    let mut values = vec![0f32; h * dv];
+    for head in 0..h {
+        // Row (kv, j) of [kv, G, ..] is row kv * G + j = head.
+        let key = &mut keys[head * (d + 1)..(head + 1) * (d + 1)];
+        match heads {
+            Some(hs) => {
+                let w = &hs.layer("mimic.w", layer)[head * d..(head + 1) * d];
+                for (k, x) in key.iter_mut().zip(w) {
+                    *k = root * x;
+                }
+                key[d] = root * hs.layer("mimic.b", layer)[head];
+                if convex {
+                    let u = &hs.layer("mimic.u", layer)[head * d..(head + 1) * d];
+                    values[head * dv..head * dv + d].copy_from_slice(u);
+                }
+            }
+            None => key[d] = NO_WEIGHT,
+        }
+    }
+    debug_assert_eq!(keys.len(), kv * g * (d + 1));
+    (keys, values)
+}
+
+/// The file beside a compiled model that holds its folded heads' cache slots.
+pub const SLOTS_FILE: &str = "slots.safetensors";
+
+/// Every layer's [`cache_slots`] as safetensors bytes: `layers.{l}.key` `[kv, G, D + 1]` and
+/// `layers.{l}.value` `[kv, G, Dv]`.
+pub fn cache_slots_bytes(heads: &Heads, convex: bool, cfg: &LlamaConfig) -> Result<Vec<u8>> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let (kv, g, d) = (
+        cfg.num_kv_heads,
+        cfg.num_heads / cfg.num_kv_heads,
+        cfg.head_dim,
+    );
+    let dv = if convex { d } else { d + 1 };
+    let mut data = Vec::new();
+    for l in 0..cfg.num_layers {
+        let (k, v) = cache_slots(Some(heads), convex, cfg, l);
+        let bytes = |x: Vec<f32>| x.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+        data.push((format!("layers.{l}.key"), vec![kv, g, d + 1], bytes(k)));
+        data.push((format!("layers.{l}.value"), vec![kv, g, dv], bytes(v)));
+    }
+    let views: Vec<(String, TensorView)> = data
+        .iter()
+        .map(|(n, shape, b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|t| (n.clone(), t))
+                .map_err(|e| crate::ModelError::Other(format!("cache slots: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::tensor::serialize(views, None)
+        .map_err(|e| crate::ModelError::Other(format!("cache slots: {e}")))
+}
+
+/// Reads [`SLOTS_FILE`]: per layer, keys and values.
+pub fn read_cache_slots(path: &Path, layers: usize) -> Result<Vec<(HostTensor, HostTensor)>> {
+    let (mut t, _) = read_safetensors_with_metadata(path)?;
+    (0..layers)
+        .map(|l| {
+            let mut take = |n: String| {
+                t.remove(&n).ok_or_else(|| ModelError::Tensor {
+                    path: path.to_path_buf(),
+                    tensor: n,
+                    msg: "missing".into(),
+                })
+            };
+            Ok((
+                take(format!("layers.{l}.key"))?,
+                take(format!("layers.{l}.value"))?,
+            ))
+        })
+        .collect()
+}

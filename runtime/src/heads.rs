@@ -1,6 +1,7 @@
 //! Heads fed per request to a graph compiled with `--heads-as-inputs`: each batch row gets the
 //! `heads.*` inputs of its own heads file, or none (the base model's behaviour).
-use mimic_models::contract::HeadsContract;
+use mimic_models::contract::Contract;
+use mimic_models::heads::cache_slots;
 use mimic_models::{Heads, Method};
 
 use crate::{Result, RuntimeError};
@@ -10,6 +11,9 @@ use crate::{Result, RuntimeError};
 pub struct HeadsBatch {
     pub rows: usize,
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// For fused MimIC graphs, the rows' cache slots per layer: keys `[rows, kv, G, key_dim]`
+    /// and values `[rows, kv, G, value_dim]`, flattened.
+    pub slots: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 /// One row's values of input `name` when it has no heads: MimIC `w = u = 0` and `b` at the
@@ -35,7 +39,11 @@ fn from_file(h: &Heads, name: &str) -> Vec<f32> {
 
 impl HeadsBatch {
     /// The inputs for `rows`, each a heads file of the graph's method or `None`.
-    pub fn new(contract: &HeadsContract, rows: &[Option<&Heads>]) -> Result<Self> {
+    pub fn new(model: &Contract, rows: &[Option<&Heads>]) -> Result<Self> {
+        let contract = model
+            .heads
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Other("the compiled model takes no heads".into()))?;
         for h in rows.iter().flatten() {
             if h.method != contract.method {
                 return Err(RuntimeError::File {
@@ -70,9 +78,23 @@ impl HeadsBatch {
                 (name.clone(), dims, data)
             })
             .collect();
+        let mut slots = Vec::new();
+        if model.kv_cache.slots > 0 {
+            let convex = contract.method == Method::MimicConvex;
+            for l in 0..model.kv_cache.num_layers {
+                let (mut keys, mut values) = (Vec::new(), Vec::new());
+                for row in rows {
+                    let (k, v) = cache_slots(*row, convex, &model.config, l);
+                    keys.extend(k);
+                    values.extend(v);
+                }
+                slots.push((keys, values));
+            }
+        }
         Ok(HeadsBatch {
             rows: rows.len(),
             tensors,
+            slots,
         })
     }
 
@@ -96,9 +118,15 @@ impl HeadsBatch {
                 (n.clone(), dims, data.repeat(batch))
             })
             .collect();
+        let slots = self
+            .slots
+            .iter()
+            .map(|(k, v)| (k.repeat(batch), v.repeat(batch)))
+            .collect();
         Ok(HeadsBatch {
             rows: batch,
             tensors,
+            slots,
         })
     }
 }

@@ -93,6 +93,8 @@ pub struct CompiledModel {
     pub provider: ExecutionProvider,
     /// The `heads.*` inputs of a heads-as-inputs graph; `None` runs every row without heads.
     heads: Option<HeadsBatch>,
+    /// The cache slots of folded fused MimIC heads, per layer (keys, values).
+    folded_slots: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 impl CompiledModel {
@@ -148,6 +150,17 @@ impl CompiledModel {
                     .error_on_failure()])?
             }
         };
+        let folded_slots = match &contract.heads {
+            Some(h) if !h.per_request() && contract.kv_cache.slots > 0 => {
+                let path = dir.join(mimic_models::heads::SLOTS_FILE);
+                mimic_models::heads::read_cache_slots(&path, contract.kv_cache.num_layers)
+                    .map_err(|e| RuntimeError::Other(e.to_string()))?
+                    .into_iter()
+                    .map(|(k, v)| (k.data, v.data))
+                    .collect()
+            }
+            _ => vec![],
+        };
         let session = builder
             .commit_from_file(&model_path)
             .map_err(|e| RuntimeError::File {
@@ -160,6 +173,7 @@ impl CompiledModel {
             session,
             provider,
             heads: None,
+            folded_slots,
         })
     }
 
@@ -168,34 +182,63 @@ impl CompiledModel {
         self.contract
             .heads
             .as_ref()
-            .is_some_and(|h| !h.inputs.is_empty())
+            .is_some_and(|h| h.per_request())
     }
 
     /// The heads of the rows of the next runs (one per row, or one for every row); `None`
     /// entries run without heads. An error on a graph without heads inputs.
     pub fn set_heads(&mut self, rows: &[Option<&mimic_models::Heads>]) -> Result<()> {
-        let contract = match &self.contract.heads {
-            Some(h) if !h.inputs.is_empty() => h,
-            _ => {
-                return Err(RuntimeError::Other(format!(
-                    "{} was not compiled with --heads-as-inputs: its heads are fixed",
-                    self.dir.display()
-                )))
-            }
-        };
-        self.heads = Some(HeadsBatch::new(contract, rows)?);
+        if !self.takes_heads() {
+            return Err(RuntimeError::Other(format!(
+                "{} was not compiled with --heads-as-inputs: its heads are fixed",
+                self.dir.display()
+            )));
+        }
+        self.heads = Some(HeadsBatch::new(&self.contract, rows)?);
         Ok(())
     }
 
-    /// An empty cache for `batch` rows.
+    /// The heads of `batch` rows: those set, or none for every row.
+    fn heads_for(&self, batch: usize) -> Result<HeadsBatch> {
+        match &self.heads {
+            Some(h) => h.for_batch(batch),
+            None => HeadsBatch::new(&self.contract, &vec![None; batch]),
+        }
+    }
+
+    /// An empty cache for `batch` rows: no entries, or just the MimIC slots of a fused graph
+    /// (those folded in, or each row's heads as set by [`CompiledModel::set_heads`]).
     pub fn empty_state(&self, batch: usize) -> Result<KvState> {
         let kv = &self.contract.kv_cache;
-        let shape = [batch, kv.num_kv_heads, 0, kv.head_dim];
+        let key_dim = if kv.key_dim == 0 {
+            kv.head_dim
+        } else {
+            kv.key_dim
+        };
+        let value_dim = if kv.value_dim == 0 {
+            kv.head_dim
+        } else {
+            kv.value_dim
+        };
+        let slots = kv.slots;
+        let per_request = match (slots, self.takes_heads()) {
+            (0, _) | (_, false) => None,
+            (_, true) => Some(self.heads_for(batch)?),
+        };
         let mut layers = Vec::with_capacity(kv.num_layers);
-        for _ in 0..kv.num_layers {
-            let k = Tensor::<f32>::from_array((shape, Vec::<f32>::new()))?.into_dyn();
-            let v = Tensor::<f32>::from_array((shape, Vec::<f32>::new()))?.into_dyn();
-            layers.push((k, v));
+        for l in 0..kv.num_layers {
+            let (keys, values) = match (&per_request, slots) {
+                (_, 0) => (vec![], vec![]),
+                (Some(h), _) => h.slots[l].clone(),
+                (None, _) => {
+                    let (k, v) = &self.folded_slots[l];
+                    (k.repeat(batch), v.repeat(batch))
+                }
+            };
+            let k = Tensor::<f32>::from_array(([batch, kv.num_kv_heads, slots, key_dim], keys))?;
+            let v =
+                Tensor::<f32>::from_array(([batch, kv.num_kv_heads, slots, value_dim], values))?;
+            layers.push((k.into_dyn(), v.into_dyn()));
         }
         Ok(KvState {
             layers,
@@ -248,16 +291,13 @@ impl CompiledModel {
             inputs.push((format!("past_key_values.{l}.key"), k));
             inputs.push((format!("past_key_values.{l}.value"), v));
         }
-        if let Some(contract) = self
+        let takes_inputs = self
             .contract
             .heads
             .as_ref()
-            .filter(|h| !h.inputs.is_empty())
-        {
-            let heads = match &self.heads {
-                Some(h) => h.for_batch(batch)?,
-                None => HeadsBatch::new(contract, &vec![None; batch])?,
-            };
+            .is_some_and(|h| !h.inputs.is_empty());
+        if takes_inputs {
+            let heads = self.heads_for(batch)?;
             for (name, dims, data) in heads.tensors {
                 inputs.push((name, Tensor::from_array((dims, data))?.into_dyn()));
             }

@@ -2,6 +2,11 @@
 //! run, against the memory-bandwidth bound (weight bytes read per token over measured
 //! bandwidth). Python transformers eager runs through `scripts/bench_transformers.py` when a
 //! Python with torch is given.
+//!
+//! With `--heads` and `--task` it also measures what the heads cost and save: the model with
+//! MimIC heads folded in (fused and unfused attention) against the base model on the same
+//! prompts, and against the base model prompted with demonstrations; then a task's queries
+//! answered in batches (see [`super::bench_batch`]).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -21,9 +26,30 @@ pub struct Args {
     prompt_len: Vec<usize>,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
-    /// Backends: torch, onnx, onnx-unfused, transformers.
+    /// Backends: torch, onnx, onnx-unfused, transformers; with --heads onnx-mimic and
+    /// onnx-mimic-unfused (the heads folded in); with --task onnx-icl (the base model with
+    /// `--shots` demonstrations before each prompt).
     #[arg(long, value_delimiter = ',', default_value = "torch,onnx")]
     backends: Vec<String>,
+    /// MimIC heads for the onnx-mimic backends and the batched runs.
+    #[arg(long)]
+    heads: Option<PathBuf>,
+    /// A task: demonstrations for onnx-icl, and test queries for the batched runs.
+    #[arg(long)]
+    task: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    shots: usize,
+    #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
+    template: String,
+    /// Batch sizes of the batched runs (needs --task; none when empty).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    batch_sizes: Vec<usize>,
+    /// Test queries answered at each batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_queries: usize,
+    /// New tokens per answer in the batched runs (every answer this long: equal work).
+    #[arg(long, default_value_t = 8)]
+    answer_tokens: usize,
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     #[arg(long, default_value_t = 3)]
@@ -43,6 +69,10 @@ pub struct Args {
 pub struct Row {
     pub backend: String,
     pub prompt_len: usize,
+    /// Tokens the model actually processes before decoding (with demonstrations for
+    /// onnx-icl); the prompt length otherwise.
+    #[serde(default)]
+    pub prompt_tokens: usize,
     pub new_tokens: usize,
     pub prefill_ms: f64,
     pub decode_tok_s: f64,
@@ -56,6 +86,9 @@ struct Report {
     bandwidth_gb_s: f64,
     bound_tok_s: f64,
     rows: Vec<Row>,
+    heads: Option<PathBuf>,
+    task: Option<PathBuf>,
+    batched: Vec<super::bench_batch::BatchRow>,
 }
 
 /// Bytes of float32 weights a decode step reads: every matrix and norm once, and the output
@@ -129,12 +162,51 @@ where
         let row = Row {
             backend: name.into(),
             prompt_len: ids.len(),
+            prompt_tokens: ids.len(),
             new_tokens: a.new_tokens,
             prefill_ms: median(&mut prefill),
             decode_tok_s: median(&mut decode),
         };
         tracing::info!(?row, "measured");
         rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Times ONNX backends in turn: for each prompt and iteration, one greedy generation per
+/// backend (its demonstration prefix, if any, before the prompt). Medians per backend.
+fn time_interleaved(
+    onnx: &mut [(String, CompiledModel, Vec<u32>)],
+    prompts: &[Vec<u32>],
+    a: &Args,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for ids in prompts {
+        let mut prefill = vec![Vec::new(); onnx.len()];
+        let mut decode = vec![Vec::new(); onnx.len()];
+        for it in 0..a.warmup + a.iterations {
+            for (i, (_, model, prefix)) in onnx.iter_mut().enumerate() {
+                let full = [prefix.as_slice(), ids].concat();
+                // No EOS: every run decodes exactly `new_tokens`.
+                let g = greedy(&mut OnnxLm::new(model), &full, a.new_tokens, &[], |_| {})?;
+                if it >= a.warmup {
+                    prefill[i].push(g.prefill_s * 1e3);
+                    decode[i].push((g.tokens.len() - 1) as f64 / g.decode_s);
+                }
+            }
+        }
+        for (i, (name, _, prefix)) in onnx.iter().enumerate() {
+            let row = Row {
+                backend: name.clone(),
+                prompt_len: ids.len(),
+                prompt_tokens: prefix.len() + ids.len(),
+                new_tokens: a.new_tokens,
+                prefill_ms: median(&mut prefill[i]),
+                decode_tok_s: median(&mut decode[i]),
+            };
+            tracing::info!(?row, "measured");
+            rows.push(row);
+        }
     }
     Ok(rows)
 }
@@ -160,41 +232,85 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .map(|&n| prompt_ids(&model, n))
         .collect::<Result<_>>()?;
+    let heads = match &a.heads {
+        Some(p) => Some(mimic_models::Heads::read(
+            p,
+            &model.fingerprint(),
+            &model.config,
+        )?),
+        None => None,
+    };
+    let task = match &a.task {
+        Some(p) => Some(task_prompts(&model, p, &a)?),
+        None => None,
+    };
+    // The ONNX backends run interleaved, one generation each in turn, so that the machine's
+    // drift during the run falls on all of them alike (their ratios are the targets).
+    let mut onnx: Vec<(String, CompiledModel, Vec<u32>)> = Vec::new();
+    for backend in a.backends.iter().filter(|b| b.starts_with("onnx")) {
+        let attention = match backend.as_str() {
+            "onnx" | "onnx-mimic" | "onnx-icl" => AttentionImpl::Fused,
+            "onnx-unfused" | "onnx-mimic-unfused" => AttentionImpl::Unfused,
+            other => bail!("unknown backend `{other}` (onnx, onnx-unfused, onnx-mimic, onnx-mimic-unfused, onnx-icl)"),
+        };
+        let with_heads = match backend.starts_with("onnx-mimic") {
+            true => Some(
+                heads
+                    .as_ref()
+                    .with_context(|| format!("backend {backend} needs --heads FILE"))?,
+            ),
+            false => None,
+        };
+        let prefix = match backend.as_str() {
+            "onnx-icl" => task
+                .as_ref()
+                .with_context(|| "backend onnx-icl needs --task FILE")?
+                .demo_prefix
+                .clone(),
+            _ => vec![],
+        };
+        let opts = CompileOptions {
+            attention,
+            last_only: true,
+            ..Default::default()
+        };
+        let dir = super::compiled_for(&model, with_heads, &opts)?;
+        let session = SessionOptions {
+            threads: a.threads,
+            ..Default::default()
+        };
+        onnx.push((
+            backend.clone(),
+            CompiledModel::load(&dir, &session)?,
+            prefix,
+        ));
+    }
     let mut rows = Vec::new();
-    for backend in &a.backends {
+    if !onnx.is_empty() {
+        eprintln!(
+            "benchmarking {} interleaved ...",
+            onnx.iter()
+                .map(|o| o.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        rows.extend(time_interleaved(&mut onnx, &prompts, &a)?);
+        bandwidth = bandwidth.max(measure_bandwidth(a.threads));
+    }
+    for backend in a.backends.iter().filter(|b| !b.starts_with("onnx")) {
         eprintln!("benchmarking {backend} ...");
         match backend.as_str() {
-            "onnx" | "onnx-unfused" => {
-                let attention = if backend == "onnx" {
-                    AttentionImpl::Fused
-                } else {
-                    AttentionImpl::Unfused
-                };
-                let dir = super::compiled_for(
-                    &model,
-                    None,
-                    &CompileOptions {
-                        attention,
-                        last_only: true,
-                    },
-                )?;
-                let opts = SessionOptions {
-                    threads: a.threads,
-                    ..Default::default()
-                };
-                let mut compiled = CompiledModel::load(&dir, &opts)?;
-                rows.extend(time_backend(
-                    backend,
-                    &mut OnnxLm::new(&mut compiled),
-                    &prompts,
-                    &a,
-                )?);
-            }
             "torch" => rows.extend(bench_torch(&model, &prompts, &a)?),
             "transformers" => rows.extend(bench_transformers(&model, &a)?),
-            other => bail!("unknown backend `{other}` (torch, onnx, onnx-unfused, transformers)"),
+            other => bail!("unknown backend `{other}` (torch, transformers, onnx, onnx-unfused, onnx-mimic, onnx-mimic-unfused, onnx-icl)"),
         }
         bandwidth = bandwidth.max(measure_bandwidth(a.threads));
+    }
+    let mut batched = Vec::new();
+    if let Some(t) = &task {
+        if !a.batch_sizes.is_empty() {
+            batched = bench_batched(&model, heads.as_ref(), t, &a)?;
+        }
     }
     let bytes = weight_bytes_per_token(&model);
     let bound = bandwidth * 1e9 / bytes as f64;
@@ -205,8 +321,15 @@ pub fn run(a: Args) -> Result<()> {
         bandwidth_gb_s: bandwidth,
         bound_tok_s: bound,
         rows,
+        heads: a.heads.clone(),
+        task: a.task.clone(),
+        batched,
     };
     print_table(&report);
+    if !report.batched.is_empty() {
+        super::bench_batch::print_batch_table(&report.batched);
+    }
+    print_targets(&report);
     if let Some(path) = &a.json {
         mimic_models::files::write_atomically(
             path,
@@ -231,20 +354,28 @@ fn print_table(r: &Report) {
             .map(|x| x.decode_tok_s)
     };
     println!(
-        "| {:<20} | {:>6} | {:>4} | {:>11} | {:>11} | {:>9} | {:>14} |",
-        "backend", "prompt", "new", "prefill ms", "decode t/s", "% bound", "x transformers"
+        "| {:<20} | {:>6} | {:>6} | {:>4} | {:>11} | {:>11} | {:>9} | {:>14} |",
+        "backend",
+        "prompt",
+        "tokens",
+        "new",
+        "prefill ms",
+        "decode t/s",
+        "% bound",
+        "x transformers"
     );
     println!(
-        "|{:-<22}|{:->8}|{:->6}|{:->13}|{:->13}|{:->11}|{:->16}|",
-        "", "", "", "", "", "", ""
+        "|{:-<22}|{:->8}|{:->8}|{:->6}|{:->13}|{:->13}|{:->11}|{:->16}|",
+        "", "", "", "", "", "", "", ""
     );
     for x in &r.rows {
         let ratio =
             base(x.prompt_len).map_or("-".to_string(), |b| format!("{:.2}x", x.decode_tok_s / b));
         println!(
-            "| {:<20} | {:>6} | {:>4} | {:>11.1} | {:>11.1} | {:>8.0}% | {:>14} |",
+            "| {:<20} | {:>6} | {:>6} | {:>4} | {:>11.1} | {:>11.1} | {:>8.0}% | {:>14} |",
             x.backend,
             x.prompt_len,
+            x.prompt_tokens,
             x.new_tokens,
             x.prefill_ms,
             x.decode_tok_s,
@@ -308,4 +439,146 @@ fn bench_transformers(model: &Model, a: &Args) -> Result<Vec<Row>> {
     let rows: Vec<Row> =
         serde_json::from_str(&text).with_context(|| format!("{}", out.display()))?;
     Ok(rows)
+}
+
+/// The prompts a task gives the benchmark.
+pub struct TaskPrompts {
+    /// The start token and `--shots` demonstrations, put before every onnx-icl prompt.
+    pub demo_prefix: Vec<u32>,
+    /// Test queries zero-shot and with demonstrations, with their expected answers.
+    pub zero_shot: Vec<(Vec<u32>, String)>,
+    pub in_context: Vec<(Vec<u32>, String)>,
+}
+
+#[cfg(feature = "torch")]
+fn task_prompts(model: &Model, path: &std::path::Path, a: &Args) -> Result<TaskPrompts> {
+    use mimic_trainer::rng::SplitMix64;
+    use mimic_trainer::task::{start_token, Encoded, Task, Template};
+    let tok = model.tokenizer()?;
+    let task = Task::load(path, Template::new(&a.template)?, a.batch_queries, 0)?;
+    let start = start_token(tok);
+    let mut rng = SplitMix64::new(0);
+    let first = task.test.first().context("the task has no test queries")?;
+    let demos = task.demonstrations(first, a.shots, &mut rng)?;
+    let enc = Encoded::new(tok, start, &task.template, &demos, first)?;
+    let demo_prefix = [enc.start.as_slice(), enc.demos.as_slice()].concat();
+    let (mut zero_shot, mut in_context) = (vec![], vec![]);
+    for q in task.test.iter().take(a.batch_queries) {
+        let zero = Encoded::new(tok, start, &task.template, &[], q)?;
+        zero_shot.push((zero.prompt(), q.output.clone()));
+        let demos = task.demonstrations(q, a.shots, &mut rng)?;
+        let icl = Encoded::new(tok, start, &task.template, &demos, q)?;
+        in_context.push((icl.prompt(), q.output.clone()));
+    }
+    Ok(TaskPrompts {
+        demo_prefix,
+        zero_shot,
+        in_context,
+    })
+}
+
+#[cfg(not(feature = "torch"))]
+fn task_prompts(_: &Model, _: &std::path::Path, _: &Args) -> Result<TaskPrompts> {
+    bail!("--task needs the `torch` feature (tasks and templates live in the trainer crate)")
+}
+
+/// The batched runs: base zero-shot, MimIC (when --heads), and in-context prompting.
+fn bench_batched(
+    model: &Model,
+    heads: Option<&mimic_models::Heads>,
+    t: &TaskPrompts,
+    a: &Args,
+) -> Result<Vec<super::bench_batch::BatchRow>> {
+    use super::bench_batch::{time_batched, Contender};
+    let opts = CompileOptions {
+        attention: AttentionImpl::Fused,
+        last_only: true,
+        ..Default::default()
+    };
+    let base = super::compiled_for(model, None, &opts)?;
+    let mut contenders = vec![Contender {
+        method: "zero-shot".into(),
+        dir: &base,
+        queries: t.zero_shot.clone(),
+    }];
+    let with_heads;
+    if let Some(h) = heads {
+        with_heads = super::compiled_for(model, Some(h), &opts)?;
+        contenders.push(Contender {
+            method: h.method.name().into(),
+            dir: &with_heads,
+            queries: t.zero_shot.clone(),
+        });
+    }
+    contenders.push(Contender {
+        method: format!("icl-{}", a.shots),
+        dir: &base,
+        queries: t.in_context.clone(),
+    });
+    let tok = model.tokenizer()?;
+    let mut rows = Vec::new();
+    for &batch in &a.batch_sizes {
+        eprintln!("batched: batch {batch} ...");
+        let r = time_batched(&contenders, tok, batch.max(1), a.answer_tokens, a.threads)?;
+        tracing::info!(?r, "measured");
+        rows.extend(r);
+    }
+    Ok(rows)
+}
+
+/// The comparisons the compiler issue sets targets for, from this run's rows.
+fn print_targets(r: &Report) {
+    let decode = |backend: &str, len: usize| {
+        r.rows
+            .iter()
+            .find(|x| x.backend == backend && x.prompt_len == len)
+    };
+    let mut lens: Vec<usize> = r.rows.iter().map(|x| x.prompt_len).collect();
+    lens.sort_unstable();
+    lens.dedup();
+    for len in lens {
+        if let (Some(b), Some(m)) = (decode("onnx", len), decode("onnx-mimic", len)) {
+            println!(
+                "prompt {len}: MimIC fused decode costs {:+.1}% over the base model (target at most +3%); prefill {:.2}x",
+                100.0 * (b.decode_tok_s / m.decode_tok_s - 1.0),
+                m.prefill_ms / b.prefill_ms
+            );
+        }
+        for (fused, unfused, what) in [
+            ("onnx", "onnx-unfused", "base"),
+            ("onnx-mimic", "onnx-mimic-unfused", "MimIC"),
+        ] {
+            if let (Some(f), Some(u)) = (decode(fused, len), decode(unfused, len)) {
+                println!(
+                    "prompt {len}: {what} fused/unfused decode speed {:.2}x, prefill time {:.2}x (CPU execution provider)",
+                    f.decode_tok_s / u.decode_tok_s,
+                    f.prefill_ms / u.prefill_ms
+                );
+            }
+        }
+    }
+    let batched = |method: &str, batch: usize| {
+        r.batched
+            .iter()
+            .find(|x| x.method.starts_with(method) && x.batch == batch)
+    };
+    if let (Some(b), Some(m)) = (batched("zero-shot", 1), batched("mimic", 1)) {
+        println!(
+            "batch 1: MimIC per-query latency {:.3}x the base model's (target at most 1.03x)",
+            m.seconds_per_query / b.seconds_per_query
+        );
+    }
+    let largest = r.batched.iter().map(|x| x.batch).max().unwrap_or(0);
+    if let (Some(m), Some(i)) = (batched("mimic", largest), batched("icl", largest)) {
+        let speedup = m.queries_per_s / i.queries_per_s;
+        let tokens = i.tokens_per_query / m.tokens_per_query;
+        println!(
+            "batch {largest}: MimIC {:.2}x the queries/s of in-context prompting, which processes {:.2}x the tokens per query: {:.0}% of that ratio (target at least 80%); exact match {:.3} vs {:.3}",
+            speedup,
+            tokens,
+            100.0 * speedup / tokens,
+            m.exact_match,
+            i.exact_match
+        );
+    }
 }

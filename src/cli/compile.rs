@@ -23,6 +23,14 @@ pub struct Args {
     /// `fused` (the opset-23 Attention operator) or `unfused` (MatMul-Softmax-MatMul).
     #[arg(long, default_value = "fused")]
     attention: AttentionImpl,
+    /// Graph passes to run, in order (constant-folding, attention-fusion, dead-nodes); `none`
+    /// for none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "constant-folding,dead-nodes"
+    )]
+    passes: Vec<String>,
     /// Emit logits for every position instead of the last one only.
     #[arg(long)]
     all_logits: bool,
@@ -51,9 +59,19 @@ pub fn run(a: Args) -> Result<()> {
         (true, Some(h), _) => HeadsSource::Inputs(h.method),
         (true, None, Some(m)) => HeadsSource::Inputs(m),
     };
+    let passes = a
+        .passes
+        .iter()
+        .filter(|p| p.as_str() != "none")
+        .map(|p| {
+            p.parse::<mimic_compiler::Pass>()
+                .map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let opts = CompileOptions {
         attention: a.attention,
         last_only: !a.all_logits,
+        passes,
     };
     let t = std::time::Instant::now();
     let contract = mimic_compiler::compile_model(&model, source, &opts, &a.out)?;
@@ -63,12 +81,13 @@ pub fn run(a: Args) -> Result<()> {
         Some(h) => format!("{} heads as inputs", h.method.name()),
     };
     println!(
-        "compiled {} -> {} ({} layers, {heads}, attention {}, logits {}) in {:.1}s",
+        "compiled {} -> {} ({} layers, {heads}, attention {}, logits {}, passes [{}]) in {:.1}s",
         model.source.display(),
         a.out.display(),
         contract.config.num_layers,
         contract.attention,
         contract.logits,
+        contract.passes.join(", "),
         t.elapsed().as_secs_f64()
     );
     Ok(())

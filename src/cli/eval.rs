@@ -111,6 +111,7 @@ pub fn run(a: Args) -> Result<()> {
                 let opts = mimic_compiler::CompileOptions {
                     attention: a.attention,
                     last_only: true,
+                    ..Default::default()
                 };
                 let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
                 let mut compiled = mimic_runtime::CompiledModel::load(

@@ -108,6 +108,7 @@ pub fn run(a: Args) -> Result<()> {
                     let opts = CompileOptions {
                         attention: a.attention,
                         last_only: true,
+                        ..Default::default()
                     };
                     let heads = match &a.heads {
                         Some(p) => Some(mimic_models::Heads::read(

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand.
 mod bench;
+mod bench_batch;
 mod bench_train;
 mod compile;
 mod doctor;
@@ -119,10 +120,12 @@ pub fn compiled_for(
         }
         None => String::new(),
     };
+    let passes: Vec<&str> = opts.passes.iter().map(|p| p.name()).collect();
     let tag = format!(
-        "{fingerprint}-{build:x}-{:?}-{}{heads_tag}",
+        "{fingerprint}-{build:x}-{:?}-{}-{}{heads_tag}",
         opts.attention,
-        if opts.last_only { "last" } else { "all" }
+        if opts.last_only { "last" } else { "all" },
+        passes.join("+")
     )
     .to_lowercase();
     let dir = cache_dir().join(tag);

@@ -117,14 +117,22 @@ fn load(dir: &Path, a: &Args) -> Result<CompiledModel> {
 pub fn run(a: Args) -> Result<()> {
     let mut model = load(&a.compiled, &a)?;
     let contract = model.contract.clone();
-    let tok_path = a.compiled.join(mimic_models::contract::TOKENIZER_FILE);
-    let tok = TextTokenizer::from_file(&tok_path)?;
     let mut names = BTreeMap::new();
     for spec in &a.heads {
         let Some((name, file)) = spec.split_once('=') else {
             bail!("--heads {spec}: expected NAME=FILE");
         };
         let h = Heads::read(Path::new(file), &contract.fingerprint, &contract.config)?;
+        if let Some(graph) = contract.heads.as_ref().filter(|g| g.per_request()) {
+            if graph.method != h.method {
+                bail!(
+                    "{file}: holds {} heads, but {} takes {} heads",
+                    h.method.name(),
+                    a.compiled.display(),
+                    graph.method.name()
+                );
+            }
+        }
         names.insert(name.to_string(), h);
     }
     if !names.is_empty() && !model.takes_heads() {
@@ -134,6 +142,8 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let reqs = read_requests(&a, &names)?;
+    let tok_path = a.compiled.join(mimic_models::contract::TOKENIZER_FILE);
+    let tok = TextTokenizer::from_file(&tok_path)?;
     let mut eos = contract.eos_token_ids.clone();
     eos.sort_unstable();
     let pad = tok.pad_id().unwrap_or(0);

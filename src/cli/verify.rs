@@ -137,6 +137,7 @@ pub fn run(a: Args) -> Result<()> {
         let opts = CompileOptions {
             attention,
             last_only: true,
+            ..Default::default()
         };
         let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
         let mut cm = CompiledModel::load(

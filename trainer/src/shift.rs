@@ -262,7 +262,9 @@ pub fn check_lora_targets(targets: &[String]) -> Result<()> {
 pub fn mimic_combine(convex: bool, h: &Tensor, lse: &Tensor, f: &Tensor, u: &Tensor) -> Tensor {
     let mu = (f - lse).sigmoid();
     if convex {
-        (1.0 - &mu) * h + mu * u
+        // 1 - mu as sigmoid(LSE - f), not by subtraction: accurate when mu is close to 1.
+        let keep = (lse - f).sigmoid();
+        keep * h + mu * u
     } else {
         h + mu * u
     }

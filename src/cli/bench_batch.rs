@@ -1,0 +1,129 @@
+//! The serving side of `mimic bench`: a task's test queries answered in batches (greedy, short
+//! answers of a fixed length, read up to the newline) by the base model zero-shot, the model
+//! with MimIC heads folded in, and the base model prompted with demonstrations; queries per
+//! second, tokens processed per query and exact match, side by side in one run.
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use mimic_models::tokenizer::TextTokenizer;
+use mimic_runtime::CompiledModel;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchRow {
+    pub method: String,
+    pub batch: usize,
+    pub queries: usize,
+    pub queries_per_s: f64,
+    /// Mean seconds per query (at batch 1, the per-query latency).
+    pub seconds_per_query: f64,
+    /// Mean prompt tokens plus generated tokens per query (padding not counted).
+    pub tokens_per_query: f64,
+    pub exact_match: f64,
+}
+
+/// One way of answering: a compiled model and the prompts it gets.
+pub struct Contender<'a> {
+    pub method: String,
+    pub dir: &'a Path,
+    /// Per query: the prompt and the expected answer.
+    pub queries: Vec<(Vec<u32>, String)>,
+}
+
+/// Answers every query of every contender in batches of `batch`, after one warm-up batch
+/// each. Contenders take turns batch by batch, so the machine's drift falls on all alike.
+/// Every answer is exactly `answer_tokens` long (the same work for every method); accuracy
+/// reads the answer up to its first newline.
+pub fn time_batched(
+    contenders: &[Contender],
+    tok: &TextTokenizer,
+    batch: usize,
+    answer_tokens: usize,
+    threads: usize,
+) -> Result<Vec<BatchRow>> {
+    let opts = mimic_runtime::SessionOptions {
+        threads,
+        ..Default::default()
+    };
+    let pad = tok.pad_id().unwrap_or(0);
+    let never = |_: usize, _: &[u32]| false;
+    let mut models = Vec::with_capacity(contenders.len());
+    for c in contenders {
+        let mut m = CompiledModel::load(c.dir, &opts)?;
+        let warm: Vec<Vec<u32>> = c.queries.iter().take(batch).map(|q| q.0.clone()).collect();
+        mimic_runtime::batch::greedy_batch(&mut m, &warm, answer_tokens, pad, never)?;
+        models.push(m);
+    }
+    let mut seconds = vec![0f64; contenders.len()];
+    let mut answers: Vec<Vec<Vec<u32>>> = vec![Vec::new(); contenders.len()];
+    let chunks = contenders
+        .iter()
+        .map(|c| c.queries.len())
+        .max()
+        .unwrap_or(0)
+        .div_ceil(batch);
+    for i in 0..chunks {
+        for (j, (c, m)) in contenders.iter().zip(models.iter_mut()).enumerate() {
+            let chunk: Vec<Vec<u32>> = c
+                .queries
+                .iter()
+                .skip(i * batch)
+                .take(batch)
+                .map(|q| q.0.clone())
+                .collect();
+            if chunk.is_empty() {
+                continue;
+            }
+            let t0 = Instant::now();
+            let out = mimic_runtime::batch::greedy_batch(m, &chunk, answer_tokens, pad, never)?;
+            seconds[j] += t0.elapsed().as_secs_f64();
+            answers[j].extend(out);
+        }
+    }
+    let mut rows = Vec::new();
+    for (j, c) in contenders.iter().enumerate() {
+        let mut exact = 0usize;
+        let mut tokens = 0usize;
+        for ((prompt, expected), ids) in c.queries.iter().zip(&answers[j]) {
+            tokens += prompt.len() + ids.len();
+            let text = tok.decode(ids)?;
+            let cut = text.split('\n').next().unwrap_or_default();
+            exact += (cut.trim() == expected.trim()) as usize;
+        }
+        let n = c.queries.len().max(1) as f64;
+        rows.push(BatchRow {
+            method: c.method.clone(),
+            batch,
+            queries: c.queries.len(),
+            queries_per_s: n / seconds[j],
+            seconds_per_query: seconds[j] / n,
+            tokens_per_query: tokens as f64 / n,
+            exact_match: exact as f64 / n,
+        });
+    }
+    Ok(rows)
+}
+
+pub fn print_batch_table(rows: &[BatchRow]) {
+    println!(
+        "| {:<18} | {:>5} | {:>7} | {:>10} | {:>10} | {:>14} | {:>11} |",
+        "method", "batch", "queries", "queries/s", "ms/query", "tokens/query", "exact match"
+    );
+    println!(
+        "|{:-<20}|{:->7}|{:->9}|{:->12}|{:->12}|{:->16}|{:->13}|",
+        "", "", "", "", "", "", ""
+    );
+    for r in rows {
+        println!(
+            "| {:<18} | {:>5} | {:>7} | {:>10.2} | {:>10.1} | {:>14.1} | {:>11.3} |",
+            r.method,
+            r.batch,
+            r.queries,
+            r.queries_per_s,
+            r.seconds_per_query * 1e3,
+            r.tokens_per_query,
+            r.exact_match
+        );
+    }
+}
