@@ -9,7 +9,7 @@ export LIBTORCH = $(SITE)/torch
 CARGO_FLAGS ?= --release
 MIMIC := target/release/mimic
 
-.PHONY: setup build demo test lint bench bench-train icl-table reference-env fixtures
+.PHONY: setup build demo test lint bench bench-heads bench-train icl-table reference-env fixtures
 
 setup: $(STAMP)
 
@@ -26,14 +26,17 @@ TASKS ?= $(firstword $(wildcard ../shared/data/icl-tasks shared/data/icl-tasks) 
 DEMO := runs/demo-country-capital
 
 # The main job: check the environment, generate on both backends, train MimIC heads on
-# country-capital, and compare zero-shot, 8-shot in-context prompting and the heads.
+# country-capital, fold them into a compiled ONNX model, check it against the trainer, and
+# compare zero-shot, 8-shot in-context prompting and the compiled heads in ONNX Runtime.
 demo: build
 	$(MIMIC) doctor
 	$(MIMIC) generate --backend torch --prompt "The capital of France is" --max-new-tokens 12
 	$(MIMIC) generate --backend onnx --prompt "The capital of France is" --max-new-tokens 12
 	$(MIMIC) train --task $(TASKS)/country-capital.json --method mimic --steps 300 --threads 2 --out $(DEMO)
+	$(MIMIC) compile --heads $(DEMO)/heads.safetensors --out $(DEMO)/compiled
+	$(MIMIC) verify --heads $(DEMO)/heads.safetensors --prompts 10 --json $(DEMO)/verify.json
 	$(MIMIC) eval --task $(TASKS)/country-capital.json --method zero-shot,icl,heads --shots 8 \
-		--heads $(DEMO)/heads.safetensors --threads 2 --json $(DEMO)/eval.json
+		--heads $(DEMO)/heads.safetensors --backend onnx --threads 2 --json $(DEMO)/eval.json
 
 test: setup
 	cargo test $(CARGO_FLAGS) --workspace
@@ -45,6 +48,14 @@ lint: setup
 # Decode speed of every backend side by side (needs `make reference-env` for transformers).
 bench: build reference-env
 	$(MIMIC) bench --backends transformers,torch,onnx,onnx-unfused --json bench.json
+
+# What the heads cost and save (needs the heads `make demo` trains): the model with MimIC
+# folded in (fused, unfused) against the base model and against 8-shot prompting, prefill,
+# decode and batched serving, side by side in one run.
+bench-heads: build
+	$(MIMIC) bench --backends onnx,onnx-unfused,onnx-mimic,onnx-mimic-unfused,onnx-icl \
+		--heads $(DEMO)/heads.safetensors --task $(TASKS)/country-capital.json \
+		--prompt-len 16,128,512 --new-tokens 32 --json bench-heads.json
 
 # One training step against the same step in Python PyTorch + transformers.
 bench-train: build reference-env

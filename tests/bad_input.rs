@@ -3,32 +3,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
-
-/// Runs `mimic args...` and returns its stderr, asserting it failed cleanly.
-fn fails(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mimic"))
-        .args(args)
-        .env("MIMIC_CACHE", std::env::temp_dir().join("mimic-test-cache"))
-        .output()
-        .expect("run mimic");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "mimic {args:?} succeeded; stderr:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "mimic {args:?} panicked:\n{stderr}"
-    );
-    assert!(
-        stderr.contains("error:"),
-        "no error line for {args:?}:\n{stderr}"
-    );
-    stderr
-}
 
 fn generate_on(model: &Path) -> String {
     fails(&[

@@ -5,43 +5,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use mimic_models::Model;
 use mimic_trainer::shift::{LoraConfig, Method, Shift};
 use tch::Device;
-
-fn mimic(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mimic"))
-        .args(args)
-        .env("MIMIC_CACHE", std::env::temp_dir().join("mimic-test-cache"))
-        .output()
-        .expect("run mimic")
-}
-
-/// Runs `mimic args...`, asserts a clean failure and returns stderr.
-fn fails(args: &[&str]) -> String {
-    let out = mimic(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "mimic {args:?} succeeded:\n{stderr}");
-    assert!(
-        !stderr.contains("panicked"),
-        "mimic {args:?} panicked:\n{stderr}"
-    );
-    assert!(
-        stderr.contains("error:"),
-        "no error line for {args:?}:\n{stderr}"
-    );
-    stderr
-}
-
-fn succeeds(args: &[&str]) -> String {
-    let out = mimic(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "mimic {args:?} failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 fn fixture(name: &str) -> PathBuf {
     fixtures_dir().join(name)

@@ -252,3 +252,65 @@ fn heads_as_inputs_serve_a_different_task_per_row() {
         }
     }
 }
+
+#[test]
+fn float16_models_stay_within_1e_2_of_the_trainer() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in fixture_models().into_iter().take(2) {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let model = Model::open(&dir).unwrap();
+        let reference = read_reference(&dir.join("reference.safetensors"));
+        let (ids, mask) = (
+            &reference["padded_input_ids"],
+            &reference["padded_attention_mask"],
+        );
+        let (batch, seq, vocab) = (ids.shape[0], ids.shape[1], model.config.vocab_size);
+        let at = valid_positions(&mask.i64, batch);
+        let tm = TorchModel::new(&model, Device::Cpu).unwrap();
+        for method in METHODS {
+            let (shift, path) = random_heads(&model, method, 5, tmp.path());
+            let want = gather(
+                &trainer_logits(&tm, Some(&shift), ids, mask),
+                seq,
+                vocab,
+                &at,
+            );
+            let heads = Heads::read(&path, &model.fingerprint(), &model.config).unwrap();
+            for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
+                let sources = [
+                    ("folded", HeadsSource::Folded(&heads)),
+                    ("inputs", HeadsSource::Inputs(method)),
+                ];
+                for (how, source) in sources {
+                    if method == Method::Lora && how == "inputs" {
+                        continue;
+                    }
+                    let out = tmp
+                        .path()
+                        .join(format!("{name}-{}-{attention:?}-{how}-fp16", method.name()));
+                    let opts = CompileOptions {
+                        attention,
+                        dtype: mimic_compiler::Dtype::Fp16,
+                        last_only: false,
+                        ..Default::default()
+                    };
+                    compile_model(&model, source, &opts, &out).unwrap();
+                    let mut m = CompiledModel::load(&out, &SessionOptions::default()).unwrap();
+                    if how == "inputs" {
+                        m.set_heads(&[Some(&heads)]).unwrap();
+                    }
+                    let got = gather(&compiled_logits(&mut m, ids, mask), seq, vocab, &at);
+                    let err = rel_err(&got, &want);
+                    eprintln!(
+                        "{name} {:<12} {attention:?} {how} fp16: relative error {err:.2e}",
+                        method.name()
+                    );
+                    assert!(
+                        err <= 1e-2,
+                        "{name} {method:?} {attention:?} {how} fp16: {err:e}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -44,6 +44,7 @@ fn passes_keep_the_output_and_shrink_the_graph() {
                 attention: AttentionImpl::Unfused,
                 last_only: false,
                 passes,
+                ..Default::default()
             };
             compile_model(&model, HeadsSource::None, &opts, &out).unwrap();
             out

@@ -20,10 +20,42 @@ use crate::{CompileError, Result};
 #[derive(Debug, Clone)]
 pub struct CompileOptions {
     pub attention: AttentionImpl,
+    /// Weights, activations and the KV cache in float32 or float16 (softmax, log-sum-exp,
+    /// norms of LIVE, rotary angles and MimIC's epilogue stay float32; RMSNorm accumulates in
+    /// float32; logits leave in float32).
+    pub dtype: Dtype,
     /// Logits of the last position only (generation) instead of every position.
     pub last_only: bool,
     /// Graph passes run on the emitted graph, in order.
     pub passes: Vec<Pass>,
+}
+
+/// The floating-point type of a compiled model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    Fp32,
+    Fp16,
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp32" | "float32" => Ok(Dtype::Fp32),
+            "fp16" | "float16" => Ok(Dtype::Fp16),
+            _ => Err(format!("unknown dtype `{s}` (fp32, fp16)")),
+        }
+    }
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::Fp32 => "fp32",
+            Dtype::Fp16 => "fp16",
+        }
+    }
 }
 
 /// The passes run unless asked otherwise: attention fusion is left out, because `--attention`
@@ -34,6 +66,7 @@ impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             attention: AttentionImpl::Fused,
+            dtype: Dtype::Fp32,
             last_only: true,
             passes: DEFAULT_PASSES.to_vec(),
         }
@@ -58,7 +91,10 @@ pub fn emit_model(
     data_path: Option<&Path>,
 ) -> Result<ModelProto> {
     check_heads(&heads)?;
-    let g = GraphBuilder::new(data_path)?;
+    let mut g = GraphBuilder::new(data_path)?;
+    if opts.dtype == Dtype::Fp16 {
+        g.float = crate::onnx::tensor_proto::DataType::Float16;
+    }
     let mut backend = OnnxBackend::new(
         g,
         &model.config,
@@ -202,6 +238,7 @@ fn write_folder(
         max_positions: cfg.max_position_embeddings,
         heads: heads_contract(&heads, cfg, opts.attention),
         passes: opts.passes.iter().map(|p| p.name().to_string()).collect(),
+        dtype: opts.dtype.name().to_string(),
     };
     let path = dir.join(CONTRACT_FILE);
     let text =

@@ -55,6 +55,15 @@ pub fn present_value(l: usize) -> String {
     format!("present.{l}.value")
 }
 
+impl OnnxBackend<'_> {
+    /// A weight by HF name (merged LoRA projections first), if the model has it.
+    pub(crate) fn weights_for(&self, name: &str) -> Option<&HostTensor> {
+        self.merged
+            .get(name)
+            .or_else(|| self.weights.get(name).ok())
+    }
+}
+
 /// A weight by HF name: merged LoRA projections first, then the model's.
 fn host_weight<'a>(
     merged: &'a BTreeMap<String, HostTensor>,
@@ -88,6 +97,9 @@ pub struct OnnxBackend<'w> {
     merged: BTreeMap<String, HostTensor>,
     /// Values built once and shared by every layer (shapes, broadcast masks), by key.
     pub(crate) memo: HashMap<String, String>,
+    /// Values whose heads carry one extra channel (fused MimIC's q, k and v).
+    pub(crate) widened: HashSet<String>,
+    pub(crate) head_dim: usize,
     pub(crate) error: Option<crate::CompileError>,
 }
 
@@ -115,6 +127,8 @@ impl<'w> OnnxBackend<'w> {
             heads,
             merged,
             memo: HashMap::new(),
+            widened: HashSet::new(),
+            head_dim: cfg.head_dim,
             error: None,
         };
         b.declare_io(cfg);
@@ -158,16 +172,10 @@ impl<'w> OnnxBackend<'w> {
             ]
         };
         for l in 0..cfg.num_layers {
-            g.inputs.push(value_info(
-                &past_key(l),
-                DataType::Float,
-                &kv(past, key_dim),
-            ));
-            g.inputs.push(value_info(
-                &past_value(l),
-                DataType::Float,
-                &kv(past, value_dim),
-            ));
+            g.inputs
+                .push(value_info(&past_key(l), g.float, &kv(past, key_dim)));
+            g.inputs
+                .push(value_info(&past_value(l), g.float, &kv(past, value_dim)));
         }
         let seq_out = if self.last_only {
             Fixed(1)
@@ -180,14 +188,11 @@ impl<'w> OnnxBackend<'w> {
             &[Named("batch"), seq_out, Fixed(cfg.vocab_size as i64)],
         ));
         for l in 0..cfg.num_layers {
-            g.outputs.push(value_info(
-                &present_key(l),
-                DataType::Float,
-                &kv(present, key_dim),
-            ));
+            g.outputs
+                .push(value_info(&present_key(l), g.float, &kv(present, key_dim)));
             g.outputs.push(value_info(
                 &present_value(l),
-                DataType::Float,
+                g.float,
                 &kv(present, value_dim),
             ));
         }
@@ -295,8 +300,8 @@ impl<'w> OnnxBackend<'w> {
         let axes12 = g.const_i64(&[1, 2]);
         let pad = g.node("Unsqueeze", &[&pad, &axes12], vec![]); // [B, 1, 1, S]
         let allowed = g.node("And", &[&allowed, &pad], vec![]); // [B, 1, T, S]
-        let zero_f = g.scalar_f32(0.0);
-        let neg = g.scalar_f32(f32::MIN);
+        let zero_f = g.scalar_float(0.0);
+        let neg = g.scalar_float(g.mask_min());
         let mask = g.node("Where", &[&allowed, &zero_f, &neg], vec![]);
         self.masks.insert(window, mask.clone());
         mask
@@ -363,10 +368,13 @@ impl<'w> OnnxBackend<'w> {
         let scores = g.node("MatMul", &[&qg, &kt], vec![]); // [B, KV, G*T, S]
         let per_head = g.const_i64(&[0, h, -1, 0]);
         let scores = g.node("Reshape", &[&scores, &per_head], vec![]); // [B, H, T, S]
-        let scale = g.scalar_f32(1.0 / (d as f32).sqrt());
+        let scale = g.scalar_float(1.0 / (d as f32).sqrt());
         let scores = g.node("Mul", &[&scores, &scale], vec![]);
         let scores = g.node("Add", &[&scores, &mask], vec![]);
+        // Softmax in float32 whatever the graph's type.
+        let scores = g.to_f32(&scores);
         let probs = g.node("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+        let probs = g.to_float(&probs);
         let grouped_probs = g.const_i64(&[0, kv, -1, 0]);
         let probs = g.node("Reshape", &[&probs, &grouped_probs], vec![]); // [B, KV, G*T, S]
         let out = g.node("MatMul", &[&probs, &present_value(l)], vec![]); // [B, KV, G*T, D]
@@ -399,6 +407,9 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn linears(&mut self, x: &String, modules: &[&str], bias: bool) -> Vec<String> {
+        if let Some(fills) = self.slot_channels(modules) {
+            return self.linears_widened(x, modules, bias, fills);
+        }
         let weights: Vec<String> = modules.iter().map(|m| format!("{m}.weight")).collect();
         let refs: Vec<&str> = weights.iter().map(String::as_str).collect();
         let w = self.weights_t(&refs);
@@ -450,6 +461,7 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn split_heads(&mut self, x: &String, heads: usize, dim: usize) -> String {
+        let dim = dim + self.widened.contains(x) as usize;
         self.packed.insert(x.clone(), (heads, dim));
         x.clone()
     }
@@ -484,7 +496,8 @@ impl Backend for OnnxBackend<'_> {
             cos = g.node("Mul", &[&cos, &s], vec![]);
             sin = g.node("Mul", &[&sin, &s], vec![]);
         }
-        (cos, sin)
+        // Positions and angles in float32 (float16 holds integers exactly only to 2048).
+        (g.to_float(&cos), g.to_float(&sin))
     }
 
     fn apply_rotary(&mut self, x: &String, cos: &String, sin: &String) -> String {
@@ -494,9 +507,17 @@ impl Backend for OnnxBackend<'_> {
         if let Some((heads, _)) = packed {
             attrs.push(attr_int("num_heads", heads as i64));
         }
+        let widened = self.widened.contains(x);
+        if let (true, Some((_, dim))) = (widened, packed) {
+            // The extra channel passes through unrotated.
+            attrs.push(attr_int("rotary_embedding_dim", dim as i64 - 1));
+        }
         let y = self.g.node("RotaryEmbedding", &[x, cos, sin], attrs);
         if let Some(p) = packed {
             self.packed.insert(y.clone(), p);
+        }
+        if widened {
+            self.widened.insert(y.clone());
         }
         y
     }
@@ -534,7 +555,14 @@ impl Backend for OnnxBackend<'_> {
             h.clone()
         };
         let w = self.weight_t(weight);
-        self.g.node_named("MatMul", &[&h, &w], &[LOGITS], vec![]);
+        if self.g.float == DataType::Float {
+            self.g.node_named("MatMul", &[&h, &w], &[LOGITS], vec![]);
+        } else {
+            // Logits leave the graph in float32.
+            let y = self.g.node("MatMul", &[&h, &w], vec![]);
+            let to = attr_int("to", DataType::Float as i64);
+            self.g.node_named("Cast", &[&y], &[LOGITS], vec![to]);
+        }
         LOGITS.into()
     }
 }

@@ -129,12 +129,14 @@ impl OnnxBackend<'_> {
                 name
             }
             HeadsSource::Inputs(_) => {
+                // Inputs are float32 whatever the graph's type.
                 let idx = self.g.scalar_i64(l as i64);
-                self.g.node(
+                let x = self.g.node(
                     "Gather",
                     &[&format!("heads.{kind}"), &idx],
                     vec![attr_int("axis", 1)],
-                )
+                );
+                self.g.to_float(&x)
             }
             HeadsSource::None => unreachable!("head_param without heads"),
         }
@@ -150,12 +152,12 @@ impl OnnxBackend<'_> {
         }
         let base = self.mask(spec.window);
         let (h, g_size) = (spec.num_heads, spec.num_heads / spec.num_kv_heads);
-        let mut sel = vec![f32::MIN; h * g_size];
+        let mut sel = vec![self.g.mask_min(); h * g_size];
         for head in 0..h {
             sel[head * g_size + head % g_size] = 0.0;
         }
         let g = &mut self.g;
-        let sel = g.const_f32(&[1, h as i64, 1, g_size as i64], &sel);
+        let sel = g.const_float(&[1, h as i64, 1, g_size as i64], &sel);
         let ids = g.node("Shape", &[INPUT_IDS], vec![]); // [B, T]
         let mask_shape = g.node("Shape", &[&base], vec![]); // [B, 1, T, total]
         let (start, end) = (g.const_i64(&[3]), g.const_i64(&[4]));
@@ -176,13 +178,98 @@ impl OnnxBackend<'_> {
         mask
     }
 
+    /// For fused MimIC's q/k/v projections, the value of the channel each head gets: queries
+    /// 1 (it reads the slot key's `b`), keys 0, values 1 in the additive form (and no extra
+    /// channel in the convex form). `None` for other projections or graphs.
+    pub(crate) fn slot_channels(&self, modules: &[&str]) -> Option<[Option<f32>; 3]> {
+        let method = self.heads.method()?;
+        let is_qkv = modules.len() == 3
+            && modules[0].ends_with("self_attn.q_proj")
+            && modules[1].ends_with("self_attn.k_proj")
+            && modules[2].ends_with("self_attn.v_proj");
+        match (method, self.attention, is_qkv) {
+            (Method::Mimic, AttentionImpl::Fused, true) => Some([Some(1.0), Some(0.0), Some(1.0)]),
+            (Method::MimicConvex, AttentionImpl::Fused, true) => Some([Some(1.0), Some(0.0), None]),
+            _ => None,
+        }
+    }
+
+    /// The q/k/v projections with the extra channel per head built into the weights: a zero
+    /// weight row after each head's rows and the channel's value in the bias, so one MatMul
+    /// (and one Add) yields the widened heads with no Pad in the graph.
+    pub(crate) fn linears_widened(
+        &mut self,
+        x: &str,
+        modules: &[&str],
+        bias: bool,
+        fills: [Option<f32>; 3],
+    ) -> Vec<String> {
+        let d = self.head_dim;
+        let tname = format!("{}.slots.T", modules.join("+"));
+        let (mut rows, mut cols, mut data) = (0, 0, Vec::new());
+        let mut bias_data = Vec::new();
+        let mut sizes = Vec::new();
+        for (m, fill) in modules.iter().zip(fills) {
+            let w = self
+                .weights_for(&format!("{m}.weight"))
+                .expect("weights checked against the config")
+                .clone();
+            let b = if bias {
+                self.weights_for(&format!("{m}.bias"))
+                    .map(|t| t.data.clone())
+            } else {
+                None
+            };
+            let b = b.unwrap_or_else(|| vec![0.0; w.shape[0]]);
+            cols = w.shape[1];
+            let out = w.shape[0];
+            match fill {
+                Some(f) => {
+                    for head in 0..out / d {
+                        data.extend_from_slice(&w.data[head * d * cols..(head + 1) * d * cols]);
+                        data.extend(std::iter::repeat_n(0.0, cols));
+                        bias_data.extend_from_slice(&b[head * d..(head + 1) * d]);
+                        bias_data.push(f);
+                    }
+                    rows += out / d * (d + 1);
+                    sizes.push((out / d * (d + 1)) as i64);
+                }
+                None => {
+                    data.extend_from_slice(&w.data);
+                    bias_data.extend_from_slice(&b);
+                    rows += out;
+                    sizes.push(out as i64);
+                }
+            }
+        }
+        let t = mimic_models::HostTensor::new(vec![rows, cols], data).transpose2();
+        if let Err(e) = self.g.weight(&tname, &t.shape, &t.data) {
+            self.error.get_or_insert(e);
+        }
+        let bname = format!("{}.slots.bias", modules.join("+"));
+        if let Err(e) = self.g.weight(&bname, &[bias_data.len()], &bias_data) {
+            self.error.get_or_insert(e);
+        }
+        let g = &mut self.g;
+        let y = g.node("MatMul", &[x, &tname], vec![]);
+        let y = g.node("Add", &[&y, &bname], vec![]);
+        let split = g.const_i64(&sizes);
+        let outs = g.node_n("Split", &[&y, &split], 3, vec![attr_int("axis", -1)]);
+        for (o, fill) in outs.iter().zip(fills) {
+            if fill.is_some() {
+                self.widened.insert(o.clone());
+            }
+        }
+        outs
+    }
+
     /// Heads packed as `[batch, seq, heads * dim]` with one more channel per head, `fill`.
     fn pad_heads(&mut self, x: &str, heads: usize, dim: usize, fill: f32) -> String {
         let g = &mut self.g;
         let split = g.const_i64(&[0, 0, heads as i64, dim as i64]);
         let y = g.node("Reshape", &[x, &split], vec![]);
         let pads = g.const_i64(&[0, 0, 0, 0, 0, 0, 0, 1]);
-        let fill = g.scalar_f32(fill);
+        let fill = g.scalar_float(fill);
         let y = g.node("Pad", &[&y, &pads, &fill], vec![]);
         let packed = g.const_i64(&[0, 0, (heads * (dim + 1)) as i64]);
         let y = g.node("Reshape", &[&y, &packed], vec![]);
@@ -230,12 +317,17 @@ impl OnnxBackend<'_> {
             ));
         }
         let mask = self.slot_mask(spec);
-        let q = self.pad_heads(q, h, d, 1.0);
-        let k = self.pad_heads(k, kv, d, 0.0);
+        // Normally the projections already carry the extra channel (see `linears_widened`).
+        let widen = |b: &mut Self, x: &str, heads: usize, fill: f32| match b.widened.contains(x) {
+            true => x.to_string(),
+            false => b.pad_heads(x, heads, d, fill),
+        };
+        let q = widen(self, q, h, 1.0);
+        let k = widen(self, k, kv, 0.0);
         let v = if convex {
             v.to_string()
         } else {
-            self.pad_heads(v, kv, d, 1.0)
+            widen(self, v, kv, 1.0)
         };
         let u = if convex {
             None
@@ -244,23 +336,38 @@ impl OnnxBackend<'_> {
         };
         let g = &mut self.g;
         let y = g.fresh("attn");
-        g.node_named(
-            "Attention",
-            &[&q, &k, &v, &mask, &past_key(l), &past_value(l)],
-            &[&y, &present_key(l), &present_value(l)],
-            vec![
-                attr_int("is_causal", 0),
-                attr_float("scale", 1.0 / (d as f32).sqrt()),
-                attr_int("q_num_heads", h as i64),
-                attr_int("kv_num_heads", kv as i64),
-            ],
-        );
+        let attrs = vec![
+            attr_int("is_causal", 0),
+            attr_float("scale", 1.0 / (d as f32).sqrt()),
+            attr_int("q_num_heads", h as i64),
+            attr_int("kv_num_heads", kv as i64),
+        ];
+        if convex || g.float == DataType::Float {
+            g.node_named(
+                "Attention",
+                &[&q, &k, &v, &mask, &past_key(l), &past_value(l)],
+                &[&y, &present_key(l), &present_value(l)],
+                attrs,
+            );
+        } else {
+            // Additive in a float16 graph: attention in float32. Its output channels are
+            // `(1 - mu) h` and `1 - mu`, and trained heads reach mu so close to 1 that float16
+            // would hold them as subnormals with a few bits left.
+            let ins = [&q, &k, &v, &mask, &past_key(l), &past_value(l)].map(|x| g.to_f32(x));
+            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+            let (pk, pv) = (g.fresh("present_key"), g.fresh("present_value"));
+            g.node_named("Attention", &ins, &[&y, &pk, &pv], attrs);
+            let to = attr_int("to", g.float as i64);
+            g.node_named("Cast", &[&pk], &[&present_key(l)], vec![to.clone()]);
+            g.node_named("Cast", &[&pv], &[&present_value(l)], vec![to]);
+        }
         let Some(u) = u else {
             self.packed.insert(y.clone(), (h, d));
             return y;
         };
         let per_head = g.const_i64(&[0, 0, h as i64, (d + 1) as i64]);
-        let y = g.node("Reshape", &[&y, &per_head], vec![]); // [B, T, H, D + 1]
+        let y = g.node("Reshape", &[&y, &per_head], vec![]); // [B, T, H, D + 1], float32
+        let u = g.to_f32(&u);
         let split = g.const_i64(&[d as i64, 1]);
         let parts = g.node_n("Split", &[&y, &split], 2, vec![attr_int("axis", -1)]);
         let (scaled_h, keep) = (&parts[0], &parts[1]);
@@ -277,6 +384,7 @@ impl OnnxBackend<'_> {
         let out = g.node("Add", &[&heads_out, &mu_u], vec![]);
         let packed = g.const_i64(&[0, 0, (h * d) as i64]);
         let out = g.node("Reshape", &[&out, &packed], vec![]);
+        let out = g.to_float(&out);
         self.packed.insert(out.clone(), (h, d));
         out
     }
@@ -305,6 +413,9 @@ impl OnnxBackend<'_> {
             spec.head_dim as i64,
         );
         let g = &mut self.g;
+        // All in float32, as the trainer computes it.
+        let [q, keys, values, mask, w, b, u] =
+            [&q, &keys, &values, &mask, &w, &b, &u].map(|x| g.to_f32(x));
         let grouped = g.const_i64(&[0, kv, -1, d]);
         let qg = g.node("Reshape", &[&q, &grouped], vec![]); // [B, KV, G*T, D]
         let kt = g.node(
@@ -331,7 +442,8 @@ impl OnnxBackend<'_> {
         let out = g.node("MatMul", &[&probs, &values], vec![]);
         let heads = g.const_i64(&[0, h, -1, d]);
         let out = g.node("Reshape", &[&out, &heads], vec![]); // [B, H, T, D]
-                                                              // f = w . q + b per query head.
+
+        // f = w . q + b per query head.
         let w_col = g.const_i64(&[0, h, d, 1]);
         let w = g.node("Reshape", &[&w, &w_col], vec![]);
         let f = g.node("MatMul", &[&q, &w], vec![]); // [B, H, T, 1]
@@ -351,13 +463,17 @@ impl OnnxBackend<'_> {
         } else {
             out
         };
-        g.node("Add", &[&h, &mu_u], vec![])
+        let y = g.node("Add", &[&h, &mu_u], vec![]);
+        g.to_float(&y)
     }
 
     /// LIVE after the MLP of layer `l`, norm kept.
     pub(crate) fn live(&mut self, x: &str, l: usize) -> String {
         let shift = self.head_param("live", l); // [B|1, hidden]
         let g = &mut self.g;
+        // Norms in float32: a float16 sum of squares overflows.
+        let x = &g.to_f32(x);
+        let shift = g.to_f32(&shift);
         let axis1 = g.const_i64(&[1]);
         let shift = g.node("Unsqueeze", &[&shift, &axis1], vec![]); // [B|1, 1, hidden]
         let shifted = g.node("Add", &[x, &shift], vec![]);
@@ -368,6 +484,7 @@ impl OnnxBackend<'_> {
         let floor = g.scalar_f32(1e-12);
         let shifted_norm = g.node("Max", &[&shifted_norm, &floor], vec![]);
         let y = g.node("Mul", &[&shifted, &norm], vec![]);
-        g.node("Div", &[&y, &shifted_norm], vec![])
+        let y = g.node("Div", &[&y, &shifted_norm], vec![]);
+        g.to_float(&y)
     }
 }

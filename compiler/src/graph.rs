@@ -98,6 +98,8 @@ pub struct GraphBuilder {
     counter: usize,
     consts: HashMap<(i32, Vec<i64>, Vec<u8>), String>,
     external: Option<ExternalData>,
+    /// The element type of weights and activations: float32, or float16 (`--dtype fp16`).
+    pub float: DataType,
 }
 
 /// The external-data file being written beside the model.
@@ -136,6 +138,7 @@ impl GraphBuilder {
             counter: 0,
             consts: HashMap::new(),
             external,
+            float: DataType::Float,
         })
     }
 
@@ -224,14 +227,63 @@ impl GraphBuilder {
         self.const_f32(&[], &[v])
     }
 
-    /// A named float32 weight; large ones are appended to the external-data file.
+    /// A constant in the graph's float type (values beyond float16's range clamp to its
+    /// largest finite ones).
+    pub fn const_float(&mut self, dims: &[i64], v: &[f32]) -> String {
+        match self.float {
+            DataType::Float16 => {
+                let raw = v.iter().flat_map(|&x| f16_bytes(x)).collect();
+                self.constant(DataType::Float16, dims, raw)
+            }
+            _ => self.const_f32(dims, v),
+        }
+    }
+
+    /// The additive mask value that hides a key: float32's minimum, or in float16 a value
+    /// far enough from its limit that adding a score cannot overflow to minus infinity.
+    pub fn mask_min(&self) -> f32 {
+        match self.float {
+            DataType::Float16 => -30000.0,
+            _ => f32::MIN,
+        }
+    }
+
+    pub fn scalar_float(&mut self, v: f32) -> String {
+        self.const_float(&[], &[v])
+    }
+
+    /// `x` cast to float32 (no node when the graph is float32).
+    pub fn to_f32(&mut self, x: &str) -> String {
+        match self.float {
+            DataType::Float => x.to_string(),
+            _ => self.node("Cast", &[x], vec![attr_int("to", DataType::Float as i64)]),
+        }
+    }
+
+    /// A float32 `x` cast to the graph's float type (no node when that is float32).
+    pub fn to_float(&mut self, x: &str) -> String {
+        match self.float {
+            DataType::Float => x.to_string(),
+            t => self.node("Cast", &[x], vec![attr_int("to", t as i64)]),
+        }
+    }
+
+    /// A named weight in the graph's float type; large ones are appended to the
+    /// external-data file.
     pub fn weight(&mut self, name: &str, dims: &[usize], data: &[f32]) -> Result<String> {
         let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-        let bytes: &[u8] = bytemuck_f32(data);
+        let halves: Vec<u8>;
+        let bytes: &[u8] = match self.float {
+            DataType::Float16 => {
+                halves = data.iter().flat_map(|&x| f16_bytes(x)).collect();
+                &halves
+            }
+            _ => bytemuck_f32(data),
+        };
         let mut t = TensorProto {
             name: Some(name.into()),
             dims,
-            data_type: Some(DataType::Float as i32),
+            data_type: Some(self.float as i32),
             ..Default::default()
         };
         match self.external.as_mut() {
@@ -277,6 +329,13 @@ impl GraphBuilder {
             ..Default::default()
         })
     }
+}
+
+/// The float16 bytes of `x`, clamped to float16's finite range (a mask's float32 minimum
+/// becomes float16's, not minus infinity).
+fn f16_bytes(x: f32) -> [u8; 2] {
+    let max = half::f16::MAX.to_f32();
+    half::f16::from_f32(x.clamp(-max, max)).to_le_bytes()
 }
 
 /// Little-endian bytes of an f32 slice (x86-64 and aarch64 are little-endian).

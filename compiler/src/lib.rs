@@ -15,7 +15,7 @@ pub mod onnx {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use compile::{compile_model, CompileOptions, DEFAULT_PASSES};
+pub use compile::{compile_model, CompileOptions, Dtype, DEFAULT_PASSES};
 pub use emit::AttentionImpl;
 pub use fold::HeadsSource;
 pub use mimic_models::contract::Contract;

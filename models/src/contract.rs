@@ -41,6 +41,10 @@ pub struct Contract {
     /// The graph passes the compiler ran.
     #[serde(default)]
     pub passes: Vec<String>,
+    /// "fp32" or "fp16": the type of weights, activations and the KV cache (logits are
+    /// always float32). Empty in older contracts: fp32.
+    #[serde(default)]
+    pub dtype: String,
 }
 
 /// The heads of a compiled model: folded into its weights, or graph inputs the runtime feeds
@@ -83,6 +87,11 @@ pub struct KvCacheLayout {
 }
 
 impl Contract {
+    /// Whether the KV cache is float16.
+    pub fn is_fp16(&self) -> bool {
+        self.dtype == "fp16"
+    }
+
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(CONTRACT_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;

@@ -63,6 +63,18 @@ pub fn greedy<M: CausalLm>(
     Ok(out)
 }
 
+/// `max |a - b| / max |b|`: the relative error this project quotes, over a whole tensor.
+pub fn relative_error(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
+    diff / scale.max(1e-30)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,10 @@ pub struct SessionOptions {
     pub provider: ExecutionProvider,
     /// Run on CPU when the requested provider is missing instead of failing.
     pub fallback_cpu: bool,
+    /// TensorRT: build fp16 engines.
+    pub tensorrt_fp16: bool,
+    /// TensorRT: where built engines are cached (default: `trt-cache` in the compiled folder).
+    pub tensorrt_cache: Option<PathBuf>,
 }
 
 impl Default for SessionOptions {
@@ -57,6 +61,8 @@ impl Default for SessionOptions {
             threads: 0,
             provider: ExecutionProvider::Cpu,
             fallback_cpu: false,
+            tensorrt_fp16: false,
+            tensorrt_cache: None,
         }
     }
 }
@@ -143,9 +149,14 @@ impl CompiledModel {
             ExecutionProvider::Cuda => builder
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?,
             ExecutionProvider::TensorRt => {
+                let cache = opts
+                    .tensorrt_cache
+                    .clone()
+                    .unwrap_or_else(|| dir.join("trt-cache"));
                 builder.with_execution_providers([ort::ep::TensorRT::default()
                     .with_engine_cache(true)
-                    .with_engine_cache_path(dir.join("trt-cache").display().to_string())
+                    .with_engine_cache_path(cache.display().to_string())
+                    .with_fp16(opts.tensorrt_fp16)
                     .build()
                     .error_on_failure()])?
             }
@@ -235,10 +246,20 @@ impl CompiledModel {
                     (k.repeat(batch), v.repeat(batch))
                 }
             };
-            let k = Tensor::<f32>::from_array(([batch, kv.num_kv_heads, slots, key_dim], keys))?;
-            let v =
-                Tensor::<f32>::from_array(([batch, kv.num_kv_heads, slots, value_dim], values))?;
-            layers.push((k.into_dyn(), v.into_dyn()));
+            let k_shape = [batch, kv.num_kv_heads, slots, key_dim];
+            let v_shape = [batch, kv.num_kv_heads, slots, value_dim];
+            layers.push(if self.contract.is_fp16() {
+                let half = |x: Vec<f32>| x.into_iter().map(half::f16::from_f32).collect::<Vec<_>>();
+                (
+                    Tensor::from_array((k_shape, half(keys)))?.into_dyn(),
+                    Tensor::from_array((v_shape, half(values)))?.into_dyn(),
+                )
+            } else {
+                (
+                    Tensor::from_array((k_shape, keys))?.into_dyn(),
+                    Tensor::from_array((v_shape, values))?.into_dyn(),
+                )
+            });
         }
         Ok(KvState {
             layers,

@@ -232,14 +232,7 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .map(|&n| prompt_ids(&model, n))
         .collect::<Result<_>>()?;
-    let heads = match &a.heads {
-        Some(p) => Some(mimic_models::Heads::read(
-            p,
-            &model.fingerprint(),
-            &model.config,
-        )?),
-        None => None,
-    };
+    let heads = super::read_heads(&model, a.heads.as_deref())?;
     let task = match &a.task {
         Some(p) => Some(task_prompts(&model, p, &a)?),
         None => None,

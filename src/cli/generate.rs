@@ -46,6 +46,12 @@ pub struct Args {
     /// Intra-op threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// TensorRT: build fp16 engines (`--ep tensorrt`).
+    #[arg(long)]
+    trt_fp16: bool,
+    /// TensorRT: engine cache folder (default: trt-cache in the compiled folder).
+    #[arg(long)]
+    trt_cache: Option<PathBuf>,
 }
 
 /// Streams generated text to stdout as tokens come, then reports the speed on stderr.
@@ -110,14 +116,7 @@ pub fn run(a: Args) -> Result<()> {
                         last_only: true,
                         ..Default::default()
                     };
-                    let heads = match &a.heads {
-                        Some(p) => Some(mimic_models::Heads::read(
-                            p,
-                            &model.fingerprint(),
-                            &model.config,
-                        )?),
-                        None => None,
-                    };
+                    let heads = super::read_heads(&model, a.heads.as_deref())?;
                     let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
                     (dir, model.tokenizer()?.clone())
                 }
@@ -126,6 +125,8 @@ pub fn run(a: Args) -> Result<()> {
                 threads: a.threads,
                 provider: a.ep,
                 fallback_cpu: a.fallback.is_some(),
+                tensorrt_fp16: a.trt_fp16,
+                tensorrt_cache: a.trt_cache.clone(),
             };
             let mut compiled = CompiledModel::load(&dir, &opts)
                 .with_context(|| format!("cannot load {}", dir.display()))?;

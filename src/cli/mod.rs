@@ -82,6 +82,13 @@ pub fn open_model(arg: Option<&Path>) -> Result<Model> {
     Model::open(&path).with_context(|| format!("cannot load model {}", path.display()))
 }
 
+/// The heads file at `path` (if given), checked against `model`.
+pub fn read_heads(model: &Model, path: Option<&Path>) -> Result<Option<mimic_models::Heads>> {
+    path.map(|p| mimic_models::Heads::read(p, &model.fingerprint(), &model.config))
+        .transpose()
+        .map_err(Into::into)
+}
+
 /// Where compiled folders for `--backend onnx` are cached: `$MIMIC_CACHE`, else
 /// `$XDG_CACHE_HOME/mimic`, else `~/.cache/mimic`.
 pub fn cache_dir() -> PathBuf {
@@ -122,8 +129,9 @@ pub fn compiled_for(
     };
     let passes: Vec<&str> = opts.passes.iter().map(|p| p.name()).collect();
     let tag = format!(
-        "{fingerprint}-{build:x}-{:?}-{}-{}{heads_tag}",
+        "{fingerprint}-{build:x}-{:?}-{}-{}-{}{heads_tag}",
         opts.attention,
+        opts.dtype.name(),
         if opts.last_only { "last" } else { "all" },
         passes.join("+")
     )

@@ -38,6 +38,12 @@ pub struct Args {
     fallback: Option<String>,
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// TensorRT: build fp16 engines (`--ep tensorrt`).
+    #[arg(long)]
+    trt_fp16: bool,
+    /// TensorRT: engine cache folder (default: trt-cache in the compiled folder).
+    #[arg(long)]
+    trt_cache: Option<PathBuf>,
     /// Also write every prompt and completion as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -110,6 +116,8 @@ fn load(dir: &Path, a: &Args) -> Result<CompiledModel> {
         threads: a.threads,
         provider: a.ep,
         fallback_cpu: a.fallback.is_some(),
+        tensorrt_fp16: a.trt_fp16,
+        tensorrt_cache: a.trt_cache.clone(),
     };
     CompiledModel::load(dir, &opts).with_context(|| format!("cannot load {}", dir.display()))
 }

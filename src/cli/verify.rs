@@ -27,9 +27,13 @@ pub struct Args {
     /// Greedy steps per prompt.
     #[arg(long, default_value_t = 8)]
     steps: usize,
-    /// Fail (exit 1) when the logits' relative error exceeds this.
-    #[arg(long, default_value_t = 1e-4)]
-    tolerance: f32,
+    /// fp32 or fp16 compiled models.
+    #[arg(long, default_value = "fp32")]
+    dtype: mimic_compiler::Dtype,
+    /// Fail (exit 1) when the logits' relative error exceeds this (default 1e-4 for fp32,
+    /// 1e-2 for fp16). fp32 must also give identical greedy tokens; fp16 reports agreement.
+    #[arg(long)]
+    tolerance: Option<f32>,
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Also write the results as JSON here.
@@ -47,16 +51,7 @@ struct Row {
     first_difference: Option<String>,
 }
 
-/// `max|a - b| / max|b|`.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
-    diff / scale.max(f32::MIN_POSITIVE)
-}
+use mimic_models::generate::relative_error as rel_err;
 
 /// Greedy decoding, `steps` tokens, with the logits each step.
 fn greedy_logits<M: mimic_models::generate::CausalLm>(
@@ -93,14 +88,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let model = super::open_model(a.model.as_deref())?;
     let tok = model.tokenizer()?;
-    let heads = match &a.heads {
-        Some(p) => Some(mimic_models::Heads::read(
-            p,
-            &model.fingerprint(),
-            &model.config,
-        )?),
-        None => None,
-    };
+    let heads = super::read_heads(&model, a.heads.as_deref())?;
     let shift = match &a.heads {
         Some(p) => Some(Shift::load(p, &model, tch::Device::Cpu)?.0),
         None => None,
@@ -122,6 +110,10 @@ pub fn run(a: Args) -> Result<()> {
             .map(|p| Ok(tok.encode(p)?))
             .collect::<Result<_>>()?,
     };
+    let tolerance = a.tolerance.unwrap_or(match a.dtype {
+        mimic_compiler::Dtype::Fp32 => 1e-4,
+        mimic_compiler::Dtype::Fp16 => 1e-2,
+    });
     let tm = TorchModel::new(&model, tch::Device::Cpu)?;
     let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
     let mut reference = Vec::with_capacity(prompts.len());
@@ -136,6 +128,7 @@ pub fn run(a: Args) -> Result<()> {
     for &attention in &a.attention {
         let opts = CompileOptions {
             attention,
+            dtype: a.dtype,
             last_only: true,
             ..Default::default()
         };
@@ -148,7 +141,7 @@ pub fn run(a: Args) -> Result<()> {
             },
         )?;
         let mut row = Row {
-            attention: format!("{attention:?}").to_lowercase(),
+            attention: format!("{attention:?} {}", a.dtype.name()).to_lowercase(),
             prompts: prompts.len(),
             steps: a.steps,
             identical_tokens: 0,
@@ -185,16 +178,16 @@ pub fn run(a: Args) -> Result<()> {
     };
     println!("{what}: ONNX Runtime against the trainer's forward");
     println!(
-        "| {:<9} | {:>7} | {:>5} | {:>16} | {:>18} |",
+        "| {:<12} | {:>7} | {:>5} | {:>16} | {:>18} |",
         "attention", "prompts", "steps", "identical tokens", "max rel. error"
     );
     println!(
-        "|{:-<11}|{:->9}|{:->7}|{:->18}|{:->20}|",
+        "|{:-<14}|{:->9}|{:->7}|{:->18}|{:->20}|",
         "", "", "", "", ""
     );
     for r in &rows {
         println!(
-            "| {:<9} | {:>7} | {:>5} | {:>16} | {:>18.2e} |",
+            "| {:<12} | {:>7} | {:>5} | {:>16} | {:>18.2e} |",
             r.attention,
             r.prompts,
             r.steps,
@@ -206,18 +199,18 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     if let Some(path) = &a.json {
-        let v = serde_json::json!({"model": model.source, "heads": a.heads, "tolerance": a.tolerance, "rows": rows});
+        let v = serde_json::json!({"model": model.source, "heads": a.heads, "tolerance": tolerance, "rows": rows});
         mimic_models::files::write_atomically(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
     }
-    if let Some(r) = rows
-        .iter()
-        .find(|r| r.max_relative_error > a.tolerance || r.identical_tokens < r.prompts)
-    {
+    let exact_tokens = a.dtype == mimic_compiler::Dtype::Fp32;
+    if let Some(r) = rows.iter().find(|r| {
+        r.max_relative_error > tolerance || (exact_tokens && r.identical_tokens < r.prompts)
+    }) {
         bail!(
             "{} attention: relative error {:.2e} (tolerance {:.0e}), identical tokens on {}/{} prompts",
             r.attention,
             r.max_relative_error,
-            a.tolerance,
+            tolerance,
             r.identical_tokens,
             r.prompts
         );

@@ -52,14 +52,7 @@ pub fn read_reference(path: &Path) -> BTreeMap<String, Ref> {
 
 /// `max |a - b| / max |b|`: the relative error used throughout, over a whole tensor.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
-    diff / scale.max(1e-30)
+    mimic_models::generate::relative_error(a, b)
 }
 
 /// The fixture model folders written by scripts/make_fixtures.py.
@@ -89,4 +82,41 @@ pub fn valid_positions(mask: &[i64], batch: usize) -> Vec<(usize, usize)> {
         .flat_map(|b| (0..seq).map(move |s| (b, s)))
         .filter(|&(b, s)| mask[b * seq + s] == 1)
         .collect()
+}
+
+/// Runs the `mimic` binary with `args` (compiled folders cached in a temporary folder).
+pub fn mimic(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mimic"))
+        .args(args)
+        .env("MIMIC_CACHE", std::env::temp_dir().join("mimic-test-cache"))
+        .output()
+        .expect("run mimic")
+}
+
+/// Runs `mimic args...`, asserts it failed cleanly (non-zero exit, an `error:` line, no
+/// panic) and returns its stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = mimic(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "mimic {args:?} succeeded; stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "mimic {args:?} panicked:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("error:"),
+        "no error line for {args:?}:\n{stderr}"
+    );
+    stderr
+}
+
+/// Runs `mimic args...`, asserts it succeeded and returns its stdout.
+pub fn succeeds(args: &[&str]) -> String {
+    let out = mimic(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "mimic {args:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
