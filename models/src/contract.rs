@@ -12,7 +12,7 @@ pub const DATA_FILE: &str = "model.onnx.data";
 pub const CONTRACT_FILE: &str = "mimic.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Bumped whenever the graph interface or the contract changes.
-pub const CONTRACT_VERSION: u32 = 1;
+pub const CONTRACT_VERSION: u32 = 2;
 
 /// What the runtime needs to know about a compiled folder.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

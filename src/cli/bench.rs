@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use mimic_compiler::{AttentionImpl, CompileOptions};
-use mimic_models::generate::{greedy, CausalLm};
+use mimic_models::generate::greedy;
 use mimic_models::Model;
 use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
 use serde::Serialize;
@@ -41,9 +41,12 @@ pub struct Args {
     shots: usize,
     #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
     template: String,
-    /// Batch sizes of the batched runs (needs --task; none when empty).
+    /// Batch sizes of the batched runs (needs --task).
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     batch_sizes: Vec<usize>,
+    /// Leave out the batched runs.
+    #[arg(long)]
+    no_batched: bool,
     /// Test queries answered at each batch size.
     #[arg(long, default_value_t = 64)]
     batch_queries: usize,
@@ -138,7 +141,8 @@ fn prompt_ids(model: &Model, len: usize) -> Result<Vec<u32>> {
     Ok(one.iter().cycle().take(len).copied().collect())
 }
 
-fn time_backend<M: CausalLm>(
+#[cfg(feature = "torch")]
+fn time_backend<M: mimic_models::generate::CausalLm>(
     name: &str,
     lm: &mut M,
     prompts: &[Vec<u32>],
@@ -301,7 +305,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut batched = Vec::new();
     if let Some(t) = &task {
-        if !a.batch_sizes.is_empty() {
+        if !a.no_batched && !a.batch_sizes.is_empty() {
             batched = bench_batched(&model, heads.as_ref(), t, &a)?;
         }
     }

@@ -142,6 +142,18 @@ pub fn compiled_for(
             return Ok(dir);
         }
     }
+    // Folders compiled for this model by earlier builds of mimic are stale: remove them.
+    let stale = format!("{fingerprint}-");
+    let current = format!("{fingerprint}-{build:x}-");
+    if let Ok(entries) = std::fs::read_dir(cache_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(&stale) && !name.starts_with(&current) {
+                tracing::info!(dir = %e.path().display(), "removing a stale compiled folder");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     tracing::info!(dir = %dir.display(), "compiling the model for ONNX Runtime (once)");
     let source = match heads {
         Some(h) => mimic_compiler::HeadsSource::Folded(h),

@@ -41,6 +41,7 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
+#[cfg(feature = "torch")]
 #[derive(Debug, serde::Serialize)]
 struct Row {
     attention: String,
@@ -51,9 +52,8 @@ struct Row {
     first_difference: Option<String>,
 }
 
-use mimic_models::generate::relative_error as rel_err;
-
 /// Greedy decoding, `steps` tokens, with the logits each step.
+#[cfg(feature = "torch")]
 fn greedy_logits<M: mimic_models::generate::CausalLm>(
     lm: &mut M,
     prompt: &[u32],
@@ -78,6 +78,7 @@ where
 pub fn run(a: Args) -> Result<()> {
     use anyhow::bail;
     use mimic_compiler::CompileOptions;
+    use mimic_models::generate::relative_error as rel_err;
     use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
     use mimic_trainer::shift::Shift;
     use mimic_trainer::{TorchLm, TorchModel};
