@@ -314,3 +314,68 @@ fn float16_models_stay_within_1e_2_of_the_trainer() {
         }
     }
 }
+
+/// Heads whose slot takes nearly all the weight (`b = 16`, so `1 - mu` is about 1e-7), as
+/// trained heads do in some layers: the additive fold must still recover `h` exactly, which
+/// needs `1 - mu` summed from the real keys rather than subtracted from `mu`.
+#[test]
+fn additive_heads_with_mu_near_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = &fixture_models()[0];
+    let model = Model::open(dir).unwrap();
+    let reference = read_reference(&dir.join("reference.safetensors"));
+    let (ids, mask) = (
+        &reference["padded_input_ids"],
+        &reference["padded_attention_mask"],
+    );
+    let (batch, seq, vocab) = (ids.shape[0], ids.shape[1], model.config.vocab_size);
+    let at = valid_positions(&mask.i64, batch);
+    let tm = TorchModel::new(&model, Device::Cpu).unwrap();
+    let (shift, _) = random_heads(&model, Method::Mimic, 3, tmp.path());
+    tch::no_grad(|| {
+        for (name, t, _) in &shift.params {
+            if name == "mimic.b" {
+                let _ = t.shallow_clone().fill_(16.0);
+            }
+        }
+    });
+    let path = tmp.path().join("saturated.safetensors");
+    shift
+        .save(
+            &path,
+            &model.fingerprint(),
+            &model.config,
+            &Default::default(),
+        )
+        .unwrap();
+    let want = gather(
+        &trainer_logits(&tm, Some(&shift), ids, mask),
+        seq,
+        vocab,
+        &at,
+    );
+    let heads = Heads::read(&path, &model.fingerprint(), &model.config).unwrap();
+    for (dtype, tol) in [
+        (mimic_compiler::Dtype::Fp32, 1e-4),
+        (mimic_compiler::Dtype::Fp16, 1e-2),
+    ] {
+        for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
+            let out = tmp.path().join(format!("{attention:?}-{}", dtype.name()));
+            let opts = CompileOptions {
+                attention,
+                dtype,
+                last_only: false,
+                ..Default::default()
+            };
+            compile_model(&model, HeadsSource::Folded(&heads), &opts, &out).unwrap();
+            let mut m = CompiledModel::load(&out, &SessionOptions::default()).unwrap();
+            let got = gather(&compiled_logits(&mut m, ids, mask), seq, vocab, &at);
+            let err = rel_err(&got, &want);
+            eprintln!(
+                "mu near 1, {attention:?} {}: relative error {err:.2e}",
+                dtype.name()
+            );
+            assert!(err <= tol, "{attention:?} {}: {err:e}", dtype.name());
+        }
+    }
+}

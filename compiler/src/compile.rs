@@ -201,7 +201,8 @@ fn write_folder(
     if let (HeadsSource::Folded(h), true) = (&heads, slots > 0) {
         let convex = h.method == mimic_models::Method::MimicConvex;
         let path = dir.join(mimic_models::heads::SLOTS_FILE);
-        let bytes = mimic_models::heads::cache_slots_bytes(h, convex, cfg)?;
+        let fp16 = opts.dtype == Dtype::Fp16;
+        let bytes = mimic_models::heads::cache_slots_bytes(h, convex, fp16, cfg)?;
         std::fs::write(&path, bytes).map_err(|e| CompileError::io(&path, e))?;
     }
     let graph = m.graph.as_ref().expect("emit_model builds a graph");

@@ -97,8 +97,8 @@ pub struct OnnxBackend<'w> {
     merged: BTreeMap<String, HostTensor>,
     /// Values built once and shared by every layer (shapes, broadcast masks), by key.
     pub(crate) memo: HashMap<String, String>,
-    /// Values whose heads carry one extra channel (fused MimIC's q, k and v).
-    pub(crate) widened: HashSet<String>,
+    /// Values whose heads carry extra channels (fused MimIC's q, k and v), and how many.
+    pub(crate) widened: HashMap<String, usize>,
     pub(crate) head_dim: usize,
     pub(crate) error: Option<crate::CompileError>,
 }
@@ -127,7 +127,7 @@ impl<'w> OnnxBackend<'w> {
             heads,
             merged,
             memo: HashMap::new(),
-            widened: HashSet::new(),
+            widened: HashMap::new(),
             head_dim: cfg.head_dim,
             error: None,
         };
@@ -461,7 +461,7 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn split_heads(&mut self, x: &String, heads: usize, dim: usize) -> String {
-        let dim = dim + self.widened.contains(x) as usize;
+        let dim = dim + self.widened.get(x).copied().unwrap_or(0);
         self.packed.insert(x.clone(), (heads, dim));
         x.clone()
     }
@@ -507,17 +507,17 @@ impl Backend for OnnxBackend<'_> {
         if let Some((heads, _)) = packed {
             attrs.push(attr_int("num_heads", heads as i64));
         }
-        let widened = self.widened.contains(x);
-        if let (true, Some((_, dim))) = (widened, packed) {
-            // The extra channel passes through unrotated.
-            attrs.push(attr_int("rotary_embedding_dim", dim as i64 - 1));
+        let widened = self.widened.get(x).copied();
+        if let (Some(extra), Some((_, dim))) = (widened, packed) {
+            // The extra channels pass through unrotated.
+            attrs.push(attr_int("rotary_embedding_dim", (dim - extra) as i64));
         }
         let y = self.g.node("RotaryEmbedding", &[x, cos, sin], attrs);
         if let Some(p) = packed {
             self.packed.insert(y.clone(), p);
         }
-        if widened {
-            self.widened.insert(y.clone());
+        if let Some(extra) = widened {
+            self.widened.insert(y.clone(), extra);
         }
         y
     }

@@ -11,11 +11,13 @@
 //!   head, a KV head carries `G` slots, each masked for the other heads of its group. Softmax
 //!   over real keys and the slot gives the slot weight `sigmoid(f - LSE)` exactly.
 //!   - convex: the slot's value is `u`;
-//!   - additive: the slot's value is 0 and real values get a channel of ones, so attention
-//!     returns `[(1 - mu) h, 1 - mu]`; then `o = out / (1 - mu) + mu u`. (The channel is
-//!     `1 - mu` rather than `mu`: summed from the real keys' weights it stays accurate when
-//!     `mu` is close to 1, where `1 - mu` from a `mu` channel loses every digit; trained heads
-//!     reach such `mu`.)
+//!   - additive: two value channels, `[1, 0]` for real keys and `[floor, 1]` for the slot
+//!     (whose other channels are 0), so attention returns `[(1 - mu) h, 1 - mu, mu]`; then
+//!     `o = out / (1 - mu) + mu u`. Each of `1 - mu` and `mu` is summed from its own side's
+//!     weights, so both stay accurate at either end (`1 - mu` computed from `mu` would lose
+//!     every digit as `mu` nears 1, which trained heads reach); the floor keeps a padding row,
+//!     all of whose weight is on the slot, from dividing 0 by 0 (float16 graphs clamp the
+//!     divisor instead, see [`mimic_models::heads::keep_floor`]).
 //!
 //!   Carrying the slots in the cache keeps decoding as cheap as the base model's: nothing is
 //!   concatenated to, or padded in, the cache at each step.
@@ -44,7 +46,11 @@ pub fn cache_layout(
 ) -> (usize, usize, usize) {
     let (d, g) = (cfg.head_dim, cfg.num_heads / cfg.num_kv_heads);
     match (method, attention) {
-        (Some(Method::Mimic), AttentionImpl::Fused) => (g, d + 1, d + 1),
+        (Some(Method::Mimic), AttentionImpl::Fused) => (
+            g,
+            d + 1,
+            d + mimic_models::heads::extra_value_channels(false),
+        ),
         (Some(Method::MimicConvex), AttentionImpl::Fused) => (g, d + 1, d),
         _ => (0, d, d),
     }
@@ -178,38 +184,43 @@ impl OnnxBackend<'_> {
         mask
     }
 
-    /// For fused MimIC's q/k/v projections, the value of the channel each head gets: queries
-    /// 1 (it reads the slot key's `b`), keys 0, values 1 in the additive form (and no extra
-    /// channel in the convex form). `None` for other projections or graphs.
-    pub(crate) fn slot_channels(&self, modules: &[&str]) -> Option<[Option<f32>; 3]> {
+    /// For fused MimIC's q/k/v projections, the values of the channels each head gets:
+    /// queries `[1]` (it reads the slot key's `b`), keys `[0]`, values `[1, 0]` in the additive
+    /// form (the `1 - mu` and `mu` channels) and none in the convex form. `None` for other
+    /// projections or graphs.
+    pub(crate) fn slot_channels(&self, modules: &[&str]) -> Option<[Vec<f32>; 3]> {
         let method = self.heads.method()?;
         let is_qkv = modules.len() == 3
             && modules[0].ends_with("self_attn.q_proj")
             && modules[1].ends_with("self_attn.k_proj")
             && modules[2].ends_with("self_attn.v_proj");
         match (method, self.attention, is_qkv) {
-            (Method::Mimic, AttentionImpl::Fused, true) => Some([Some(1.0), Some(0.0), Some(1.0)]),
-            (Method::MimicConvex, AttentionImpl::Fused, true) => Some([Some(1.0), Some(0.0), None]),
+            (Method::Mimic, AttentionImpl::Fused, true) => {
+                Some([vec![1.0], vec![0.0], vec![1.0, 0.0]])
+            }
+            (Method::MimicConvex, AttentionImpl::Fused, true) => {
+                Some([vec![1.0], vec![0.0], vec![]])
+            }
             _ => None,
         }
     }
 
-    /// The q/k/v projections with the extra channel per head built into the weights: a zero
-    /// weight row after each head's rows and the channel's value in the bias, so one MatMul
+    /// The q/k/v projections with the extra channels per head built into the weights: zero
+    /// weight rows after each head's rows and the channels' values in the bias, so one MatMul
     /// (and one Add) yields the widened heads with no Pad in the graph.
     pub(crate) fn linears_widened(
         &mut self,
         x: &str,
         modules: &[&str],
         bias: bool,
-        fills: [Option<f32>; 3],
+        fills: [Vec<f32>; 3],
     ) -> Vec<String> {
         let d = self.head_dim;
         let tname = format!("{}.slots.T", modules.join("+"));
         let (mut rows, mut cols, mut data) = (0, 0, Vec::new());
         let mut bias_data = Vec::new();
         let mut sizes = Vec::new();
-        for (m, fill) in modules.iter().zip(fills) {
+        for (m, fill) in modules.iter().zip(&fills) {
             let w = self
                 .weights_for(&format!("{m}.weight"))
                 .expect("weights checked against the config")
@@ -223,24 +234,15 @@ impl OnnxBackend<'_> {
             let b = b.unwrap_or_else(|| vec![0.0; w.shape[0]]);
             cols = w.shape[1];
             let out = w.shape[0];
-            match fill {
-                Some(f) => {
-                    for head in 0..out / d {
-                        data.extend_from_slice(&w.data[head * d * cols..(head + 1) * d * cols]);
-                        data.extend(std::iter::repeat_n(0.0, cols));
-                        bias_data.extend_from_slice(&b[head * d..(head + 1) * d]);
-                        bias_data.push(f);
-                    }
-                    rows += out / d * (d + 1);
-                    sizes.push((out / d * (d + 1)) as i64);
-                }
-                None => {
-                    data.extend_from_slice(&w.data);
-                    bias_data.extend_from_slice(&b);
-                    rows += out;
-                    sizes.push(out as i64);
-                }
+            let e = fill.len();
+            for head in 0..out / d {
+                data.extend_from_slice(&w.data[head * d * cols..(head + 1) * d * cols]);
+                data.extend(std::iter::repeat_n(0.0, e * cols));
+                bias_data.extend_from_slice(&b[head * d..(head + 1) * d]);
+                bias_data.extend_from_slice(fill);
             }
+            rows += out / d * (d + e);
+            sizes.push((out / d * (d + e)) as i64);
         }
         let t = mimic_models::HostTensor::new(vec![rows, cols], data).transpose2();
         if let Err(e) = self.g.weight(&tname, &t.shape, &t.data) {
@@ -255,26 +257,12 @@ impl OnnxBackend<'_> {
         let y = g.node("Add", &[&y, &bname], vec![]);
         let split = g.const_i64(&sizes);
         let outs = g.node_n("Split", &[&y, &split], 3, vec![attr_int("axis", -1)]);
-        for (o, fill) in outs.iter().zip(fills) {
-            if fill.is_some() {
-                self.widened.insert(o.clone());
+        for (o, fill) in outs.iter().zip(&fills) {
+            if !fill.is_empty() {
+                self.widened.insert(o.clone(), fill.len());
             }
         }
         outs
-    }
-
-    /// Heads packed as `[batch, seq, heads * dim]` with one more channel per head, `fill`.
-    fn pad_heads(&mut self, x: &str, heads: usize, dim: usize, fill: f32) -> String {
-        let g = &mut self.g;
-        let split = g.const_i64(&[0, 0, heads as i64, dim as i64]);
-        let y = g.node("Reshape", &[x, &split], vec![]);
-        let pads = g.const_i64(&[0, 0, 0, 0, 0, 0, 0, 1]);
-        let fill = g.scalar_float(fill);
-        let y = g.node("Pad", &[&y, &pads, &fill], vec![]);
-        let packed = g.const_i64(&[0, 0, (heads * (dim + 1)) as i64]);
-        let y = g.node("Reshape", &[&y, &packed], vec![]);
-        self.packed.insert(y.clone(), (heads, dim + 1));
-        y
     }
 
     /// The new keys/values appended to the cache: the `present.*` outputs, `[B, KV, S, D]`.
@@ -299,8 +287,8 @@ impl OnnxBackend<'_> {
     /// MimIC inside the `Attention` operator, the slots living at the front of the KV cache
     /// (see [`mimic_models::heads::cache_slots`]): queries get a channel of ones and new keys
     /// a channel of zeros, so a slot key `sqrt(D) [w, b]` scores `w . q + b`; the cache's
-    /// keys are `D + 1` wide. Additive: new values get a channel of ones, the slots' values
-    /// are zero, and attention returns `[(1 - mu) h, 1 - mu]` per head.
+    /// keys are `D + 1` wide. Additive: values get the two channels of the module docs and
+    /// attention returns `[(1 - mu) h, 1 - mu, mu]` per head.
     pub(crate) fn attention_mimic_fused(
         &mut self,
         q: &str,
@@ -317,18 +305,16 @@ impl OnnxBackend<'_> {
             ));
         }
         let mask = self.slot_mask(spec);
-        // Normally the projections already carry the extra channel (see `linears_widened`).
-        let widen = |b: &mut Self, x: &str, heads: usize, fill: f32| match b.widened.contains(x) {
-            true => x.to_string(),
-            false => b.pad_heads(x, heads, d, fill),
-        };
-        let q = widen(self, q, h, 1.0);
-        let k = widen(self, k, kv, 0.0);
-        let v = if convex {
-            v.to_string()
-        } else {
-            widen(self, v, kv, 1.0)
-        };
+        // The projections carry the extra channels (see `linears_widened`).
+        let expected = [(q, 1), (k, 1), (v, 2 * !convex as usize)];
+        if expected
+            .iter()
+            .any(|(x, n)| self.widened.get(*x).copied().unwrap_or(0) != *n)
+        {
+            self.error.get_or_insert(crate::CompileError::Other(
+                "MimIC fused attention expects q/k/v projections with the slot channels".into(),
+            ));
+        }
         let u = if convex {
             None
         } else {
@@ -342,10 +328,12 @@ impl OnnxBackend<'_> {
             attr_int("q_num_heads", h as i64),
             attr_int("kv_num_heads", kv as i64),
         ];
+        let (past_k, past_v) = (past_key(l), past_value(l));
+        let inputs = [q, k, v, mask.as_str(), past_k.as_str(), past_v.as_str()];
         if convex || g.float == DataType::Float {
             g.node_named(
                 "Attention",
-                &[&q, &k, &v, &mask, &past_key(l), &past_value(l)],
+                &inputs,
                 &[&y, &present_key(l), &present_value(l)],
                 attrs,
             );
@@ -353,7 +341,7 @@ impl OnnxBackend<'_> {
             // Additive in a float16 graph: attention in float32. Its output channels are
             // `(1 - mu) h` and `1 - mu`, and trained heads reach mu so close to 1 that float16
             // would hold them as subnormals with a few bits left.
-            let ins = [&q, &k, &v, &mask, &past_key(l), &past_value(l)].map(|x| g.to_f32(x));
+            let ins = inputs.map(|x| g.to_f32(x));
             let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
             let (pk, pv) = (g.fresh("present_key"), g.fresh("present_value"));
             g.node_named("Attention", &ins, &[&y, &pk, &pv], attrs);
@@ -365,22 +353,25 @@ impl OnnxBackend<'_> {
             self.packed.insert(y.clone(), (h, d));
             return y;
         };
-        let per_head = g.const_i64(&[0, 0, h as i64, (d + 1) as i64]);
-        let y = g.node("Reshape", &[&y, &per_head], vec![]); // [B, T, H, D + 1], float32
+        let per_head = g.const_i64(&[0, 0, h as i64, (d + 2) as i64]);
+        let y = g.node("Reshape", &[&y, &per_head], vec![]); // [B, T, H, D + 2], float32
         let u = g.to_f32(&u);
-        let split = g.const_i64(&[d as i64, 1]);
-        let parts = g.node_n("Split", &[&y, &split], 2, vec![attr_int("axis", -1)]);
-        let (scaled_h, keep) = (&parts[0], &parts[1]);
-        let one = g.scalar_f32(1.0);
-        let mu = g.node("Sub", &[&one, keep], vec![]);
-        // A padding row can put all weight on the slot (1 - mu = 0, and 0 in the numerator):
-        // keep the quotient finite there.
-        let tiny = g.scalar_f32(f32::MIN_POSITIVE);
-        let keep = g.node("Max", &[keep, &tiny], vec![]);
+        let split = g.const_i64(&[d as i64, 1, 1]);
+        let parts = g.node_n("Split", &[&y, &split], 3, vec![attr_int("axis", -1)]);
+        // `1 - mu` is at least the slot's floor times mu, so never 0 (a padding row puts all
+        // its weight on the slot); float16 caches have no floor, and the divisor is clamped.
+        let (scaled_h, mu) = (&parts[0], &parts[2]);
+        let keep = match g.float {
+            DataType::Float => parts[1].clone(),
+            _ => {
+                let tiny = g.scalar_f32(f32::MIN_POSITIVE);
+                g.node("Max", &[&parts[1], &tiny], vec![])
+            }
+        };
         let heads_out = g.node("Div", &[scaled_h, &keep], vec![]);
         let axis1 = g.const_i64(&[1]);
         let u = g.node("Unsqueeze", &[&u, &axis1], vec![]); // [B|1, 1, H, D]
-        let mu_u = g.node("Mul", &[&mu, &u], vec![]);
+        let mu_u = g.node("Mul", &[mu, &u], vec![]);
         let out = g.node("Add", &[&heads_out, &mu_u], vec![]);
         let packed = g.const_i64(&[0, 0, (h * d) as i64]);
         let out = g.node("Reshape", &[&out, &packed], vec![]);

@@ -280,24 +280,49 @@ impl Heads {
 /// A score that gives a key no weight, finite so that sums with it stay finite.
 pub const NO_WEIGHT: f32 = -1e30;
 
+/// Value channels a fused MimIC graph adds per head: none (convex), or two (additive): one
+/// that is 1 for real keys (the output channel is `1 - mu`) and one that is 1 for the slot
+/// (the output channel is `mu`).
+pub fn extra_value_channels(convex: bool) -> usize {
+    if convex {
+        0
+    } else {
+        2
+    }
+}
+
+/// The slot's value in the `1 - mu` channel: not 0 but a floor, so that a padding row, which
+/// puts all its weight on the slot, divides by a positive number. Small enough to change
+/// `1 - mu` by a relative 1e-30 / (1 - mu) in float32. A float16 cache cannot hold so small a
+/// floor (its least value, 2^-24, is larger than the `1 - mu` trained heads reach), so there
+/// the floor is 0 and the graph clamps the divisor instead.
+pub fn keep_floor(fp16: bool) -> f32 {
+    if fp16 {
+        0.0
+    } else {
+        1e-30
+    }
+}
+
 /// The MimIC slots a KV-cache starts with when a fused graph carries them in its cache, for
 /// one layer: keys `[kv_heads, G, D + 1]` and values `[kv_heads, G, Dv]`.
 ///
 /// Query head `h = kv * G + j` owns slot `j` of KV head `kv`. Its key is `sqrt(D) [w_h, b_h]`,
 /// so against the query `[q, 1]` with scale `1 / sqrt(D)` it scores `f = w_h . q + b_h`; the
-/// mask hides it from the group's other heads. Its value is `u_h` (convex, `Dv = D`) or zero
-/// (additive, `Dv = D + 1`, real values carrying a channel of ones). Without heads the slot
-/// scores [`NO_WEIGHT`] and the model is the base model.
+/// mask hides it from the group's other heads. Its value is `u_h` (convex, `Dv = D`) or
+/// `[0, .., 0, keep_floor, 1]` (additive, `Dv = D + 2`, real values carrying `[1, 0]`). Without
+/// heads the slot scores [`NO_WEIGHT`] and the model is the base model.
 pub fn cache_slots(
     heads: Option<&Heads>,
     convex: bool,
+    fp16: bool,
     cfg: &LlamaConfig,
     layer: usize,
 ) -> (Vec<f32>, Vec<f32>) {
     let (h, kv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     let g = h / kv;
     let root = (d as f32).sqrt();
-    let dv = if convex { d } else { d + 1 };
+    let dv = d + extra_value_channels(convex);
     let mut keys = vec![0f32; h * (d + 1)];
     let mut values = vec![0f32; h * dv];
     for head in 0..h {
@@ -317,6 +342,10 @@ pub fn cache_slots(
             }
             None => key[d] = NO_WEIGHT,
         }
+        if !convex {
+            values[head * dv + d] = keep_floor(fp16);
+            values[head * dv + d + 1] = 1.0;
+        }
     }
     debug_assert_eq!(keys.len(), kv * g * (d + 1));
     (keys, values)
@@ -327,17 +356,22 @@ pub const SLOTS_FILE: &str = "slots.safetensors";
 
 /// Every layer's [`cache_slots`] as safetensors bytes: `layers.{l}.key` `[kv, G, D + 1]` and
 /// `layers.{l}.value` `[kv, G, Dv]`.
-pub fn cache_slots_bytes(heads: &Heads, convex: bool, cfg: &LlamaConfig) -> Result<Vec<u8>> {
+pub fn cache_slots_bytes(
+    heads: &Heads,
+    convex: bool,
+    fp16: bool,
+    cfg: &LlamaConfig,
+) -> Result<Vec<u8>> {
     use safetensors::tensor::{Dtype, TensorView};
     let (kv, g, d) = (
         cfg.num_kv_heads,
         cfg.num_heads / cfg.num_kv_heads,
         cfg.head_dim,
     );
-    let dv = if convex { d } else { d + 1 };
+    let dv = d + extra_value_channels(convex);
     let mut data = Vec::new();
     for l in 0..cfg.num_layers {
-        let (k, v) = cache_slots(Some(heads), convex, cfg, l);
+        let (k, v) = cache_slots(Some(heads), convex, fp16, cfg, l);
         let bytes = |x: Vec<f32>| x.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
         data.push((format!("layers.{l}.key"), vec![kv, g, d + 1], bytes(k)));
         data.push((format!("layers.{l}.value"), vec![kv, g, dv], bytes(v)));
