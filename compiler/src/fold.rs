@@ -24,10 +24,12 @@
 //! - Unfused (both forms): the scores, their log-sum-exp, the softmax and `mu` as explicit
 //!   nodes, as the trainer computes them.
 //! - LIVE: `x' = (x + a v) |x| / |x + a v|` after each MLP.
-//! - LoRA: merged into the projection weights before they are emitted (see [`crate::compile`]).
+//! - LoRA: merged into the projection weights before they are emitted
+//!   ([`mimic_models::Heads::lora_merged`], applied when the ONNX backend is built).
 //!
 //! The heads' numbers enter the graph either as initializers (folded) or as graph inputs with
-//! a batch axis (`--heads-as-inputs`), one set per batch row; the nodes are the same.
+//! a batch axis (`--heads-as-inputs`), one set per batch row, gathered per layer; fused MimIC
+//! takes `w` and `b` (and the convex `u`) through the cache slots the runtime fills per row.
 use mimic_models::backend::AttentionSpec;
 use mimic_models::{Heads, LlamaConfig, Method};
 
