@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use mimic_compiler::{compile_model, AttentionImpl, CompileOptions, HeadsSource};
-use mimic_models::generate::{argmax, CausalLm};
+use mimic_models::generate::CausalLm;
 use mimic_models::Model;
 use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
 use mimic_trainer::{TorchLm, TorchModel};
@@ -44,16 +44,7 @@ fn greedy_with_logits<M: CausalLm>(
 where
     M::Error: std::fmt::Debug,
 {
-    lm.reset();
-    let mut logits = lm.extend(prompt).unwrap();
-    let (mut tokens, mut all) = (vec![], vec![]);
-    for _ in 0..n {
-        let next = argmax(&logits);
-        tokens.push(next);
-        all.push(logits);
-        logits = lm.extend(&[next]).unwrap();
-    }
-    (tokens, all)
+    mimic_models::generate::greedy_with_logits(lm, prompt, n).unwrap()
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! and bad input fails cleanly.
 mod common;
 
+use mimic_models::weights::read_safetensors_with_metadata;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -97,15 +98,18 @@ fn resumed_training_ends_with_the_same_parameters() {
         let mut second = train_args(task, split.to_str().unwrap(), method);
         second.push("--resume");
         ok(&second);
-        let a = mimic_trainer::read_safetensors(&whole.join("heads.safetensors"))
-            .unwrap()
-            .0;
-        let b = mimic_trainer::read_safetensors(&split.join("heads.safetensors"))
-            .unwrap()
-            .0;
+        let read = |p: &std::path::Path| read_safetensors_with_metadata(p).unwrap().0;
+        let a = read(&whole.join("heads.safetensors"));
+        let b = read(&split.join("heads.safetensors"));
         assert_eq!(a.len(), b.len());
         for (name, t) in &a {
-            let d = (t - &b[name]).abs().max().double_value(&[]);
+            assert_eq!(t.shape, b[name].shape, "{method}: {name} shape");
+            let d = t
+                .data
+                .iter()
+                .zip(&b[name].data)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
             assert_eq!(d, 0.0, "{method}: {name} differs by {d} after resuming");
         }
         for f in ["log.json", "loss.svg", "checkpoint.safetensors"] {
@@ -126,7 +130,7 @@ fn nan_guard_stops_and_keeps_the_last_good_checkpoint() {
         err.contains("loss is NaN at step 3") && err.contains("checkpoint.safetensors"),
         "{err}"
     );
-    let (_, meta) = mimic_trainer::read_safetensors(&out.join("checkpoint.safetensors")).unwrap();
+    let (_, meta) = read_safetensors_with_metadata(&out.join("checkpoint.safetensors")).unwrap();
     assert_eq!(meta["train.step"], "2");
     assert!(!out.join("heads.safetensors").exists());
 }

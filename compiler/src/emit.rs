@@ -58,23 +58,18 @@ pub fn present_value(l: usize) -> String {
 impl OnnxBackend<'_> {
     /// A weight by HF name (merged LoRA projections first), if the model has it.
     pub(crate) fn weights_for(&self, name: &str) -> Option<&HostTensor> {
-        self.merged
-            .get(name)
-            .or_else(|| self.weights.get(name).ok())
+        host_weight(&self.merged, self.weights, name)
     }
 }
 
-/// A weight by HF name: merged LoRA projections first, then the model's.
+/// A weight by HF name: merged LoRA projections first, then the model's. A free function
+/// so that it borrows the two maps, not the whole backend.
 fn host_weight<'a>(
     merged: &'a BTreeMap<String, HostTensor>,
     weights: &'a Weights,
     name: &str,
-) -> &'a HostTensor {
-    merged.get(name).unwrap_or_else(|| {
-        weights
-            .get(name)
-            .expect("weights checked against the config")
-    })
+) -> Option<&'a HostTensor> {
+    merged.get(name).or_else(|| weights.get(name).ok())
 }
 
 /// Records the model as ONNX nodes. Weights are written as they are first used.
@@ -206,7 +201,8 @@ impl<'w> OnnxBackend<'w> {
     /// A weight in HF layout, emitted once.
     fn weight(&mut self, name: &str) -> String {
         if self.emitted.insert(name.to_string()) {
-            let t = host_weight(&self.merged, self.weights, name);
+            let t = host_weight(&self.merged, self.weights, name)
+                .expect("weights checked against the config");
             if let Err(e) = self.g.weight(name, &t.shape, &t.data) {
                 self.error.get_or_insert(e);
             }
@@ -226,7 +222,8 @@ impl<'w> OnnxBackend<'w> {
         if self.emitted.insert(tname.clone()) {
             let (mut rows, mut cols, mut data) = (0, 0, Vec::new());
             for name in names {
-                let t = host_weight(&self.merged, self.weights, name);
+                let t = host_weight(&self.merged, self.weights, name)
+                    .expect("weights checked against the config");
                 rows += t.shape[0];
                 cols = t.shape[1];
                 data.extend_from_slice(&t.data);

@@ -73,12 +73,9 @@ pub struct KvCacheLayout {
     pub head_dim: usize,
     /// Entries every cache starts with, per KV head (the MimIC slots of a fused graph);
     /// the attention mask covers only the entries after them.
-    #[serde(default)]
     pub slots: usize,
-    /// Channels of a cached key and value (`head_dim`, or one more in fused MimIC graphs).
-    #[serde(default)]
+    /// Channels of a cached key and value (`head_dim`, or more in fused MimIC graphs).
     pub key_dim: usize,
-    #[serde(default)]
     pub value_dim: usize,
     pub past_key: String,
     pub past_value: String,

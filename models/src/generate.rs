@@ -63,6 +63,28 @@ pub fn greedy<M: CausalLm>(
     Ok(out)
 }
 
+/// Greedy tokens and, for each, the logits it was chosen from.
+pub type StepLogits = (Vec<u32>, Vec<Vec<f32>>);
+
+/// Greedy decoding of exactly `steps` tokens (no end-of-sequence stop), with the logits each
+/// token was chosen from: for comparing two runs of a model step by step.
+pub fn greedy_with_logits<M: CausalLm>(
+    lm: &mut M,
+    prompt: &[u32],
+    steps: usize,
+) -> Result<StepLogits, M::Error> {
+    lm.reset();
+    let mut logits = lm.extend(prompt)?;
+    let (mut tokens, mut all) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
+    for _ in 0..steps {
+        let next = argmax(&logits);
+        tokens.push(next);
+        all.push(logits);
+        logits = lm.extend(&[next])?;
+    }
+    Ok((tokens, all))
+}
+
 /// `max |a - b| / max |b|`: the relative error this project quotes, over a whole tensor.
 pub fn relative_error(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");

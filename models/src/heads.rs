@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::weights::{read_safetensors_with_metadata, HostTensor};
+use crate::weights::{read_safetensors_metadata, read_safetensors_with_metadata, HostTensor};
 
 /// Which method, and for MimIC which form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -156,6 +156,8 @@ pub struct Heads {
     pub lora: Option<LoraConfig>,
     pub tensors: BTreeMap<String, HostTensor>,
     pub metadata: HashMap<String, String>,
+    /// The file's other tensors (a training checkpoint's optimiser state), unchecked.
+    pub other: BTreeMap<String, HostTensor>,
 }
 
 impl Heads {
@@ -163,7 +165,9 @@ impl Heads {
     /// method known, fingerprint equal, every tensor present with the shape the model implies.
     pub fn read(path: &Path, fingerprint: &str, cfg: &LlamaConfig) -> Result<Heads> {
         let err = |msg: String| ModelError::format(path, format!("heads file: {msg}"));
-        let (mut tensors, metadata) = read_safetensors_with_metadata(path)?;
+        // The metadata first: a file that is not a heads file is named as such, whatever
+        // its tensors hold.
+        let metadata = read_safetensors_metadata(path)?;
         let method: Method = metadata
             .get("mimic.method")
             .ok_or_else(|| err("no `mimic.method` in its metadata: not a mimic heads file".into()))?
@@ -193,6 +197,7 @@ impl Heads {
                 return Err(err("LoRA rank 0".into()));
             }
         }
+        let (mut tensors, _) = read_safetensors_with_metadata(path)?;
         let mut kept = BTreeMap::new();
         for (name, shape) in
             expected_tensors(method, cfg, lora.as_ref().unwrap_or(&LoraConfig::default()))
@@ -217,6 +222,7 @@ impl Heads {
             lora,
             tensors: kept,
             metadata,
+            other: tensors,
         })
     }
 

@@ -189,13 +189,16 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
     Ok(read_safetensors_with_metadata(path)?.0)
 }
 
-/// The tensors of one safetensors file in float32, and its `__metadata__` strings.
-pub fn read_safetensors_with_metadata(
-    path: &Path,
-) -> Result<(
-    BTreeMap<String, HostTensor>,
-    std::collections::HashMap<String, String>,
-)> {
+/// The `__metadata__` strings of a safetensors file, without converting its tensors.
+pub fn read_safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let mmap = map_file(path)?;
+    let (_, header) = SafeTensors::read_metadata(&mmap)
+        .map_err(|e| ModelError::format(path, format!("not a valid safetensors file: {e}")))?;
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
+/// The file at `path`, mapped read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     if !path.is_file() {
         return Err(ModelError::NotFound {
             path: path.to_path_buf(),
@@ -203,7 +206,17 @@ pub fn read_safetensors_with_metadata(
     }
     let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
     // SAFETY: the file is opened read-only and not modified while mapped.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))
+}
+
+/// The tensors of one safetensors file in float32, and its `__metadata__` strings.
+pub fn read_safetensors_with_metadata(
+    path: &Path,
+) -> Result<(
+    BTreeMap<String, HostTensor>,
+    std::collections::HashMap<String, String>,
+)> {
+    let mmap = map_file(path)?;
     let (_, header) = SafeTensors::read_metadata(&mmap)
         .map_err(|e| ModelError::format(path, format!("not a valid safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();

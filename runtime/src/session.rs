@@ -210,10 +210,13 @@ impl CompiledModel {
     }
 
     /// The heads of `batch` rows: those set, or none for every row.
-    fn heads_for(&self, batch: usize) -> Result<HeadsBatch> {
+    /// (Borrowed when set for exactly this batch: `run` asks at every step.)
+    fn heads_for(&self, batch: usize) -> Result<std::borrow::Cow<'_, HeadsBatch>> {
+        use std::borrow::Cow;
         match &self.heads {
-            Some(h) => h.for_batch(batch),
-            None => HeadsBatch::new(&self.contract, &vec![None; batch]),
+            Some(h) if h.rows == batch => Ok(Cow::Borrowed(h)),
+            Some(h) => h.for_batch(batch).map(Cow::Owned),
+            None => HeadsBatch::new(&self.contract, &vec![None; batch]).map(Cow::Owned),
         }
     }
 
@@ -221,16 +224,7 @@ impl CompiledModel {
     /// (those folded in, or each row's heads as set by [`CompiledModel::set_heads`]).
     pub fn empty_state(&self, batch: usize) -> Result<KvState> {
         let kv = &self.contract.kv_cache;
-        let key_dim = if kv.key_dim == 0 {
-            kv.head_dim
-        } else {
-            kv.key_dim
-        };
-        let value_dim = if kv.value_dim == 0 {
-            kv.head_dim
-        } else {
-            kv.value_dim
-        };
+        let (key_dim, value_dim) = (kv.key_dim, kv.value_dim);
         let slots = kv.slots;
         let per_request = match (slots, self.takes_heads()) {
             (0, _) | (_, false) => None,
@@ -319,8 +313,9 @@ impl CompiledModel {
             .is_some_and(|h| !h.inputs.is_empty());
         if takes_inputs {
             let heads = self.heads_for(batch)?;
-            for (name, dims, data) in heads.tensors {
-                inputs.push((name, Tensor::from_array((dims, data))?.into_dyn()));
+            for (name, dims, data) in &heads.tensors {
+                let value = Tensor::from_array((dims.clone(), data.clone()))?.into_dyn();
+                inputs.push((name.clone(), value));
             }
         }
         let mut outputs = self.session.run(inputs)?;

@@ -66,8 +66,10 @@ pub fn run(a: Args) -> Result<()> {
             if a.heads.is_empty() {
                 bail!("--method heads needs --heads FILE");
             }
-            for h in &a.heads {
-                shifts.push((h, Shift::load(h, &model, device)?.0));
+            for path in &a.heads {
+                let h = mimic_models::Heads::read(path, &model.fingerprint(), &model.config)?;
+                let shift = Shift::from_heads(&h, &model.config, device)?.0;
+                shifts.push((h, shift));
             }
         } else if m != "zero-shot" && m != "icl" {
             bail!("unknown evaluation method `{m}` (zero-shot, icl, heads)");
@@ -75,22 +77,18 @@ pub fn run(a: Args) -> Result<()> {
     }
     let tm = mimic_trainer::TorchModel::new(&model, device)?;
     let tok = model.tokenizer()?;
-    // Each run, with the heads file it uses.
-    let mut runs: Vec<(Prompting, Option<&PathBuf>)> = Vec::new();
+    // Each run, with the heads it uses.
+    let mut runs: Vec<(Prompting, Option<&mimic_models::Heads>)> = Vec::new();
     for m in &a.method {
         match m.as_str() {
             "zero-shot" => runs.push((Prompting::ZeroShot, None)),
             "icl" => runs.push((Prompting::InContext(a.shots), None)),
-            _ => runs.extend(
-                shifts
-                    .iter()
-                    .map(|(path, s)| (Prompting::Shifted(s), Some(*path))),
-            ),
+            _ => runs.extend(shifts.iter().map(|(h, s)| (Prompting::Shifted(s), Some(h)))),
         }
     }
     let mut results = Vec::new();
     let mut all_answers = Vec::new();
-    for (p, heads_path) in &runs {
+    for (p, heads) in &runs {
         let bar = indicatif::ProgressBar::new(task.test.len() as u64);
         let progress = |i, _| bar.set_position(i as u64);
         let (r, answers) = match a.backend {
@@ -98,22 +96,17 @@ pub fn run(a: Args) -> Result<()> {
                 evaluate(&tm, tok, &task, p, a.max_new_tokens, a.seed, progress)?
             }
             super::generate::BackendKind::Onnx => {
-                let (heads, run) = match p {
-                    Prompting::ZeroShot => (None, ("zero-shot".to_string(), 0, 0)),
-                    Prompting::InContext(k) => (None, (format!("icl-{k}"), 0, *k)),
-                    Prompting::Shifted(s) => {
-                        let path = heads_path.expect("shifted runs have a heads file");
-                        let h =
-                            mimic_models::Heads::read(path, &model.fingerprint(), &model.config)?;
-                        (Some(h), (s.method.name().to_string(), s.num_params(), 0))
-                    }
+                let run = match p {
+                    Prompting::ZeroShot => ("zero-shot".to_string(), 0, 0),
+                    Prompting::InContext(k) => (format!("icl-{k}"), 0, *k),
+                    Prompting::Shifted(s) => (s.method.name().to_string(), s.num_params(), 0),
                 };
                 let opts = mimic_compiler::CompileOptions {
                     attention: a.attention,
                     last_only: true,
                     ..Default::default()
                 };
-                let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
+                let dir = super::compiled_for(&model, *heads, &opts)?;
                 let mut compiled = mimic_runtime::CompiledModel::load(
                     &dir,
                     &mimic_runtime::SessionOptions {

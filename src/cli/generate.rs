@@ -1,11 +1,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use mimic_compiler::{AttentionImpl, CompileOptions};
 use mimic_models::generate::{greedy, CausalLm, Generation};
 use mimic_models::tokenizer::{StreamDecoder, TextTokenizer};
-use mimic_runtime::{CompiledModel, ExecutionProvider, OnnxLm, SessionOptions};
+use mimic_runtime::OnnxLm;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
@@ -37,21 +37,9 @@ pub struct Args {
     /// libtorch device for `--backend torch` (cpu, cuda, cuda:N).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// ONNX Runtime execution provider for `--backend onnx`.
-    #[arg(long, default_value = "cpu")]
-    ep: ExecutionProvider,
-    /// Run on CPU when the execution provider is missing.
-    #[arg(long, value_parser = ["cpu"])]
-    fallback: Option<String>,
-    /// Intra-op threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// TensorRT: build fp16 engines (`--ep tensorrt`).
-    #[arg(long)]
-    trt_fp16: bool,
-    /// TensorRT: engine cache folder (default: trt-cache in the compiled folder).
-    #[arg(long)]
-    trt_cache: Option<PathBuf>,
+    /// How ONNX Runtime runs (`--backend onnx`); `--threads` also sets libtorch's.
+    #[command(flatten)]
+    runtime: super::RuntimeArgs,
 }
 
 /// Streams generated text to stdout as tokens come, then reports the speed on stderr.
@@ -121,15 +109,7 @@ pub fn run(a: Args) -> Result<()> {
                     (dir, model.tokenizer()?.clone())
                 }
             };
-            let opts = SessionOptions {
-                threads: a.threads,
-                provider: a.ep,
-                fallback_cpu: a.fallback.is_some(),
-                tensorrt_fp16: a.trt_fp16,
-                tensorrt_cache: a.trt_cache.clone(),
-            };
-            let mut compiled = CompiledModel::load(&dir, &opts)
-                .with_context(|| format!("cannot load {}", dir.display()))?;
+            let mut compiled = a.runtime.load(&dir)?;
             let eos = compiled.contract.eos_token_ids.clone();
             stream(
                 &mut OnnxLm::new(&mut compiled),
@@ -151,8 +131,8 @@ fn run_torch(a: &Args) -> Result<()> {
         bail!("--compiled runs on the ONNX backend; drop --backend torch");
     }
     let model = super::open_model(a.model.as_deref())?;
-    if a.threads > 0 {
-        tch::set_num_threads(a.threads as i32);
+    if a.runtime.threads > 0 {
+        tch::set_num_threads(a.runtime.threads as i32);
     }
     let device = mimic_trainer::parse_device(&a.device)?;
     let shift = match &a.heads {

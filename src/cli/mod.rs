@@ -82,6 +82,41 @@ pub fn open_model(arg: Option<&Path>) -> Result<Model> {
     Model::open(&path).with_context(|| format!("cannot load model {}", path.display()))
 }
 
+/// How ONNX Runtime runs a compiled folder: the options `generate` and `run` share.
+#[derive(clap::Args)]
+pub struct RuntimeArgs {
+    /// ONNX Runtime execution provider.
+    #[arg(long, default_value = "cpu")]
+    pub ep: mimic_runtime::ExecutionProvider,
+    /// Run on CPU when the execution provider is missing.
+    #[arg(long, value_parser = ["cpu"])]
+    pub fallback: Option<String>,
+    /// Intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// TensorRT: build fp16 engines (`--ep tensorrt`).
+    #[arg(long)]
+    pub trt_fp16: bool,
+    /// TensorRT: engine cache folder (default: trt-cache in the compiled folder).
+    #[arg(long)]
+    pub trt_cache: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// Loads the compiled folder `dir` with these options.
+    pub fn load(&self, dir: &Path) -> Result<mimic_runtime::CompiledModel> {
+        let opts = mimic_runtime::SessionOptions {
+            threads: self.threads,
+            provider: self.ep,
+            fallback_cpu: self.fallback.is_some(),
+            tensorrt_fp16: self.trt_fp16,
+            tensorrt_cache: self.trt_cache.clone(),
+        };
+        mimic_runtime::CompiledModel::load(dir, &opts)
+            .with_context(|| format!("cannot load {}", dir.display()))
+    }
+}
+
 /// The heads file at `path` (if given), checked against `model`.
 pub fn read_heads(model: &Model, path: Option<&Path>) -> Result<Option<mimic_models::Heads>> {
     path.map(|p| mimic_models::Heads::read(p, &model.fingerprint(), &model.config))

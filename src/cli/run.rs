@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use mimic_models::tokenizer::TextTokenizer;
 use mimic_models::Heads;
-use mimic_runtime::{CompiledModel, ExecutionProvider, SessionOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,18 +31,8 @@ pub struct Args {
     /// Stop each answer at its first newline.
     #[arg(long)]
     stop_at_newline: bool,
-    #[arg(long, default_value = "cpu")]
-    ep: ExecutionProvider,
-    #[arg(long, value_parser = ["cpu"])]
-    fallback: Option<String>,
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// TensorRT: build fp16 engines (`--ep tensorrt`).
-    #[arg(long)]
-    trt_fp16: bool,
-    /// TensorRT: engine cache folder (default: trt-cache in the compiled folder).
-    #[arg(long)]
-    trt_cache: Option<PathBuf>,
+    #[command(flatten)]
+    runtime: super::RuntimeArgs,
     /// Also write every prompt and completion as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -111,19 +100,8 @@ fn read_requests(a: &Args, names: &BTreeMap<String, Heads>) -> Result<Vec<Reques
     Ok(reqs)
 }
 
-fn load(dir: &Path, a: &Args) -> Result<CompiledModel> {
-    let opts = SessionOptions {
-        threads: a.threads,
-        provider: a.ep,
-        fallback_cpu: a.fallback.is_some(),
-        tensorrt_fp16: a.trt_fp16,
-        tensorrt_cache: a.trt_cache.clone(),
-    };
-    CompiledModel::load(dir, &opts).with_context(|| format!("cannot load {}", dir.display()))
-}
-
 pub fn run(a: Args) -> Result<()> {
-    let mut model = load(&a.compiled, &a)?;
+    let mut model = a.runtime.load(&a.compiled)?;
     let contract = model.contract.clone();
     let mut names = BTreeMap::new();
     for spec in &a.heads {

@@ -52,28 +52,6 @@ struct Row {
     first_difference: Option<String>,
 }
 
-/// Greedy decoding, `steps` tokens, with the logits each step.
-#[cfg(feature = "torch")]
-fn greedy_logits<M: mimic_models::generate::CausalLm>(
-    lm: &mut M,
-    prompt: &[u32],
-    steps: usize,
-) -> Result<(Vec<u32>, Vec<Vec<f32>>)>
-where
-    M::Error: std::error::Error + Send + Sync + 'static,
-{
-    lm.reset();
-    let mut logits = lm.extend(prompt)?;
-    let (mut tokens, mut all) = (vec![], vec![]);
-    for _ in 0..steps {
-        let next = mimic_models::generate::argmax(&logits);
-        tokens.push(next);
-        all.push(logits);
-        logits = lm.extend(&[next])?;
-    }
-    Ok((tokens, all))
-}
-
 #[cfg(feature = "torch")]
 pub fn run(a: Args) -> Result<()> {
     use anyhow::bail;
@@ -90,8 +68,8 @@ pub fn run(a: Args) -> Result<()> {
     let model = super::open_model(a.model.as_deref())?;
     let tok = model.tokenizer()?;
     let heads = super::read_heads(&model, a.heads.as_deref())?;
-    let shift = match &a.heads {
-        Some(p) => Some(Shift::load(p, &model, tch::Device::Cpu)?.0),
+    let shift = match &heads {
+        Some(h) => Some(Shift::from_heads(h, &model.config, tch::Device::Cpu)?.0),
         None => None,
     };
     let prompts: Vec<Vec<u32>> = match &a.task {
@@ -119,7 +97,7 @@ pub fn run(a: Args) -> Result<()> {
     let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
     let mut reference = Vec::with_capacity(prompts.len());
     for p in &prompts {
-        reference.push(greedy_logits(
+        reference.push(mimic_models::generate::greedy_with_logits(
             &mut TorchLm::with_shifts(&tm, shifts),
             p,
             a.steps,
@@ -150,7 +128,8 @@ pub fn run(a: Args) -> Result<()> {
             first_difference: None,
         };
         for (p, (want_tokens, want_logits)) in prompts.iter().zip(&reference) {
-            let (tokens, logits) = greedy_logits(&mut OnnxLm::new(&mut cm), p, a.steps)?;
+            let (tokens, logits) =
+                mimic_models::generate::greedy_with_logits(&mut OnnxLm::new(&mut cm), p, a.steps)?;
             // Logits compare while both have seen the same tokens.
             let same = tokens
                 .iter()

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use mimic_models::backend::Site;
 use mimic_models::files::write_atomically;
-use mimic_models::{LlamaConfig, Model};
+use mimic_models::{Heads, HostTensor, LlamaConfig, Model};
 use tch::{Device, Kind, Tensor};
 
 use crate::torch_backend::{AttentionShift, LinearShift, Shifts, SiteShift};
@@ -189,62 +189,52 @@ impl Shift {
     }
 
     /// Reads a file written by [`Shift::save`] (or a training checkpoint) and checks it was
-    /// made for `model`. Returns the shift, the metadata and any other tensors in the file.
+    /// made for `model` ([`Heads::read`]: method, fingerprint, shapes). Returns the shift, the
+    /// metadata and any other tensors in the file.
     pub fn load(path: &Path, model: &Model, device: Device) -> Result<LoadedShift> {
-        let err =
-            |msg: String| TrainerError::Other(format!("heads file {}: {msg}", path.display()));
-        if !path.is_file() {
-            return Err(err("not found".into()));
-        }
-        let meta = crate::read_safetensors_metadata(path)?;
-        let method: Method = meta
-            .get("mimic.method")
-            .ok_or_else(|| err("no `mimic.method` in its metadata: not a mimic heads file".into()))?
-            .parse()
-            .map_err(err)?;
-        let want = model.fingerprint();
-        let got = meta.get("mimic.fingerprint").cloned().unwrap_or_default();
-        if got != want {
-            return Err(err(format!(
-                "made for a model with fingerprint {got}, but {} has fingerprint {want}",
-                model.source.display()
-            )));
-        }
-        let lora: Option<LoraConfig> = match meta.get("mimic.lora") {
-            Some(s) => {
-                Some(serde_json::from_str(s).map_err(|e| err(format!("bad LoRA settings: {e}")))?)
-            }
-            None => None,
+        let heads = Heads::read(path, &model.fingerprint(), &model.config)?;
+        let (shift, other) = Shift::from_heads(&heads, &model.config, device)?;
+        Ok((shift, heads.metadata, other))
+    }
+
+    /// The trainable shift of heads already read and checked, on `device`, with the file's
+    /// other tensors (a checkpoint's optimiser state).
+    pub fn from_heads(
+        heads: &Heads,
+        cfg: &LlamaConfig,
+        device: Device,
+    ) -> Result<(Shift, HashMap<String, Tensor>)> {
+        let to_tch = |t: &HostTensor| -> Result<Tensor> {
+            let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            Ok(Tensor::f_from_slice(&t.data)?
+                .f_reshape(&shape)?
+                .f_to_device(device)?)
         };
-        // The expected names and shapes: those a fresh init makes.
-        let (mut tensors, _) = crate::read_safetensors(path)?;
-        let cfg = &model.config;
+        // Names, order and weight decay as a fresh init has them (the optimiser's order).
         let template = Shift::init(
-            method,
+            heads.method,
             cfg,
-            lora.as_ref().unwrap_or(&LoraConfig::default()),
+            heads.lora.as_ref().unwrap_or(&LoraConfig::default()),
             Device::Cpu,
             0,
         );
-        let mut params = Vec::new();
-        for (name, t, decay) in &template.params {
-            let loaded = tensors
-                .remove(name)
-                .ok_or_else(|| err(format!("tensor {name} missing")))?;
-            if loaded.size() != t.size() {
-                return Err(err(format!(
-                    "tensor {name} has shape {:?}, this model needs {:?}",
-                    loaded.size(),
-                    t.size()
-                )));
-            }
-            params.push((
-                name.clone(),
-                loaded.to_device(device).set_requires_grad(true),
-                *decay,
-            ));
-        }
-        Ok((Shift::from_params(method, lora, params), meta, tensors))
+        let params = template
+            .params
+            .iter()
+            .map(|(name, _, decay)| {
+                let t = to_tch(heads.tensor(name))?.set_requires_grad(true);
+                Ok((name.clone(), t, *decay))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let other = heads
+            .other
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), to_tch(t)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok((
+            Shift::from_params(heads.method, heads.lora.clone(), params),
+            other,
+        ))
     }
 }
 
