@@ -11,6 +11,18 @@ use mimic_models::Model;
 use mimic_trainer::shift::{LoraConfig, Method, Shift};
 use tch::Device;
 
+/// `mimic compile --model MODEL EXTRA.. --out OUT`, as arguments.
+fn compile(model: &Path, extra: &[&str], out: &Path) -> Vec<String> {
+    let mut args = vec![
+        "compile".into(),
+        "--model".into(),
+        model.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["--out".into(), out.display().to_string()]);
+    args
+}
+
 fn fixture(name: &str) -> PathBuf {
     fixtures_dir().join(name)
 }
@@ -65,15 +77,7 @@ fn compile_rejects_heads_made_for_another_model() {
     );
     let out = tmp.path().join("out");
     let qwen = fixture("qwen2");
-    let err = fails(&[
-        "compile",
-        "--model",
-        qwen.to_str().unwrap(),
-        "--heads",
-        heads.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = fails(&compile(&qwen, &["--heads", heads.to_str().unwrap()], &out));
     assert!(
         err.contains("h.safetensors") && err.contains("fingerprint"),
         "{err}"
@@ -98,15 +102,11 @@ fn compile_rejects_heads_of_the_wrong_shape() {
         },
     );
     let out = tmp.path().join("out");
-    let err = fails(&[
-        "compile",
-        "--model",
-        fixture("llama").to_str().unwrap(),
-        "--heads",
-        heads.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = fails(&compile(
+        &fixture("llama"),
+        &["--heads", heads.to_str().unwrap()],
+        &out,
+    ));
     assert!(
         err.contains("h.safetensors") && err.contains("mimic.u") && err.contains("shape"),
         "{err}"
@@ -128,43 +128,29 @@ fn compile_rejects_an_unknown_method() {
     );
     let out = tmp.path().join("out");
     let llama = fixture("llama");
-    let err = fails(&[
-        "compile",
-        "--model",
-        llama.to_str().unwrap(),
-        "--heads",
-        heads.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = fails(&compile(
+        &llama,
+        &["--heads", heads.to_str().unwrap()],
+        &out,
+    ));
     assert!(
         err.contains("h.safetensors") && err.contains("unknown method `prefix-tuning`"),
         "{err}"
     );
     nothing_written(&out);
     // And on the command line.
-    let err = fails(&[
-        "compile",
-        "--model",
-        llama.to_str().unwrap(),
-        "--heads-as-inputs",
-        "--method",
-        "prefix-tuning",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = fails(&compile(
+        &llama,
+        &["--heads-as-inputs", "--method", "prefix-tuning"],
+        &out,
+    ));
     assert!(err.contains("unknown method `prefix-tuning`"), "{err}");
     // LoRA merges into the weights: it cannot be an input.
-    let err = fails(&[
-        "compile",
-        "--model",
-        llama.to_str().unwrap(),
-        "--heads-as-inputs",
-        "--method",
-        "lora",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = fails(&compile(
+        &llama,
+        &["--heads-as-inputs", "--method", "lora"],
+        &out,
+    ));
     assert!(err.contains("LoRA"), "{err}");
     nothing_written(&out);
 }
@@ -175,13 +161,7 @@ fn compile_to_a_folder_that_cannot_be_written() {
     let blocker = tmp.path().join("a-file");
     std::fs::write(&blocker, b"not a folder").unwrap();
     let out = blocker.join("compiled");
-    let err = fails(&[
-        "compile",
-        "--model",
-        fixture("llama").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let err = fails(&compile(&fixture("llama"), &[], &out));
     assert!(err.contains("a-file"), "{err}");
     assert_eq!(std::fs::read(&blocker).unwrap(), b"not a folder");
     let names: Vec<String> = std::fs::read_dir(tmp.path())
@@ -196,13 +176,7 @@ fn compile_to_a_folder_that_cannot_be_written() {
 fn run_rejects_a_corrupt_onnx_file() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("compiled");
-    succeeds(&[
-        "compile",
-        "--model",
-        fixture("llama").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    succeeds(&compile(&fixture("llama"), &[], &out));
     std::fs::write(out.join("model.onnx"), b"\x08\x07garbage, not protobuf").unwrap();
     let err = fails(&[
         "run",
@@ -230,15 +204,11 @@ fn run_checks_heads_against_the_compiled_model() {
     );
     // A graph with folded heads takes no heads per request.
     let folded = tmp.path().join("folded");
-    succeeds(&[
-        "compile",
-        "--model",
-        llama.to_str().unwrap(),
-        "--heads",
-        convex.to_str().unwrap(),
-        "--out",
-        folded.to_str().unwrap(),
-    ]);
+    succeeds(&compile(
+        &llama,
+        &["--heads", convex.to_str().unwrap()],
+        &folded,
+    ));
     let spec = format!("task={}", convex.display());
     let err = fails(&[
         "run",
@@ -252,16 +222,11 @@ fn run_checks_heads_against_the_compiled_model() {
     assert!(err.contains("--heads-as-inputs"), "{err}");
     // A graph taking additive heads refuses convex ones.
     let inputs = tmp.path().join("inputs");
-    succeeds(&[
-        "compile",
-        "--model",
-        llama.to_str().unwrap(),
-        "--heads-as-inputs",
-        "--method",
-        "mimic",
-        "--out",
-        inputs.to_str().unwrap(),
-    ]);
+    succeeds(&compile(
+        &llama,
+        &["--heads-as-inputs", "--method", "mimic"],
+        &inputs,
+    ));
     let err = fails(&[
         "run",
         "--compiled",

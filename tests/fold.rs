@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use mimic_compiler::{compile_model, AttentionImpl, CompileOptions, HeadsSource};
+use mimic_compiler::{compile_model, AttentionImpl, CompileOptions, Dtype, HeadsSource};
 use mimic_models::{Heads, Method, Model};
 use mimic_runtime::{CompiledModel, SessionOptions};
 use mimic_trainer::shift::{LoraConfig, Shift};
@@ -68,81 +68,120 @@ fn gather(x: &[f32], seq: usize, width: usize, at: &[(usize, usize)]) -> Vec<f32
         .collect()
 }
 
-/// The trainer's logits `[b, s, vocab]` with `shift` applied (or none).
-fn trainer_logits(tm: &TorchModel, shift: Option<&Shift>, ids: &Ref, mask: &Ref) -> Vec<f32> {
-    let _guard = tch::no_grad_guard();
-    let shape: Vec<i64> = ids.shape.iter().map(|&d| d as i64).collect();
-    let ids_t = Tensor::from_slice(&ids.i64).view(shape.as_slice());
-    let mask_t = Tensor::from_slice(&mask.i64).view(shape.as_slice());
-    let mut f = Forward::new(&ids_t);
-    f.attention_mask = Some(&mask_t);
-    if let Some(s) = shift {
-        f.shifts = s.shifts();
-    }
-    to_vec(&tm.forward(&f, None).logits)
+/// A fixture model, its left-padded reference batch, and the trainer's forward on it.
+struct Padded {
+    name: String,
+    model: Model,
+    tm: TorchModel,
+    ids: Ref,
+    mask: Ref,
 }
 
-/// Runs a compiled all-logits folder on a left-padded batch, positions counted from the mask.
-fn compiled_logits(m: &mut CompiledModel, ids: &Ref, mask: &Ref) -> Vec<f32> {
-    let (b, s) = (ids.shape[0], ids.shape[1]);
-    let mut pos = Vec::with_capacity(b * s);
-    for row in mask.i64.chunks(s) {
-        let mut n = 0i64;
-        for &x in row {
-            pos.push((n - 1 + x).max(0));
-            n += x;
+impl Padded {
+    fn open(dir: &Path) -> Self {
+        let model = Model::open(dir).unwrap();
+        let mut reference = read_reference(&dir.join("reference.safetensors"));
+        Padded {
+            name: dir.file_name().unwrap().to_string_lossy().to_string(),
+            tm: TorchModel::new(&model, Device::Cpu).unwrap(),
+            model,
+            ids: reference.remove("padded_input_ids").unwrap(),
+            mask: reference.remove("padded_attention_mask").unwrap(),
         }
     }
-    let state = m.empty_state(b).unwrap();
-    m.run(b, &ids.i64, &mask.i64, &pos, state).unwrap().logits
-}
 
-fn compile(model: &Model, heads: HeadsSource, attention: AttentionImpl, out: &Path) {
-    let opts = CompileOptions {
-        attention,
-        last_only: false,
-        ..Default::default()
-    };
-    compile_model(model, heads, &opts, out).unwrap();
+    fn batch(&self) -> usize {
+        self.ids.shape[0]
+    }
+
+    /// The real (not padding) positions, of every row or of one.
+    fn real(&self, row: Option<usize>) -> Vec<(usize, usize)> {
+        valid_positions(&self.mask.i64, self.batch())
+            .into_iter()
+            .filter(|p| row.is_none_or(|r| p.0 == r))
+            .collect()
+    }
+
+    /// Logits `[batch, seq, vocab]` at the given positions.
+    fn at(&self, x: &[f32], at: &[(usize, usize)]) -> Vec<f32> {
+        gather(x, self.ids.shape[1], self.model.config.vocab_size, at)
+    }
+
+    /// The trainer's logits with `shift` applied (or none).
+    fn trainer(&self, shift: Option<&Shift>) -> Vec<f32> {
+        let _guard = tch::no_grad_guard();
+        let shape: Vec<i64> = self.ids.shape.iter().map(|&d| d as i64).collect();
+        let ids = Tensor::from_slice(&self.ids.i64).view(shape.as_slice());
+        let mask = Tensor::from_slice(&self.mask.i64).view(shape.as_slice());
+        let mut f = Forward::new(&ids);
+        f.attention_mask = Some(&mask);
+        if let Some(s) = shift {
+            f.shifts = s.shifts();
+        }
+        to_vec(&self.tm.forward(&f, None).logits)
+    }
+
+    /// Compiles the model with `heads` into `out` (all logits) and runs the batch in ONNX
+    /// Runtime, positions counted from the mask; `rows` are the per-row heads of a graph that
+    /// takes heads as inputs (empty otherwise).
+    fn compiled(
+        &self,
+        heads: HeadsSource,
+        attention: AttentionImpl,
+        dtype: Dtype,
+        rows: &[Option<&Heads>],
+        out: &Path,
+    ) -> Vec<f32> {
+        let opts = CompileOptions {
+            attention,
+            dtype,
+            last_only: false,
+            ..Default::default()
+        };
+        compile_model(&self.model, heads, &opts, out).unwrap();
+        let mut m = CompiledModel::load(out, &SessionOptions::default()).unwrap();
+        if !rows.is_empty() {
+            m.set_heads(rows).unwrap();
+        }
+        let (b, s) = (self.batch(), self.ids.shape[1]);
+        let mut pos = Vec::with_capacity(b * s);
+        for row in self.mask.i64.chunks(s) {
+            let mut n = 0i64;
+            for &x in row {
+                pos.push((n - 1 + x).max(0));
+                n += x;
+            }
+        }
+        let state = m.empty_state(b).unwrap();
+        m.run(b, &self.ids.i64, &self.mask.i64, &pos, state)
+            .unwrap()
+            .logits
+    }
 }
 
 #[test]
 fn folded_heads_match_the_trainer_for_every_method() {
     let tmp = tempfile::tempdir().unwrap();
     for dir in fixture_models() {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = Model::open(&dir).unwrap();
-        let reference = read_reference(&dir.join("reference.safetensors"));
-        let (ids, mask) = (
-            &reference["padded_input_ids"],
-            &reference["padded_attention_mask"],
-        );
-        let (seq, vocab) = (ids.shape[1], model.config.vocab_size);
-        let at = valid_positions(&mask.i64, ids.shape[0]);
-        let tm = TorchModel::new(&model, Device::Cpu).unwrap();
-        let base = gather(&trainer_logits(&tm, None, ids, mask), seq, vocab, &at);
+        let p = Padded::open(&dir);
+        let (name, all) = (&p.name, p.real(None));
+        let base = p.at(&p.trainer(None), &all);
         for method in METHODS {
-            let (shift, path) = random_heads(&model, method, 7, tmp.path());
-            let want = gather(
-                &trainer_logits(&tm, Some(&shift), ids, mask),
-                seq,
-                vocab,
-                &at,
-            );
+            let (shift, path) = random_heads(&p.model, method, 7, tmp.path());
+            let want = p.at(&p.trainer(Some(&shift)), &all);
             // The heads must matter, or agreement would prove nothing.
             let moved = rel_err(&base, &want);
             assert!(
                 moved > 1e-2,
                 "{name} {method:?}: heads barely change logits ({moved:e})"
             );
-            let heads = Heads::read(&path, &model.fingerprint(), &model.config).unwrap();
+            let heads = Heads::read(&path, &p.model.fingerprint(), &p.model.config).unwrap();
             for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
                 let out = tmp
                     .path()
                     .join(format!("{name}-{}-{attention:?}", method.name()));
-                compile(&model, HeadsSource::Folded(&heads), attention, &out);
-                let mut m = CompiledModel::load(&out, &SessionOptions::default()).unwrap();
-                let got = gather(&compiled_logits(&mut m, ids, mask), seq, vocab, &at);
+                let source = HeadsSource::Folded(&heads);
+                let got = p.at(&p.compiled(source, attention, Dtype::Fp32, &[], &out), &all);
                 let err = rel_err(&got, &want);
                 eprintln!(
                     "{name} {:<12} {attention:?}: relative error {err:.2e} (heads move logits {moved:.2e})",
@@ -163,21 +202,16 @@ fn folded_heads_decode_incrementally_like_the_full_sequence() {
     let ids = &reference["input_ids"];
     let seq = ids.shape[1];
     let row: Vec<u32> = ids.i64[..seq].iter().map(|&x| x as u32).collect();
-    let one_row = Ref {
-        shape: vec![1, seq],
-        i64: ids.i64[..seq].to_vec(),
-        f32: vec![],
-    };
-    let ones = Ref {
-        shape: vec![1, seq],
-        i64: vec![1; seq],
-        f32: vec![],
-    };
     let vocab = model.config.vocab_size;
     let tm = TorchModel::new(&model, Device::Cpu).unwrap();
+    let ids_t = Tensor::from_slice(&ids.i64[..seq]).view([1, seq as i64]);
     for method in [Method::Mimic, Method::MimicConvex] {
         let (shift, path) = random_heads(&model, method, 11, tmp.path());
-        let full = trainer_logits(&tm, Some(&shift), &one_row, &ones);
+        let full = tch::no_grad(|| {
+            let mut f = Forward::new(&ids_t);
+            f.shifts = shift.shifts();
+            to_vec(&tm.forward(&f, None).logits)
+        });
         let heads = Heads::read(&path, &model.fingerprint(), &model.config).unwrap();
         for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
             let out = tmp.path().join(format!("{}-{attention:?}", method.name()));
@@ -203,43 +237,26 @@ fn folded_heads_decode_incrementally_like_the_full_sequence() {
 fn heads_as_inputs_serve_a_different_task_per_row() {
     let tmp = tempfile::tempdir().unwrap();
     for dir in fixture_models().into_iter().take(2) {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = Model::open(&dir).unwrap();
-        let reference = read_reference(&dir.join("reference.safetensors"));
-        let (ids, mask) = (
-            &reference["padded_input_ids"],
-            &reference["padded_attention_mask"],
-        );
-        let (batch, seq, vocab) = (ids.shape[0], ids.shape[1], model.config.vocab_size);
-        assert!(batch >= 2, "the fixture batch has two rows");
-        let tm = TorchModel::new(&model, Device::Cpu).unwrap();
-        let base = trainer_logits(&tm, None, ids, mask);
+        let p = Padded::open(&dir);
+        let name = &p.name;
+        assert!(p.batch() >= 2, "the fixture batch has two rows");
+        let (row0, row1) = (p.real(Some(0)), p.real(Some(1)));
+        let base = p.trainer(None);
         for method in [Method::Mimic, Method::MimicConvex, Method::Live] {
-            let (shift_a, path_a) = random_heads(&model, method, 21, tmp.path());
-            let with_a = trainer_logits(&tm, Some(&shift_a), ids, mask);
-            let heads_a = Heads::read(&path_a, &model.fingerprint(), &model.config).unwrap();
+            let (shift_a, path_a) = random_heads(&p.model, method, 21, tmp.path());
+            let with_a = p.trainer(Some(&shift_a));
+            let heads_a = Heads::read(&path_a, &p.model.fingerprint(), &p.model.config).unwrap();
             for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
                 let out = tmp
                     .path()
                     .join(format!("{name}-inputs-{}-{attention:?}", method.name()));
-                compile(&model, HeadsSource::Inputs(method), attention, &out);
-                let mut m = CompiledModel::load(&out, &SessionOptions::default()).unwrap();
                 // Row 0 with heads A, row 1 without heads.
-                let mut rows: Vec<Option<&Heads>> = vec![None; batch];
+                let mut rows: Vec<Option<&Heads>> = vec![None; p.batch()];
                 rows[0] = Some(&heads_a);
-                m.set_heads(&rows).unwrap();
-                let got = compiled_logits(&mut m, ids, mask);
-                let at = valid_positions(&mask.i64, batch);
-                let row0: Vec<_> = at.iter().copied().filter(|p| p.0 == 0).collect();
-                let row1: Vec<_> = at.iter().copied().filter(|p| p.0 == 1).collect();
-                let e0 = rel_err(
-                    &gather(&got, seq, vocab, &row0),
-                    &gather(&with_a, seq, vocab, &row0),
-                );
-                let e1 = rel_err(
-                    &gather(&got, seq, vocab, &row1),
-                    &gather(&base, seq, vocab, &row1),
-                );
+                let source = HeadsSource::Inputs(method);
+                let got = p.compiled(source, attention, Dtype::Fp32, &rows, &out);
+                let e0 = rel_err(&p.at(&got, &row0), &p.at(&with_a, &row0));
+                let e1 = rel_err(&p.at(&got, &row1), &p.at(&base, &row1));
                 eprintln!(
                     "{name} {:<12} {attention:?} as inputs: row with heads {e0:.2e}, row without {e1:.2e}",
                     method.name()
@@ -257,49 +274,28 @@ fn heads_as_inputs_serve_a_different_task_per_row() {
 fn float16_models_stay_within_1e_2_of_the_trainer() {
     let tmp = tempfile::tempdir().unwrap();
     for dir in fixture_models().into_iter().take(2) {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = Model::open(&dir).unwrap();
-        let reference = read_reference(&dir.join("reference.safetensors"));
-        let (ids, mask) = (
-            &reference["padded_input_ids"],
-            &reference["padded_attention_mask"],
-        );
-        let (batch, seq, vocab) = (ids.shape[0], ids.shape[1], model.config.vocab_size);
-        let at = valid_positions(&mask.i64, batch);
-        let tm = TorchModel::new(&model, Device::Cpu).unwrap();
+        let p = Padded::open(&dir);
+        let (name, all) = (&p.name, p.real(None));
         for method in METHODS {
-            let (shift, path) = random_heads(&model, method, 5, tmp.path());
-            let want = gather(
-                &trainer_logits(&tm, Some(&shift), ids, mask),
-                seq,
-                vocab,
-                &at,
-            );
-            let heads = Heads::read(&path, &model.fingerprint(), &model.config).unwrap();
+            let (shift, path) = random_heads(&p.model, method, 5, tmp.path());
+            let want = p.at(&p.trainer(Some(&shift)), &all);
+            let heads = Heads::read(&path, &p.model.fingerprint(), &p.model.config).unwrap();
             for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
                 let sources = [
-                    ("folded", HeadsSource::Folded(&heads)),
-                    ("inputs", HeadsSource::Inputs(method)),
+                    ("folded", HeadsSource::Folded(&heads), vec![]),
+                    ("inputs", HeadsSource::Inputs(method), vec![Some(&heads)]),
                 ];
-                for (how, source) in sources {
+                for (how, source, rows) in sources {
                     if method == Method::Lora && how == "inputs" {
                         continue;
                     }
                     let out = tmp
                         .path()
                         .join(format!("{name}-{}-{attention:?}-{how}-fp16", method.name()));
-                    let opts = CompileOptions {
-                        attention,
-                        dtype: mimic_compiler::Dtype::Fp16,
-                        last_only: false,
-                        ..Default::default()
-                    };
-                    compile_model(&model, source, &opts, &out).unwrap();
-                    let mut m = CompiledModel::load(&out, &SessionOptions::default()).unwrap();
-                    if how == "inputs" {
-                        m.set_heads(&[Some(&heads)]).unwrap();
-                    }
-                    let got = gather(&compiled_logits(&mut m, ids, mask), seq, vocab, &at);
+                    let got = p.at(
+                        &p.compiled(source, attention, Dtype::Fp16, &rows, &out),
+                        &all,
+                    );
                     let err = rel_err(&got, &want);
                     eprintln!(
                         "{name} {:<12} {attention:?} {how} fp16: relative error {err:.2e}",
@@ -321,17 +317,9 @@ fn float16_models_stay_within_1e_2_of_the_trainer() {
 #[test]
 fn additive_heads_with_mu_near_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = &fixture_models()[0];
-    let model = Model::open(dir).unwrap();
-    let reference = read_reference(&dir.join("reference.safetensors"));
-    let (ids, mask) = (
-        &reference["padded_input_ids"],
-        &reference["padded_attention_mask"],
-    );
-    let (batch, seq, vocab) = (ids.shape[0], ids.shape[1], model.config.vocab_size);
-    let at = valid_positions(&mask.i64, batch);
-    let tm = TorchModel::new(&model, Device::Cpu).unwrap();
-    let (shift, _) = random_heads(&model, Method::Mimic, 3, tmp.path());
+    let p = Padded::open(&fixture_models()[0]);
+    let all = p.real(None);
+    let (shift, _) = random_heads(&p.model, Method::Mimic, 3, tmp.path());
     tch::no_grad(|| {
         for (name, t, _) in &shift.params {
             if name == "mimic.b" {
@@ -343,33 +331,18 @@ fn additive_heads_with_mu_near_one() {
     shift
         .save(
             &path,
-            &model.fingerprint(),
-            &model.config,
+            &p.model.fingerprint(),
+            &p.model.config,
             &Default::default(),
         )
         .unwrap();
-    let want = gather(
-        &trainer_logits(&tm, Some(&shift), ids, mask),
-        seq,
-        vocab,
-        &at,
-    );
-    let heads = Heads::read(&path, &model.fingerprint(), &model.config).unwrap();
-    for (dtype, tol) in [
-        (mimic_compiler::Dtype::Fp32, 1e-4),
-        (mimic_compiler::Dtype::Fp16, 1e-2),
-    ] {
+    let want = p.at(&p.trainer(Some(&shift)), &all);
+    let heads = Heads::read(&path, &p.model.fingerprint(), &p.model.config).unwrap();
+    for (dtype, tol) in [(Dtype::Fp32, 1e-4), (Dtype::Fp16, 1e-2)] {
         for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
             let out = tmp.path().join(format!("{attention:?}-{}", dtype.name()));
-            let opts = CompileOptions {
-                attention,
-                dtype,
-                last_only: false,
-                ..Default::default()
-            };
-            compile_model(&model, HeadsSource::Folded(&heads), &opts, &out).unwrap();
-            let mut m = CompiledModel::load(&out, &SessionOptions::default()).unwrap();
-            let got = gather(&compiled_logits(&mut m, ids, mask), seq, vocab, &at);
+            let source = HeadsSource::Folded(&heads);
+            let got = p.at(&p.compiled(source, attention, dtype, &[], &out), &all);
             let err = rel_err(&got, &want);
             eprintln!(
                 "mu near 1, {attention:?} {}: relative error {err:.2e}",

@@ -85,7 +85,7 @@ pub fn valid_positions(mask: &[i64], batch: usize) -> Vec<(usize, usize)> {
 }
 
 /// Runs the `mimic` binary with `args` (compiled folders cached in a temporary folder).
-pub fn mimic(args: &[&str]) -> std::process::Output {
+pub fn mimic<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_mimic"))
         .args(args)
         .env("MIMIC_CACHE", std::env::temp_dir().join("mimic-test-cache"))
@@ -95,7 +95,7 @@ pub fn mimic(args: &[&str]) -> std::process::Output {
 
 /// Runs `mimic args...`, asserts it failed cleanly (non-zero exit, an `error:` line, no
 /// panic) and returns its stderr.
-pub fn fails(args: &[&str]) -> String {
+pub fn fails<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let out = mimic(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
@@ -114,7 +114,7 @@ pub fn fails(args: &[&str]) -> String {
 }
 
 /// Runs `mimic args...`, asserts it succeeded and returns its stdout.
-pub fn succeeds(args: &[&str]) -> String {
+pub fn succeeds<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let out = mimic(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "mimic {args:?} failed:\n{stderr}");
