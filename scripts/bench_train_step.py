@@ -13,6 +13,9 @@ One step, for a fixed batch of --batch queries of a text ICL task (DESIGN.md sec
             (mean over layers, positions, dims) + 0.5 * cross-entropy of the answer tokens.
   3. gradient clipping (total norm 1.0) and an AdamW step (lr 5e-3, weight decay 1e-3, none on b).
 Only the shift parameters (w, b, u) train; the model's weights are frozen.
+With --bf16 the teacher pass and the student's forward run under torch.autocast("cpu", bfloat16)
+(16-bit mixed precision, as the published recipe trains), the counterpart of the Rust trainer's
+`--precision bf16`.
 
 Prompt pieces are tokenized separately and their ids concatenated, so the query+answer ids are
 identical in teacher and student. Batches are left-padded (pad id 2) with an attention mask and
@@ -195,8 +198,9 @@ class MlpRecorder:
 
 
 class Step:
-    def __init__(self, model, shift, recorder, teacher, student, items):
+    def __init__(self, model, shift, recorder, teacher, student, items, bf16=False):
         self.model, self.shift, self.rec = model, shift, recorder
+        self.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
         self.teacher, self.student = teacher, student
         T = student["input_ids"].shape[1]
         self.qa, self.pred, self.tgt = loss_masks(items, T)
@@ -209,17 +213,19 @@ class Step:
 
     def teacher_pass(self):
         self.shift.enabled = False
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             # The base model only: the teacher's logits are never used, so skip lm_head.
             _, mlp = self.rec.run(lambda: self.model.model(**self.teacher, use_cache=False))
-        return mlp[:, :, -self.student["input_ids"].shape[1]:]  # right-aligned with the student
+        return mlp[:, :, -self.student["input_ids"].shape[1]:].float()  # right-aligned with the student
 
     def student_pass(self, teacher_mlp):
         self.shift.enabled = True
-        out, mlp = self.rec.run(lambda: self.model.model(**self.student, use_cache=False))
+        with self.autocast():
+            out, mlp = self.rec.run(lambda: self.model.model(**self.student, use_cache=False))
+            logits = self.model.lm_head(out.last_hidden_state[self.pred])  # only where answers are predicted
+        mlp, logits = mlp.float(), logits.float()
         m = self.qa[None, :, :, None].to(mlp.dtype)
         mse = ((mlp - teacher_mlp) ** 2 * m).sum() / (mlp.shape[0] * self.qa.sum() * mlp.shape[-1])
-        logits = self.model.lm_head(out.last_hidden_state[self.pred])  # only where answers are predicted
         ce = F.cross_entropy(logits, self.targets)
         loss = mse + 0.5 * ce
         self.fwd_end = time.perf_counter()
@@ -319,6 +325,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5, help="timed steps (medians are reported)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--bf16", action="store_true", help="teacher and student under bfloat16 autocast")
     ap.add_argument("--json", help="write the results as JSON to this path")
     args = ap.parse_args()
 
@@ -351,7 +358,7 @@ def main():
     err, scale = check_layer0(model, shift, student, row)
     print(f"check layer 0 vs float64 per-head loop (row {row}): max abs err {err:.3g} (output max {scale:.3g})")
 
-    step = Step(model, shift, recorder, teacher, student, items)
+    step = Step(model, shift, recorder, teacher, student, items, bf16=args.bf16)
     runs = []
     for i in range(args.warmup + args.steps):
         r = step()
@@ -368,7 +375,7 @@ def main():
     timed = runs[args.warmup:]
     med = {k: statistics.median(r[k] for r in timed) for k in ("teacher_s", "student_s", "step_s", "student_fwd_s")}
     result = {
-        "backend": "python-transformers",
+        "backend": "python-transformers" + (", bf16 autocast" if args.bf16 else ""),
         "teacher_s": round(med["teacher_s"], 4),
         "student_s": round(med["student_s"], 4),
         "step_s": round(med["step_s"], 4),

@@ -3,6 +3,8 @@
 //! Tolerance: relative error `max|a - b| / max|b|` at most 1e-4 in float32.
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::*;
 use mimic_compiler::{compile_model, AttentionImpl, CompileOptions, HeadsSource};
 use mimic_models::backend::Site;
@@ -33,14 +35,20 @@ fn gather_positions(x: &[f32], seq: usize, width: usize, at: &[(usize, usize)]) 
         .collect()
 }
 
+/// A fixture's name, model, reference outputs and libtorch model.
+fn open_fixture(dir: &std::path::Path) -> (String, Model, BTreeMap<String, Ref>, TorchModel) {
+    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+    let model = Model::open(dir).unwrap();
+    let reference = read_reference(&dir.join("reference.safetensors"));
+    let tm = TorchModel::new(&model, Device::Cpu).unwrap();
+    (name, model, reference, tm)
+}
+
 #[test]
 fn torch_backend_matches_transformers() {
     let _guard = tch::no_grad_guard();
     for dir in fixture_models() {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = Model::open(&dir).unwrap();
-        let reference = read_reference(&dir.join("reference.safetensors"));
-        let tm = TorchModel::new(&model, Device::Cpu).unwrap();
+        let (name, model, reference, tm) = open_fixture(&dir);
         let ids = tensor_i64(&reference["input_ids"]);
         let mut f = Forward::new(&ids);
         let sites = [Site::AttnOutput, Site::MlpOutput, Site::LayerOutput];
@@ -89,6 +97,40 @@ fn torch_backend_matches_transformers() {
             "{name}: positions derived from the mask differ ({err:e})"
         );
         eprintln!("{name}: torch ok");
+    }
+}
+
+/// The trainer's mixed precision (`Forward::matmul = BFloat16`): matrix products in bfloat16,
+/// the rest in float32, within 3e-2 of transformers' float32 logits and MLP outputs, and not
+/// equal to them (the products really ran in bfloat16).
+#[test]
+fn torch_bf16_matmuls_stay_close_to_transformers() {
+    let _guard = tch::no_grad_guard();
+    for dir in fixture_models() {
+        let (name, model, reference, tm) = open_fixture(&dir);
+        let ids = tensor_i64(&reference["input_ids"]);
+        let mut f = Forward::new(&ids);
+        f.matmul = Kind::BFloat16;
+        let sites = [Site::MlpOutput];
+        f.record = &sites;
+        let out = tm.forward(&f, None);
+        assert_eq!(
+            out.logits.kind(),
+            Kind::Float,
+            "{name}: logits leave in float32"
+        );
+        let err = rel_err(&to_vec(&out.logits), &reference["logits"].f32);
+        eprintln!("{name}: bf16 logits relative error {err:.2e}");
+        assert!(err <= 3e-2, "{name}: bf16 logits relative error {err:e}");
+        assert!(err > 1e-5, "{name}: bf16 logits equal float32 ({err:e})");
+        for l in 0..model.config.num_layers {
+            let got = to_vec(&out.recorded[&(l, Site::MlpOutput)]);
+            let err = rel_err(&got, &reference[&format!("layers.{l}.mlp_out")].f32);
+            assert!(
+                err <= 3e-2,
+                "{name}: layer {l} bf16 mlp_out relative error {err:e}"
+            );
+        }
     }
 }
 

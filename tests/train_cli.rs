@@ -86,17 +86,20 @@ fn resumed_training_ends_with_the_same_parameters() {
     let tmp = tempfile::tempdir().unwrap();
     let task = write_task(tmp.path(), &PAIRS);
     let task = task.to_str().unwrap();
-    for method in ["mimic", "lora"] {
+    // Mixed precision for one, float32 for the other: both must resume bit-identically.
+    for (method, precision) in [("mimic", "bf16"), ("lora", "f32")] {
         let whole = tmp.path().join(format!("whole-{method}"));
         let split = tmp.path().join(format!("split-{method}"));
-        ok(&train_args(task, whole.to_str().unwrap(), method));
+        let mut args = train_args(task, whole.to_str().unwrap(), method);
+        args.extend(["--precision", precision]);
+        ok(&args);
         let mut first = train_args(task, split.to_str().unwrap(), method);
-        first.extend(["--stop-after", "2"]);
+        first.extend(["--precision", precision, "--stop-after", "2"]);
         let out = ok(&first);
         assert!(out.contains("stopped at step 2 of 4"), "{out}");
         assert!(!split.join("heads.safetensors").exists());
         let mut second = train_args(task, split.to_str().unwrap(), method);
-        second.push("--resume");
+        second.extend(["--precision", precision, "--resume"]);
         ok(&second);
         let read = |p: &std::path::Path| read_safetensors_with_metadata(p).unwrap().0;
         let a = read(&whole.join("heads.safetensors"));
@@ -190,19 +193,33 @@ fn bad_task_files() {
 fn more_shots_than_the_training_part_holds() {
     let tmp = tempfile::tempdir().unwrap();
     let task = write_task(tmp.path(), &PAIRS[..6]);
-    let err = fails(&[
-        "train",
-        "--task",
-        task.to_str().unwrap(),
-        "--shots",
-        "8",
-        "--test-size",
-        "2",
-        "--steps",
-        "1",
-    ]);
+    let task = task.to_str().unwrap();
+    let args = |demos| {
+        [
+            "train",
+            "--task",
+            task,
+            "--shots",
+            "8",
+            "--test-size",
+            "2",
+            "--steps",
+            "1",
+            "--demos",
+            demos,
+        ]
+    };
+    let err = fails(&args("per-query"));
     assert!(
         err.contains("8 shots asked for but the training part holds 3 other pairs"),
+        "{err}"
+    );
+    // Shared demonstrations must also leave out the batch's (default 4) queries.
+    let err = fails(&args("shared"));
+    assert!(
+        err.contains(
+            "8 shots asked for but, besides a batch's 4 queries, the training part holds 0 pairs"
+        ),
         "{err}"
     );
 }

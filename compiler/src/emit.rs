@@ -96,6 +96,10 @@ pub struct OnnxBackend<'w> {
     pub(crate) widened: HashMap<String, usize>,
     pub(crate) head_dim: usize,
     pub(crate) error: Option<crate::CompileError>,
+    /// In float16 graphs, the residual stream's values, kept in float32: every layer adds its
+    /// attention and MLP outputs to it in float32 and normalises it in float32, so rounding
+    /// does not accumulate over the layers.
+    residual: HashSet<String>,
 }
 
 impl<'w> OnnxBackend<'w> {
@@ -125,6 +129,7 @@ impl<'w> OnnxBackend<'w> {
             widened: HashMap::new(),
             head_dim: cfg.head_dim,
             error: None,
+            residual: HashSet::new(),
         };
         b.declare_io(cfg);
         if let HeadsSource::Inputs(method) = heads {
@@ -389,7 +394,13 @@ impl Backend for OnnxBackend<'_> {
 
     fn embed(&mut self, ids: &String, table: &str) -> String {
         let w = self.weight(table);
-        self.g.node("Gather", &[&w, ids], vec![attr_int("axis", 0)])
+        let h = self.g.node("Gather", &[&w, ids], vec![attr_int("axis", 0)]);
+        if self.g.float == DataType::Float {
+            return h;
+        }
+        let h = self.g.to_f32(&h);
+        self.residual.insert(h.clone());
+        h
     }
 
     fn linear(&mut self, x: &String, module: &str, bias: bool) -> String {
@@ -431,9 +442,19 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn rms_norm(&mut self, x: &String, weight: &str, eps: f64) -> String {
-        let w = self.weight(weight);
+        let from_residual = self.residual.contains(x);
+        let w = if from_residual {
+            // A float32 copy of the (small) scale, to normalise the float32 stream.
+            let t = self
+                .weights_for(weight)
+                .expect("weights checked against the config");
+            let (shape, data) = (vec![t.shape[0] as i64], t.data.clone());
+            self.g.const_f32(&shape, &data)
+        } else {
+            self.weight(weight)
+        };
         // stash_type 1: the mean of squares is computed in float32 whatever the input type.
-        self.g.node(
+        let y = self.g.node(
             "RMSNormalization",
             &[x, &w],
             vec![
@@ -441,7 +462,12 @@ impl Backend for OnnxBackend<'_> {
                 attr_float("epsilon", eps as f32),
                 attr_int("stash_type", 1),
             ],
-        )
+        );
+        if from_residual {
+            self.g.to_float(&y)
+        } else {
+            y
+        }
     }
 
     fn silu(&mut self, x: &String) -> String {
@@ -454,7 +480,16 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn add(&mut self, a: &String, b: &String) -> String {
-        self.g.node("Add", &[a, b], vec![])
+        let (wa, wb) = (self.residual.contains(a), self.residual.contains(b));
+        if wa == wb {
+            return self.g.node("Add", &[a, b], vec![]);
+        }
+        // A layer's output joins the float32 residual stream.
+        let (h, x) = if wa { (a, b) } else { (b, a) };
+        let x = self.g.to_f32(x);
+        let y = self.g.node("Add", &[h, &x], vec![]);
+        self.residual.insert(y.clone());
+        y
     }
 
     fn split_heads(&mut self, x: &String, heads: usize, dim: usize) -> String {

@@ -1,6 +1,7 @@
 //! The decoder executed by libtorch: [`TorchModel`] holds the weights on a device, and one
 //! forward pass is a [`Backend`] over `tch::Tensor` that also keeps the key/value cache,
 //! records activations at chosen [`Site`]s and applies attention shifts.
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use mimic_models::backend::{AttentionSpec, Backend, Site};
@@ -39,6 +40,9 @@ pub struct Shifts<'a> {
 pub struct TorchModel {
     pub config: LlamaConfig,
     params: HashMap<String, Tensor>,
+    /// bfloat16 copies of the linear layers' weights and biases, each made on first use by a
+    /// [`Forward`] with `matmul: Kind::BFloat16`.
+    bf16: RefCell<HashMap<String, Tensor>>,
     pub device: Device,
 }
 
@@ -98,6 +102,10 @@ pub struct Forward<'a> {
     /// Sites whose activations are returned.
     pub record: &'a [Site],
     pub shifts: Shifts<'a>,
+    /// The type the linear layers multiply in: `Kind::Float`, or `Kind::BFloat16` for about
+    /// twice the speed where the CPU has bfloat16 dot products (AVX512-BF16, AMX) or on a GPU.
+    /// Activations stay float32 between the layers, as under mixed-precision autocast.
+    pub matmul: Kind,
 }
 
 impl<'a> Forward<'a> {
@@ -109,6 +117,7 @@ impl<'a> Forward<'a> {
             logits_last: None,
             record: &[],
             shifts: Shifts::default(),
+            matmul: Kind::Float,
         }
     }
 }
@@ -120,7 +129,9 @@ pub struct ForwardOutput {
 }
 
 impl TorchModel {
-    /// Copies a loaded model's weights onto `device`.
+    /// Copies a loaded model's weights onto `device`. Each layer's q/k/v and gate/up weights
+    /// are stored as one matrix (named by [`fused_name`]), the single ones being views of it,
+    /// so [`Backend::linears`] is one matrix product.
     pub fn new(model: &Model, device: Device) -> Result<Self> {
         let mut params = HashMap::new();
         for (name, t) in &model.weights.tensors {
@@ -130,11 +141,49 @@ impl TorchModel {
                 .f_to_device(device)?;
             params.insert(name.clone(), tensor);
         }
+        let cfg = &model.config;
+        for l in 0..cfg.num_layers {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            let qkv = [
+                p("self_attn.q_proj"),
+                p("self_attn.k_proj"),
+                p("self_attn.v_proj"),
+            ];
+            let gate_up = [p("mlp.gate_proj"), p("mlp.up_proj")];
+            let mut groups = vec![(&qkv[..], ".weight")];
+            if cfg.qkv_bias {
+                groups.push((&qkv[..], ".bias"));
+            }
+            groups.push((&gate_up[..], ".weight"));
+            for (modules, suffix) in groups {
+                let names: Vec<String> = modules.iter().map(|m| format!("{m}{suffix}")).collect();
+                let parts: Vec<&Tensor> = names.iter().map(|n| &params[n]).collect();
+                let fused = Tensor::cat(&parts, 0);
+                let mut start = 0;
+                for n in &names {
+                    let rows = params[n].size()[0];
+                    params.insert(n.clone(), fused.narrow(0, start, rows));
+                    start += rows;
+                }
+                let refs: Vec<&str> = modules.iter().map(String::as_str).collect();
+                params.insert(format!("{}{suffix}", fused_name(&refs)), fused);
+            }
+        }
         Ok(TorchModel {
             config: model.config.clone(),
             params,
+            bf16: RefCell::default(),
             device,
         })
+    }
+
+    /// The bfloat16 copy of a linear layer's weight or bias.
+    fn param_bf16(&self, name: &str) -> Tensor {
+        self.bf16
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_insert_with(|| self.param(name).to_kind(Kind::BFloat16))
+            .shallow_clone()
     }
 
     fn param(&self, name: &str) -> &Tensor {
@@ -189,6 +238,11 @@ impl TorchModel {
     }
 }
 
+/// The name under which [`TorchModel`] keeps the stacked weights of several projections.
+fn fused_name(modules: &[&str]) -> String {
+    modules.join("+")
+}
+
 /// `0` where query `i` (cache index `past + i`) may see key `j`, a large negative number
 /// elsewhere: `[b, 1, s, past + s]`. Keys must be real tokens, not later than the query, and
 /// within `window` of it.
@@ -216,6 +270,24 @@ fn repeat_kv(x: &Tensor, group: i64) -> Tensor {
     x.repeat_interleave_self_int(group, 1, None)
 }
 
+impl TorchPass<'_, '_, '_> {
+    /// `x W^T + b` for the weights stored under `module`, in the pass's matmul type.
+    fn matmul(&self, x: &Tensor, module: &str, bias: bool) -> Tensor {
+        let (weight, bias_name) = (format!("{module}.weight"), format!("{module}.bias"));
+        if self.forward.matmul == Kind::BFloat16 {
+            let w = self.model.param_bf16(&weight);
+            let b = bias.then(|| self.model.param_bf16(&bias_name));
+            x.to_kind(Kind::BFloat16)
+                .linear(&w, b.as_ref())
+                .to_kind(Kind::Float)
+        } else {
+            let w = self.model.param(&weight);
+            let b = bias.then(|| self.model.param(&bias_name));
+            x.linear(w, b)
+        }
+    }
+}
+
 struct TorchPass<'m, 'f, 'c> {
     model: &'m TorchModel,
     forward: &'f Forward<'f>,
@@ -240,13 +312,33 @@ impl Backend for TorchPass<'_, '_, '_> {
     }
 
     fn linear(&mut self, x: &Tensor, module: &str, bias: bool) -> Tensor {
-        let w = self.model.param(&format!("{module}.weight"));
-        let b = bias.then(|| self.model.param(&format!("{module}.bias")));
-        let y = x.linear(w, b);
+        let y = self.matmul(x, module, bias);
         match self.forward.shifts.linear.and_then(|s| s.delta(module, x)) {
             Some(d) => y + d,
             None => y,
         }
+    }
+
+    fn linears(&mut self, x: &Tensor, modules: &[&str], bias: bool) -> Vec<Tensor> {
+        let fused = fused_name(modules);
+        if !self.model.params.contains_key(&format!("{fused}.weight")) {
+            return modules.iter().map(|m| self.linear(x, m, bias)).collect();
+        }
+        let sizes: Vec<i64> = modules
+            .iter()
+            .map(|m| self.model.param(&format!("{m}.weight")).size()[0])
+            .collect();
+        let y = self.matmul(x, &fused, bias);
+        y.split_with_sizes(&sizes, -1)
+            .into_iter()
+            .zip(modules)
+            .map(
+                |(y, m)| match self.forward.shifts.linear.and_then(|s| s.delta(m, x)) {
+                    Some(d) => y + d,
+                    None => y,
+                },
+            )
+            .collect()
     }
 
     fn rms_norm(&mut self, x: &Tensor, weight: &str, eps: f64) -> Tensor {
@@ -347,7 +439,9 @@ impl Backend for TorchPass<'_, '_, '_> {
             }
             None => h.shallow_clone(),
         };
-        h.linear::<&Tensor>(self.model.param(weight), None)
+        // The product in the pass's matmul type; the logits leave in float32.
+        let module = weight.strip_suffix(".weight").unwrap_or(weight);
+        self.matmul(&h, module, false)
     }
 }
 

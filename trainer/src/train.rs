@@ -33,6 +33,60 @@ pub enum AlignLoss {
     Cosine,
 }
 
+/// The type the linear layers of the teacher and the student multiply in. The published recipe
+/// trains under 16-bit mixed precision; `Bf16` is its counterpart here: weights and matrix
+/// products in bfloat16, everything else (activations between layers, attention, the shift, its
+/// parameters, gradients and the optimiser) in float32. `F32` is float32 throughout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::F32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+impl Precision {
+    /// `Bf16` where matrix products in bfloat16 are fast (a CUDA device, or a CPU with
+    /// AVX512-BF16 dot products), `F32` elsewhere, where bfloat16 would be emulated.
+    pub fn fastest(device: tch::Device) -> Precision {
+        if device.is_cuda() || cpu_has_bf16_dot() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_bf16_dot() -> bool {
+    // Every CPU with AMX also has AVX512-BF16.
+    std::arch::is_x86_feature_detected!("avx512bf16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has_bf16_dot() -> bool {
+    false
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("unknown precision `{other}` (f32, bf16)")),
+        }
+    }
+}
+
 /// Everything that determines a training run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -52,6 +106,13 @@ pub struct TrainConfig {
     /// demonstrations once and the batch's queries continue from that cache.
     #[serde(default)]
     pub shared_demos: bool,
+    /// The matrix products' type (older checkpoints, without the field, used float32).
+    #[serde(default = "float32")]
+    pub precision: Precision,
+}
+
+fn float32() -> Precision {
+    Precision::F32
 }
 
 impl TrainConfig {
@@ -78,6 +139,7 @@ impl TrainConfig {
             optim: AdamWConfig::default(),
             lora: LoraConfig::default(),
             shared_demos: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -160,8 +222,19 @@ impl<'a> Trainer<'a> {
                 "shared demonstrations need full attention; this model has a sliding window".into(),
             ));
         }
-        // Fails early when the task cannot supply the shots.
-        task.demonstrations(&task.train[0], cfg.shots, &mut SplitMix64::new(0))?;
+        // Fails early when the task cannot supply the shots: shared demonstrations must leave
+        // out all of a batch's queries, per-query ones just the query.
+        let besides_batch = task.train.len().saturating_sub(cfg.batch);
+        if !cfg.shared_demos {
+            task.demonstrations(&task.train[0], cfg.shots, &mut SplitMix64::new(0))?;
+        } else if cfg.shots > besides_batch {
+            return Err(TrainerError::Other(format!(
+                "{}: {} shots asked for but, besides a batch's {} queries, the training part holds {besides_batch} pairs; use fewer shots, a smaller batch or --demos per-query",
+                task.path.display(),
+                cfg.shots,
+                cfg.batch
+            )));
+        }
         let shift = Shift::init(cfg.method, &model.config, &cfg.lora, model.device, cfg.seed);
         let params: Vec<&Tensor> = shift.params.iter().map(|(_, t, _)| t).collect();
         let opt = AdamW::new(cfg.optim.clone(), &params);
@@ -181,9 +254,15 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// One optimisation step. Errors when the loss is not finite (the parameters are left as
-    /// they were before the step).
+    /// One optimisation step on a freshly drawn batch. Errors when the loss is not finite (the
+    /// parameters are left as they were before the step).
     pub fn train_step(&mut self) -> Result<StepLog> {
+        let examples = self.draw_batch()?;
+        self.step_on(&examples)
+    }
+
+    /// The next batch of training examples from the seeded sampler.
+    pub fn draw_batch(&mut self) -> Result<Vec<Encoded>> {
         let cfg = &self.cfg;
         let start = start_token(self.tok);
         // Per query: a query, then its demonstrations, in turn (the order the sampler's state
@@ -209,6 +288,21 @@ impl<'a> Trainer<'a> {
                 )?);
             }
         }
+        Ok(examples)
+    }
+
+    /// One optimisation step on the given examples. With shared demonstrations every example
+    /// must carry the same ones (the teacher runs them once, from the first example).
+    pub fn step_on(&mut self, examples: &[Encoded]) -> Result<StepLog> {
+        let cfg = &self.cfg;
+        if examples.is_empty() {
+            return Err(TrainerError::Other("an empty training batch".into()));
+        }
+        if cfg.shared_demos && examples.iter().any(|e| e.demos != examples[0].demos) {
+            return Err(TrainerError::Other(
+                "shared demonstrations: the batch's examples carry different ones".into(),
+            ));
+        }
         let max_pos = self.model.config.max_position_embeddings;
         if let Some(e) = examples.iter().find(|e| e.full().len() > max_pos) {
             return Err(TrainerError::Other(format!(
@@ -225,9 +319,11 @@ impl<'a> Trainer<'a> {
         let record = [self.site];
         let record: &[Site] = if cfg.align_weight > 0.0 { &record } else { &[] };
 
-        // Teacher: frozen, with demonstrations.
+        // Teacher: frozen, with demonstrations; skipped when no loss term reads it (LoRA's
+        // cross-entropy alone).
         let t0 = Instant::now();
-        let teacher = {
+        let needs_teacher = cfg.align_weight > 0.0 || cfg.kl_weight > 0.0;
+        let teacher = needs_teacher.then(|| {
             let _g = tch::no_grad_guard();
             // With shared demonstrations the prefix runs once and every query continues from
             // its cache; otherwise each row is its whole sequence.
@@ -241,13 +337,14 @@ impl<'a> Trainer<'a> {
                 let prefix = Tensor::from_slice(&prefix).view([1, -1]).to_device(device);
                 let mut cache = KvCache::default();
                 let mut f = Forward::new(&prefix);
-                f.logits_last = Some(1); // only its keys and values are needed
+                f.logits_last = Some(0); // only its keys and values are needed
+                f.matmul = cfg.precision.kind();
                 self.model.forward(&f, Some(&mut cache));
                 let rows = examples
                     .iter()
                     .map(|e| [&e.query[..], &e.answer].concat())
                     .collect();
-                (rows, Some(cache.repeat_batch(cfg.batch as i64)))
+                (rows, Some(cache.repeat_batch(examples.len() as i64)))
             } else {
                 (examples.iter().map(Encoded::full).collect(), None)
             };
@@ -256,9 +353,15 @@ impl<'a> Trainer<'a> {
             let mut f = Forward::new(&ids);
             f.attention_mask = Some(&mask);
             f.record = record;
-            f.logits_last = Some(n_ans as i64 + 1);
+            // Only the KL term reads the teacher's logits.
+            f.logits_last = Some(if cfg.kl_weight > 0.0 {
+                n_ans as i64 + 1
+            } else {
+                0
+            });
+            f.matmul = cfg.precision.kind();
             self.model.forward(&f, cache.as_mut())
-        };
+        });
         let teacher_s = t0.elapsed().as_secs_f64();
 
         // Student: shifted, without demonstrations.
@@ -274,11 +377,12 @@ impl<'a> Trainer<'a> {
         f.record = record;
         f.logits_last = Some(n_ans as i64 + 1);
         f.shifts = self.shift.shifts();
+        f.matmul = cfg.precision.kind();
         let student = self.model.forward(&f, None);
 
         let zero = || Tensor::zeros([], (Kind::Float, device));
         // Alignment on the query and answer positions.
-        let align = if cfg.align_weight > 0.0 {
+        let align = if let (true, Some(teacher)) = (cfg.align_weight > 0.0, &teacher) {
             let m = tail_mask(&qa_lens, n_qa).to_device(device);
             let count = m.sum(Kind::Float);
             let per_layer: Vec<Tensor> = (0..self.model.config.num_layers)
@@ -317,7 +421,7 @@ impl<'a> Trainer<'a> {
         } else {
             zero()
         };
-        let kl = if cfg.kl_weight > 0.0 {
+        let kl = if let (true, Some(teacher)) = (cfg.kl_weight > 0.0, &teacher) {
             let t_logp = teacher
                 .logits
                 .narrow(1, 0, n_ans as i64)
