@@ -59,7 +59,7 @@ bench-heads: build
 
 # One training step against the same step in Python PyTorch + transformers.
 bench-train: build reference-env
-	$(MIMIC) bench-train --json bench-train.json
+	$(MIMIC) bench-train --rounds 3 --json bench-train.json
 
 # The trainer's table: zero-shot, ICL and the four methods on country-capital and antonym.
 icl-table: build
