@@ -27,6 +27,13 @@ pub fn left_padded(prompts: &[Vec<u32>], pad: u32) -> (Vec<i64>, Vec<i64>, Vec<i
     (ids, mask, pos)
 }
 
+/// The prompts' indices in order of length (stable): batches cut from this order pad least.
+pub fn by_length(prompts: &[Vec<u32>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| prompts[i].len());
+    order
+}
+
 /// Greedy continuation of every prompt, at most `max_new` tokens each. `done(row, tokens)`
 /// says when a row has finished (its end-of-sequence token, a newline, ...); finished rows
 /// keep their place in the batch until every row is done. Returns each row's new tokens.
@@ -99,5 +106,11 @@ mod tests {
         assert_eq!(ids, [5, 6, 7, 0, 0, 9]);
         assert_eq!(mask, [1, 1, 1, 0, 0, 1]);
         assert_eq!(pos, [0, 1, 2, 0, 0, 0]);
+    }
+
+    #[test]
+    fn length_order_is_stable() {
+        let prompts = [vec![1, 2, 3], vec![4], vec![5, 6], vec![7], vec![8, 9, 10]];
+        assert_eq!(by_length(&prompts), [1, 3, 2, 0, 4]);
     }
 }

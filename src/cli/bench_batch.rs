@@ -32,7 +32,8 @@ pub struct Contender<'a> {
 }
 
 /// Answers every query of every contender in batches of `batch`, after one warm-up batch
-/// each. Contenders take turns batch by batch, so the machine's drift falls on all alike.
+/// each. Batches are cut from the queries in order of prompt length, so they pad least.
+/// Contenders take turns batch by batch, so the machine's drift falls on all alike.
 /// Every answer is exactly `answer_tokens` long (the same work for every method); accuracy
 /// reads the answer up to its first newline.
 pub fn time_batched(
@@ -56,7 +57,17 @@ pub fn time_batched(
         models.push(m);
     }
     let mut seconds = vec![0f64; contenders.len()];
-    let mut answers: Vec<Vec<Vec<u32>>> = vec![Vec::new(); contenders.len()];
+    let mut answers: Vec<Vec<Vec<u32>>> = contenders
+        .iter()
+        .map(|c| vec![Vec::new(); c.queries.len()])
+        .collect();
+    let orders: Vec<Vec<usize>> = contenders
+        .iter()
+        .map(|c| {
+            let prompts: Vec<Vec<u32>> = c.queries.iter().map(|q| q.0.clone()).collect();
+            mimic_runtime::batch::by_length(&prompts)
+        })
+        .collect();
     let chunks = contenders
         .iter()
         .map(|c| c.queries.len())
@@ -65,20 +76,22 @@ pub fn time_batched(
         .div_ceil(batch);
     for i in 0..chunks {
         for (j, (c, m)) in contenders.iter().zip(models.iter_mut()).enumerate() {
-            let chunk: Vec<Vec<u32>> = c
-                .queries
+            let rows: Vec<usize> = orders[j]
                 .iter()
                 .skip(i * batch)
                 .take(batch)
-                .map(|q| q.0.clone())
+                .copied()
                 .collect();
-            if chunk.is_empty() {
+            if rows.is_empty() {
                 continue;
             }
+            let chunk: Vec<Vec<u32>> = rows.iter().map(|&r| c.queries[r].0.clone()).collect();
             let t0 = Instant::now();
             let out = mimic_runtime::batch::greedy_batch(m, &chunk, answer_tokens, pad, never)?;
             seconds[j] += t0.elapsed().as_secs_f64();
-            answers[j].extend(out);
+            for (r, ids) in rows.into_iter().zip(out) {
+                answers[j][r] = ids;
+            }
         }
     }
     let mut rows = Vec::new();

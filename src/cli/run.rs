@@ -135,24 +135,29 @@ pub fn run(a: Args) -> Result<()> {
     let pad = tok.pad_id().unwrap_or(0);
     let bar = indicatif::ProgressBar::new(reqs.len() as u64);
     let t0 = std::time::Instant::now();
-    let mut results = Vec::with_capacity(reqs.len());
     let mut new_tokens = 0usize;
-    for chunk in reqs.chunks(a.batch.max(1)) {
-        let prompts: Vec<Vec<u32>> = chunk
-            .iter()
-            .map(|r| tok.encode(&r.prompt))
-            .collect::<Result<_, _>>()?;
-        for (p, r) in prompts.iter().zip(chunk) {
-            if p.len() + a.max_new_tokens > contract.max_positions {
-                bail!(
-                    "prompt {:?} of {} tokens plus {} new tokens is longer than the model's context of {}",
-                    r.prompt,
-                    p.len(),
-                    a.max_new_tokens,
-                    contract.max_positions
-                );
-            }
+    let encoded: Vec<Vec<u32>> = reqs
+        .iter()
+        .map(|r| tok.encode(&r.prompt))
+        .collect::<Result<_, _>>()?;
+    for (p, r) in encoded.iter().zip(&reqs) {
+        if p.len() + a.max_new_tokens > contract.max_positions {
+            bail!(
+                "prompt {:?} of {} tokens plus {} new tokens is longer than the model's context of {}",
+                r.prompt,
+                p.len(),
+                a.max_new_tokens,
+                contract.max_positions
+            );
         }
+    }
+    // Batches are cut in order of prompt length, so they pad least; results keep the input
+    // order.
+    let order = mimic_runtime::batch::by_length(&encoded);
+    let mut results: Vec<Option<Completion>> = (0..reqs.len()).map(|_| None).collect();
+    for rows in order.chunks(a.batch.max(1)) {
+        let chunk: Vec<&Request> = rows.iter().map(|&i| &reqs[i]).collect();
+        let prompts: Vec<Vec<u32>> = rows.iter().map(|&i| encoded[i].clone()).collect();
         if model.takes_heads() {
             let rows: Vec<Option<&Heads>> = chunk
                 .iter()
@@ -171,14 +176,14 @@ pub fn run(a: Args) -> Result<()> {
                         && tok.decode(toks).map(|t| t.contains('\n')).unwrap_or(false))
             },
         )?;
-        for (r, toks) in chunk.iter().zip(outs) {
+        for ((&i, r), toks) in rows.iter().zip(&chunk).zip(outs) {
             new_tokens += toks.len();
             let toks: Vec<u32> = toks.into_iter().filter(|t| !eos.contains(t)).collect();
             let mut text = tok.decode(&toks)?;
             if a.stop_at_newline {
                 text = text.split('\n').next().unwrap_or_default().to_string();
             }
-            results.push(Completion {
+            results[i] = Some(Completion {
                 heads: r.heads.clone(),
                 prompt: r.prompt.clone(),
                 completion: text,
@@ -187,6 +192,7 @@ pub fn run(a: Args) -> Result<()> {
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
+    let results: Vec<Completion> = results.into_iter().flatten().collect();
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "| {:<12} | {:<40} | {:<30} |",
