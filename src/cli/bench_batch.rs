@@ -63,10 +63,7 @@ pub fn time_batched(
         .collect();
     let orders: Vec<Vec<usize>> = contenders
         .iter()
-        .map(|c| {
-            let prompts: Vec<Vec<u32>> = c.queries.iter().map(|q| q.0.clone()).collect();
-            mimic_runtime::batch::by_length(&prompts)
-        })
+        .map(|c| mimic_runtime::batch::by_length(c.queries.iter().map(|q| q.0.len())))
         .collect();
     let chunks = contenders
         .iter()

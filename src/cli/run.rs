@@ -153,7 +153,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     // Batches are cut in order of prompt length, so they pad least; results keep the input
     // order.
-    let order = mimic_runtime::batch::by_length(&encoded);
+    let order = mimic_runtime::batch::by_length(encoded.iter().map(Vec::len));
     let mut results: Vec<Option<Completion>> = (0..reqs.len()).map(|_| None).collect();
     for rows in order.chunks(a.batch.max(1)) {
         let chunk: Vec<&Request> = rows.iter().map(|&i| &reqs[i]).collect();

@@ -117,7 +117,7 @@ pub fn run(a: Args) -> Result<()> {
     cfg.lora.alpha = a.lora_alpha;
     cfg.lora.targets = a.lora_targets.clone();
     cfg.shared_demos = match a.demos.as_str() {
-        "auto" => tm.config.sliding_window.iter().all(Option::is_none),
+        "auto" => mimic_trainer::train::can_share_demos(&tm.config),
         d => d == "shared",
     };
     cfg.precision = match a.precision.as_str() {

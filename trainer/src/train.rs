@@ -37,9 +37,11 @@ pub enum AlignLoss {
 /// trains under 16-bit mixed precision; `Bf16` is its counterpart here: weights and matrix
 /// products in bfloat16, everything else (activations between layers, attention, the shift, its
 /// parameters, gradients and the optimiser) in float32. `F32` is float32 throughout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Older checkpoints, written before the setting existed, read as `F32` (the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    #[default]
     F32,
     Bf16,
 }
@@ -51,9 +53,7 @@ impl Precision {
             Precision::Bf16 => Kind::BFloat16,
         }
     }
-}
 
-impl Precision {
     /// `Bf16` where matrix products in bfloat16 are fast (a CUDA device, or a CPU with
     /// AVX512-BF16 dot products), `F32` elsewhere, where bfloat16 would be emulated.
     pub fn fastest(device: tch::Device) -> Precision {
@@ -106,13 +106,15 @@ pub struct TrainConfig {
     /// demonstrations once and the batch's queries continue from that cache.
     #[serde(default)]
     pub shared_demos: bool,
-    /// The matrix products' type (older checkpoints, without the field, used float32).
-    #[serde(default = "float32")]
+    /// The matrix products' type.
+    #[serde(default)]
     pub precision: Precision,
 }
 
-fn float32() -> Precision {
-    Precision::F32
+/// Whether a batch can share one demonstration prefix: not with a sliding window, which
+/// counts cache positions, padding between the prefix and a query included.
+pub fn can_share_demos(config: &mimic_models::LlamaConfig) -> bool {
+    config.sliding_window.iter().all(Option::is_none)
 }
 
 impl TrainConfig {
@@ -216,8 +218,7 @@ impl<'a> Trainer<'a> {
                 "--batch and --steps must be positive".into(),
             ));
         }
-        if cfg.shared_demos && model.config.sliding_window.iter().any(Option::is_some) {
-            // Padding between the shared prefix and a query would shift the window.
+        if cfg.shared_demos && !can_share_demos(&model.config) {
             return Err(TrainerError::Other(
                 "shared demonstrations need full attention; this model has a sliding window".into(),
             ));
