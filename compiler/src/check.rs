@@ -1,6 +1,7 @@
 //! A structural check of an emitted model before it is written: versions ONNX Runtime 1.30
 //! accepts, every value defined before use, every output produced, known operators with a
-//! plausible number of inputs, and initializers whose data matches their shape.
+//! plausible number of inputs, initializers whose data matches their shape, and element types
+//! that agree (an operator's inputs, a graph output's declared type).
 use std::collections::HashSet;
 
 use crate::graph::{IR_VERSION, OPSET};
@@ -164,6 +165,7 @@ pub fn check_model(model: &ModelProto) -> Vec<String> {
             problems.push(format!("graph output {name} has no type"));
         }
     }
+    problems.extend(crate::passes::types::mismatches(graph));
     problems
 }
 
@@ -219,6 +221,27 @@ mod tests {
                 "missing {needle:?} in:\n{problems}"
             );
         }
+    }
+
+    #[test]
+    fn flags_inputs_of_different_types_and_outputs_of_another_type() {
+        let mut g = GraphBuilder::new(None).unwrap();
+        g.inputs
+            .push(value_info("x", DataType::Float, &[Dim::Named("n")]));
+        g.inputs
+            .push(value_info("h", DataType::Float16, &[Dim::Named("n")]));
+        g.node_named("Add", &["x", "h"], &["y"], vec![]);
+        g.node_named("Neg", &["h"], &["z"], vec![]);
+        g.outputs
+            .push(value_info("y", DataType::Float, &[Dim::Named("n")]));
+        g.outputs
+            .push(value_info("z", DataType::Float, &[Dim::Named("n")]));
+        let problems = check_model(&model(g)).join("\n");
+        assert!(problems.contains("input h is FLOAT16"), "{problems}");
+        assert!(
+            problems.contains("z is declared FLOAT but computed FLOAT16"),
+            "{problems}"
+        );
     }
 
     #[test]

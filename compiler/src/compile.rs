@@ -20,9 +20,10 @@ use crate::{CompileError, Result};
 #[derive(Debug, Clone)]
 pub struct CompileOptions {
     pub attention: AttentionImpl,
-    /// Weights, activations and the KV cache in float32 or float16 (softmax, log-sum-exp,
-    /// norms of LIVE, rotary angles and MimIC's epilogue stay float32; RMSNorm accumulates in
-    /// float32; logits leave in float32).
+    /// float32, or float16: the [`Pass::Float16`] pass runs after the others (products,
+    /// attention and the KV cache in float16; the residual stream, normalisation, softmax,
+    /// log-sum-exp, rotary angles, LIVE and MimIC's arithmetic stay float32; logits leave in
+    /// float32). Naming the pass in `passes` means float16 too.
     pub dtype: Dtype,
     /// Logits of the last position only (generation) instead of every position.
     pub last_only: bool,
@@ -83,7 +84,33 @@ fn check_heads(heads: &HeadsSource) -> Result<()> {
     Ok(())
 }
 
-/// Builds the ONNX model of `model` (with `heads`) in memory, weights streamed to `data_path`.
+impl CompileOptions {
+    /// Whether the graph is converted to float16 (`dtype` or the pass named).
+    pub fn is_fp16(&self) -> bool {
+        self.dtype == Dtype::Fp16 || self.passes.contains(&Pass::Float16)
+    }
+
+    /// The passes run, in order: those asked for, float16 last but before dead-node removal.
+    pub fn pass_order(&self) -> Vec<Pass> {
+        let mut passes: Vec<Pass> = self
+            .passes
+            .iter()
+            .copied()
+            .filter(|&p| p != Pass::Float16)
+            .collect();
+        if self.is_fp16() {
+            let at = passes
+                .iter()
+                .position(|&p| p == Pass::DeadNodes)
+                .unwrap_or(passes.len());
+            passes.insert(at, Pass::Float16);
+        }
+        passes
+    }
+}
+
+/// Builds the ONNX model of `model` (with `heads`), weights written to `data_path`: streamed
+/// there as they are emitted, or, when the float16 pass rewrites them, after the passes.
 pub fn emit_model(
     model: &Model,
     heads: HeadsSource,
@@ -91,10 +118,8 @@ pub fn emit_model(
     data_path: Option<&Path>,
 ) -> Result<ModelProto> {
     check_heads(&heads)?;
-    let mut g = GraphBuilder::new(data_path)?;
-    if opts.dtype == Dtype::Fp16 {
-        g.float = crate::onnx::tensor_proto::DataType::Float16;
-    }
+    let fp16 = opts.is_fp16();
+    let g = GraphBuilder::new(if fp16 { None } else { data_path })?;
     let mut backend = OnnxBackend::new(
         g,
         &model.config,
@@ -103,12 +128,16 @@ pub fn emit_model(
         opts.last_only,
         heads,
     )?;
+    backend.fp16_guards = fp16;
     llama::forward(&model.config, &mut backend);
     if let Some(e) = backend.take_error() {
         return Err(e);
     }
     let mut graph = backend.g.finish("mimic")?;
-    run_passes(&mut graph, &opts.passes);
+    run_passes(&mut graph, &opts.pass_order());
+    if let (true, Some(path)) = (fp16, data_path) {
+        crate::graph::externalize(&mut graph, path)?;
+    }
     let m = ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![OperatorSetIdProto {
@@ -201,7 +230,7 @@ fn write_folder(
     if let (HeadsSource::Folded(h), true) = (&heads, slots > 0) {
         let convex = h.method == mimic_models::Method::MimicConvex;
         let path = dir.join(mimic_models::heads::SLOTS_FILE);
-        let fp16 = opts.dtype == Dtype::Fp16;
+        let fp16 = opts.is_fp16();
         let bytes = mimic_models::heads::cache_slots_bytes(h, convex, fp16, cfg)?;
         std::fs::write(&path, bytes).map_err(|e| CompileError::io(&path, e))?;
     }
@@ -238,8 +267,18 @@ fn write_folder(
         chat_template: tok.and_then(|t| t.chat_template().map(String::from)),
         max_positions: cfg.max_position_embeddings,
         heads: heads_contract(&heads, cfg, opts.attention),
-        passes: opts.passes.iter().map(|p| p.name().to_string()).collect(),
-        dtype: opts.dtype.name().to_string(),
+        passes: opts
+            .pass_order()
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect(),
+        dtype: if opts.is_fp16() {
+            Dtype::Fp16
+        } else {
+            Dtype::Fp32
+        }
+        .name()
+        .to_string(),
     };
     let path = dir.join(CONTRACT_FILE);
     let text =

@@ -13,7 +13,7 @@ use mimic_models::backend::{AttentionSpec, Backend, Site};
 use mimic_models::{HostTensor, LlamaConfig, Method, Weights};
 
 use crate::fold::HeadsSource;
-use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder};
+use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder, MASK_MIN};
 use crate::onnx::tensor_proto::DataType;
 use crate::Result;
 
@@ -96,10 +96,13 @@ pub struct OnnxBackend<'w> {
     pub(crate) widened: HashMap<String, usize>,
     pub(crate) head_dim: usize,
     pub(crate) error: Option<crate::CompileError>,
-    /// In float16 graphs, the residual stream's values, kept in float32: every layer adds its
-    /// attention and MLP outputs to it in float32 and normalises it in float32, so rounding
-    /// does not accumulate over the layers.
+    /// The residual stream's values. Their Adds are marked float32, so that in a float16
+    /// graph every layer adds its attention and MLP outputs to the stream in float32 (and
+    /// normalises it in float32), and rounding does not accumulate over the layers.
     residual: HashSet<String>,
+    /// The graph is to be converted to float16: guard what float16 caches cannot hold
+    /// (the additive MimIC divisor is clamped, see [`mimic_models::heads::keep_floor`]).
+    pub fp16_guards: bool,
 }
 
 impl<'w> OnnxBackend<'w> {
@@ -130,6 +133,7 @@ impl<'w> OnnxBackend<'w> {
             head_dim: cfg.head_dim,
             error: None,
             residual: HashSet::new(),
+            fp16_guards: false,
         };
         b.declare_io(cfg);
         if let HeadsSource::Inputs(method) = heads {
@@ -172,10 +176,16 @@ impl<'w> OnnxBackend<'w> {
             ]
         };
         for l in 0..cfg.num_layers {
-            g.inputs
-                .push(value_info(&past_key(l), g.float, &kv(past, key_dim)));
-            g.inputs
-                .push(value_info(&past_value(l), g.float, &kv(past, value_dim)));
+            g.inputs.push(value_info(
+                &past_key(l),
+                DataType::Float,
+                &kv(past, key_dim),
+            ));
+            g.inputs.push(value_info(
+                &past_value(l),
+                DataType::Float,
+                &kv(past, value_dim),
+            ));
         }
         let seq_out = if self.last_only {
             Fixed(1)
@@ -188,11 +198,14 @@ impl<'w> OnnxBackend<'w> {
             &[Named("batch"), seq_out, Fixed(cfg.vocab_size as i64)],
         ));
         for l in 0..cfg.num_layers {
-            g.outputs
-                .push(value_info(&present_key(l), g.float, &kv(present, key_dim)));
+            g.outputs.push(value_info(
+                &present_key(l),
+                DataType::Float,
+                &kv(present, key_dim),
+            ));
             g.outputs.push(value_info(
                 &present_value(l),
-                g.float,
+                DataType::Float,
                 &kv(present, value_dim),
             ));
         }
@@ -269,7 +282,7 @@ impl<'w> OnnxBackend<'w> {
         }
     }
 
-    /// `0` where a query may attend a key, `float32::MIN` elsewhere: keys must be real tokens,
+    /// `0` where a query may attend a key, [`MASK_MIN`] elsewhere: keys must be real tokens,
     /// at or before the query's cache index `past + i`, and within the window.
     pub(crate) fn mask(&mut self, window: Option<usize>) -> String {
         if let Some(m) = self.masks.get(&window) {
@@ -302,8 +315,8 @@ impl<'w> OnnxBackend<'w> {
         let axes12 = g.const_i64(&[1, 2]);
         let pad = g.node("Unsqueeze", &[&pad, &axes12], vec![]); // [B, 1, 1, S]
         let allowed = g.node("And", &[&allowed, &pad], vec![]); // [B, 1, T, S]
-        let zero_f = g.scalar_float(0.0);
-        let neg = g.scalar_float(g.mask_min());
+        let zero_f = g.scalar_f32(0.0);
+        let neg = g.scalar_f32(MASK_MIN);
         let mask = g.node("Where", &[&allowed, &zero_f, &neg], vec![]);
         self.masks.insert(window, mask.clone());
         mask
@@ -370,13 +383,11 @@ impl<'w> OnnxBackend<'w> {
         let scores = g.node("MatMul", &[&qg, &kt], vec![]); // [B, KV, G*T, S]
         let per_head = g.const_i64(&[0, h, -1, 0]);
         let scores = g.node("Reshape", &[&scores, &per_head], vec![]); // [B, H, T, S]
-        let scale = g.scalar_float(1.0 / (d as f32).sqrt());
+        let scale = g.scalar_f32(1.0 / (d as f32).sqrt());
         let scores = g.node("Mul", &[&scores, &scale], vec![]);
         let scores = g.node("Add", &[&scores, &mask], vec![]);
-        // Softmax in float32 whatever the graph's type.
-        let scores = g.to_f32(&scores);
+        // Softmax stays float32 in a float16 graph (the pass keeps the operator).
         let probs = g.node("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        let probs = g.to_float(&probs);
         let grouped_probs = g.const_i64(&[0, kv, -1, 0]);
         let probs = g.node("Reshape", &[&probs, &grouped_probs], vec![]); // [B, KV, G*T, S]
         let out = g.node("MatMul", &[&probs, &present_value(l)], vec![]); // [B, KV, G*T, D]
@@ -395,10 +406,6 @@ impl Backend for OnnxBackend<'_> {
     fn embed(&mut self, ids: &String, table: &str) -> String {
         let w = self.weight(table);
         let h = self.g.node("Gather", &[&w, ids], vec![attr_int("axis", 0)]);
-        if self.g.float == DataType::Float {
-            return h;
-        }
-        let h = self.g.to_f32(&h);
         self.residual.insert(h.clone());
         h
     }
@@ -442,19 +449,10 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn rms_norm(&mut self, x: &String, weight: &str, eps: f64) -> String {
-        let from_residual = self.residual.contains(x);
-        let w = if from_residual {
-            // A float32 copy of the (small) scale, to normalise the float32 stream.
-            let t = self
-                .weights_for(weight)
-                .expect("weights checked against the config");
-            let (shape, data) = (vec![t.shape[0] as i64], t.data.clone());
-            self.g.const_f32(&shape, &data)
-        } else {
-            self.weight(weight)
-        };
-        // stash_type 1: the mean of squares is computed in float32 whatever the input type.
-        let y = self.g.node(
+        let w = self.weight(weight);
+        // stash_type 1: the mean of squares is computed in float32 whatever the input type
+        // (and the float16 pass keeps the operator in float32).
+        self.g.node(
             "RMSNormalization",
             &[x, &w],
             vec![
@@ -462,12 +460,7 @@ impl Backend for OnnxBackend<'_> {
                 attr_float("epsilon", eps as f32),
                 attr_int("stash_type", 1),
             ],
-        );
-        if from_residual {
-            self.g.to_float(&y)
-        } else {
-            y
-        }
+        )
     }
 
     fn silu(&mut self, x: &String) -> String {
@@ -480,15 +473,13 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn add(&mut self, a: &String, b: &String) -> String {
-        let (wa, wb) = (self.residual.contains(a), self.residual.contains(b));
-        if wa == wb {
-            return self.g.node("Add", &[a, b], vec![]);
+        let mark = self.g.mark();
+        let y = self.g.node("Add", &[a, b], vec![]);
+        if self.residual.contains(a) || self.residual.contains(b) {
+            // A layer's output joins the residual stream, in float32.
+            self.g.keep_fp32_since(mark);
+            self.residual.insert(y.clone());
         }
-        // A layer's output joins the float32 residual stream.
-        let (h, x) = if wa { (a, b) } else { (b, a) };
-        let x = self.g.to_f32(x);
-        let y = self.g.node("Add", &[h, &x], vec![]);
-        self.residual.insert(y.clone());
         y
     }
 
@@ -511,6 +502,7 @@ impl Backend for OnnxBackend<'_> {
 
     fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (String, String) {
         let g = &mut self.g;
+        let mark = g.mark();
         let pos = g.node(
             "Cast",
             &[POSITION_IDS],
@@ -529,7 +521,8 @@ impl Backend for OnnxBackend<'_> {
             sin = g.node("Mul", &[&sin, &s], vec![]);
         }
         // Positions and angles in float32 (float16 holds integers exactly only to 2048).
-        (g.to_float(&cos), g.to_float(&sin))
+        g.keep_fp32_since(mark);
+        (cos, sin)
     }
 
     fn apply_rotary(&mut self, x: &String, cos: &String, sin: &String) -> String {
@@ -587,14 +580,8 @@ impl Backend for OnnxBackend<'_> {
             h.clone()
         };
         let w = self.weight_t(weight);
-        if self.g.float == DataType::Float {
-            self.g.node_named("MatMul", &[&h, &w], &[LOGITS], vec![]);
-        } else {
-            // Logits leave the graph in float32.
-            let y = self.g.node("MatMul", &[&h, &w], vec![]);
-            let to = attr_int("to", DataType::Float as i64);
-            self.g.node_named("Cast", &[&y], &[LOGITS], vec![to]);
-        }
+        // Logits leave the graph in float32 (in a float16 graph too, see `float16::is_cache`).
+        self.g.node_named("MatMul", &[&h, &w], &[LOGITS], vec![]);
         LOGITS.into()
     }
 }

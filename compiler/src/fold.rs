@@ -36,7 +36,7 @@ use mimic_models::{Heads, LlamaConfig, Method};
 use crate::emit::{
     past_key, past_value, present_key, present_value, AttentionImpl, OnnxBackend, INPUT_IDS,
 };
-use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim};
+use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, MASK_MIN};
 use crate::onnx::tensor_proto::DataType;
 
 /// The KV-cache layout a graph needs: `(slots, key_dim, value_dim)` per KV head. Fused MimIC
@@ -137,14 +137,16 @@ impl OnnxBackend<'_> {
                 name
             }
             HeadsSource::Inputs(_) => {
-                // Inputs are float32 whatever the graph's type.
+                // Inputs are float32 whatever the graph's type, and read in float32.
                 let idx = self.g.scalar_i64(l as i64);
+                let mark = self.g.mark();
                 let x = self.g.node(
                     "Gather",
                     &[&format!("heads.{kind}"), &idx],
                     vec![attr_int("axis", 1)],
                 );
-                self.g.to_float(&x)
+                self.g.keep_fp32_since(mark);
+                x
             }
             HeadsSource::None => unreachable!("head_param without heads"),
         }
@@ -160,12 +162,12 @@ impl OnnxBackend<'_> {
         }
         let base = self.mask(spec.window);
         let (h, g_size) = (spec.num_heads, spec.num_heads / spec.num_kv_heads);
-        let mut sel = vec![self.g.mask_min(); h * g_size];
+        let mut sel = vec![MASK_MIN; h * g_size];
         for head in 0..h {
             sel[head * g_size + head % g_size] = 0.0;
         }
         let g = &mut self.g;
-        let sel = g.const_float(&[1, h as i64, 1, g_size as i64], &sel);
+        let sel = g.const_f32(&[1, h as i64, 1, g_size as i64], &sel);
         let ids = g.node("Shape", &[INPUT_IDS], vec![]); // [B, T]
         let mask_shape = g.node("Shape", &[&base], vec![]); // [B, 1, T, total]
         let (start, end) = (g.const_i64(&[3]), g.const_i64(&[4]));
@@ -332,43 +334,32 @@ impl OnnxBackend<'_> {
         ];
         let (past_k, past_v) = (past_key(l), past_value(l));
         let inputs = [q, k, v, mask.as_str(), past_k.as_str(), past_v.as_str()];
-        if convex || g.float == DataType::Float {
-            g.node_named(
-                "Attention",
-                &inputs,
-                &[&y, &present_key(l), &present_value(l)],
-                attrs,
-            );
-        } else {
-            // Additive in a float16 graph: attention in float32. Its output channels are
-            // `(1 - mu) h` and `1 - mu`, and trained heads reach mu so close to 1 that float16
-            // would hold them as subnormals with a few bits left.
-            let ins = inputs.map(|x| g.to_f32(x));
-            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
-            let (pk, pv) = (g.fresh("present_key"), g.fresh("present_value"));
-            g.node_named("Attention", &ins, &[&y, &pk, &pv], attrs);
-            let to = attr_int("to", g.float as i64);
-            g.node_named("Cast", &[&pk], &[&present_key(l)], vec![to.clone()]);
-            g.node_named("Cast", &[&pv], &[&present_value(l)], vec![to]);
-        }
+        let mark = g.mark();
+        g.node_named(
+            "Attention",
+            &inputs,
+            &[&y, &present_key(l), &present_value(l)],
+            attrs,
+        );
         let Some(u) = u else {
             self.packed.insert(y.clone(), (h, d));
             return y;
         };
+        // Additive: attention and epilogue stay float32 in a float16 graph. The output
+        // channels are `(1 - mu) h` and `1 - mu`, and trained heads reach mu so close to 1
+        // that float16 would hold them as subnormals with a few bits left.
         let per_head = g.const_i64(&[0, 0, h as i64, (d + 2) as i64]);
-        let y = g.node("Reshape", &[&y, &per_head], vec![]); // [B, T, H, D + 2], float32
-        let u = g.to_f32(&u);
+        let y = g.node("Reshape", &[&y, &per_head], vec![]); // [B, T, H, D + 2]
         let split = g.const_i64(&[d as i64, 1, 1]);
         let parts = g.node_n("Split", &[&y, &split], 3, vec![attr_int("axis", -1)]);
         // `1 - mu` is at least the slot's floor times mu, so never 0 (a padding row puts all
         // its weight on the slot); float16 caches have no floor, and the divisor is clamped.
         let (scaled_h, mu) = (&parts[0], &parts[2]);
-        let keep = match g.float {
-            DataType::Float => parts[1].clone(),
-            _ => {
-                let tiny = g.scalar_f32(f32::MIN_POSITIVE);
-                g.node("Max", &[&parts[1], &tiny], vec![])
-            }
+        let keep = if self.fp16_guards {
+            let tiny = g.scalar_f32(f32::MIN_POSITIVE);
+            g.node("Max", &[&parts[1], &tiny], vec![])
+        } else {
+            parts[1].clone()
         };
         let heads_out = g.node("Div", &[scaled_h, &keep], vec![]);
         let axis1 = g.const_i64(&[1]);
@@ -377,7 +368,7 @@ impl OnnxBackend<'_> {
         let out = g.node("Add", &[&heads_out, &mu_u], vec![]);
         let packed = g.const_i64(&[0, 0, (h * d) as i64]);
         let out = g.node("Reshape", &[&out, &packed], vec![]);
-        let out = g.to_float(&out);
+        g.keep_fp32_since(mark);
         self.packed.insert(out.clone(), (h, d));
         out
     }
@@ -406,9 +397,8 @@ impl OnnxBackend<'_> {
             spec.head_dim as i64,
         );
         let g = &mut self.g;
-        // All in float32, as the trainer computes it.
-        let [q, keys, values, mask, w, b, u] =
-            [&q, &keys, &values, &mask, &w, &b, &u].map(|x| g.to_f32(x));
+        // All in float32 (in a float16 graph too), as the trainer computes it.
+        let mark = g.mark();
         let grouped = g.const_i64(&[0, kv, -1, d]);
         let qg = g.node("Reshape", &[&q, &grouped], vec![]); // [B, KV, G*T, D]
         let kt = g.node(
@@ -457,16 +447,16 @@ impl OnnxBackend<'_> {
             out
         };
         let y = g.node("Add", &[&h, &mu_u], vec![]);
-        g.to_float(&y)
+        g.keep_fp32_since(mark);
+        y
     }
 
     /// LIVE after the MLP of layer `l`, norm kept.
     pub(crate) fn live(&mut self, x: &str, l: usize) -> String {
         let shift = self.head_param("live", l); // [B|1, hidden]
         let g = &mut self.g;
-        // Norms in float32: a float16 sum of squares overflows.
-        let x = &g.to_f32(x);
-        let shift = g.to_f32(&shift);
+        // In float32 in a float16 graph too: a float16 sum of squares overflows.
+        let mark = g.mark();
         let axis1 = g.const_i64(&[1]);
         let shift = g.node("Unsqueeze", &[&shift, &axis1], vec![]); // [B|1, 1, hidden]
         let shifted = g.node("Add", &[x, &shift], vec![]);
@@ -478,6 +468,7 @@ impl OnnxBackend<'_> {
         let shifted_norm = g.node("Max", &[&shifted_norm, &floor], vec![]);
         let y = g.node("Mul", &[&shifted, &norm], vec![]);
         let y = g.node("Div", &[&y, &shifted_norm], vec![]);
-        g.to_float(&y)
+        g.keep_fp32_since(mark);
+        y
     }
 }

@@ -98,9 +98,13 @@ pub struct GraphBuilder {
     counter: usize,
     consts: HashMap<(i32, Vec<i64>, Vec<u8>), String>,
     external: Option<ExternalData>,
-    /// The element type of weights and activations: float32, or float16 (`--dtype fp16`).
-    pub float: DataType,
 }
+
+/// The additive mask value that hides a key. Not float32's minimum: the float16 pass stores
+/// it in float16, where adding a score to a value near float16's limit would overflow to
+/// minus infinity (and a row with every key hidden would turn into NaN). `exp(-30000)` is 0
+/// in float32 as in float16, so nothing else changes.
+pub const MASK_MIN: f32 = -30000.0;
 
 /// The external-data file being written beside the model.
 struct ExternalData {
@@ -111,25 +115,71 @@ struct ExternalData {
     offset: u64,
 }
 
-impl GraphBuilder {
-    /// A builder whose large weights go to `data_path` (recorded as its file name).
-    pub fn new(data_path: Option<&Path>) -> Result<Self> {
-        let external = match data_path {
-            Some(p) => {
-                let file = std::fs::File::create(p).map_err(|e| CompileError::io(p, e))?;
-                Some(ExternalData {
-                    path: p.to_path_buf(),
-                    location: p
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or("model.onnx.data")
-                        .into(),
-                    file: std::io::BufWriter::with_capacity(1 << 22, file),
-                    offset: 0,
-                })
-            }
-            None => None,
+impl ExternalData {
+    fn create(p: &Path) -> Result<Self> {
+        let file = std::fs::File::create(p).map_err(|e| CompileError::io(p, e))?;
+        Ok(ExternalData {
+            path: p.to_path_buf(),
+            location: p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("model.onnx.data")
+                .into(),
+            file: std::io::BufWriter::with_capacity(1 << 22, file),
+            offset: 0,
+        })
+    }
+
+    /// Appends `bytes` (aligned) and points `t` at them.
+    fn append(&mut self, t: &mut TensorProto, bytes: &[u8]) -> Result<()> {
+        let pad = (EXTERNAL_ALIGN - self.offset % EXTERNAL_ALIGN) % EXTERNAL_ALIGN;
+        let path = self.path.clone();
+        let io = |e| CompileError::io(&path, e);
+        self.file.write_all(&vec![0u8; pad as usize]).map_err(io)?;
+        self.offset += pad;
+        self.file.write_all(bytes).map_err(io)?;
+        let entry = |k: &str, v: String| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
         };
+        t.data_location = Some(DataLocation::External as i32);
+        t.external_data = vec![
+            entry("location", self.location.clone()),
+            entry("offset", self.offset.to_string()),
+            entry("length", bytes.len().to_string()),
+        ];
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .flush()
+            .map_err(|e| CompileError::io(&self.path, e))
+    }
+}
+
+/// Moves the graph's large in-line initializers to the external-data file `path` (for a
+/// graph built in memory, so that passes could rewrite its weights first).
+pub fn externalize(g: &mut GraphProto, path: &Path) -> Result<()> {
+    let mut ext = ExternalData::create(path)?;
+    for t in g.initializer.iter_mut() {
+        if t.raw_data
+            .as_ref()
+            .is_some_and(|r| r.len() >= EXTERNAL_MIN_BYTES)
+        {
+            let bytes = t.raw_data.take().unwrap_or_default();
+            ext.append(t, &bytes)?;
+        }
+    }
+    ext.flush()
+}
+
+impl GraphBuilder {
+    /// A builder whose large weights go to `data_path` (recorded as its file name), or stay
+    /// in the graph without one.
+    pub fn new(data_path: Option<&Path>) -> Result<Self> {
+        let external = data_path.map(ExternalData::create).transpose()?;
         Ok(GraphBuilder {
             nodes: vec![],
             initializers: vec![],
@@ -138,8 +188,24 @@ impl GraphBuilder {
             counter: 0,
             consts: HashMap::new(),
             external,
-            float: DataType::Float,
         })
+    }
+
+    /// The number of nodes so far: with [`GraphBuilder::keep_fp32_since`], marks the nodes
+    /// added after it.
+    pub fn mark(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Marks the nodes added since `mark` to stay in float32 when the float16 pass converts
+    /// the graph ([`crate::passes::float16::PRECISION_KEY`]).
+    pub fn keep_fp32_since(&mut self, mark: usize) {
+        for n in &mut self.nodes[mark..] {
+            n.metadata_props.push(StringStringEntryProto {
+                key: Some(crate::passes::float16::PRECISION_KEY.into()),
+                value: Some("fp32".into()),
+            });
+        }
     }
 
     pub fn fresh(&mut self, hint: &str) -> String {
@@ -227,86 +293,18 @@ impl GraphBuilder {
         self.const_f32(&[], &[v])
     }
 
-    /// A constant in the graph's float type (values beyond float16's range clamp to its
-    /// largest finite ones).
-    pub fn const_float(&mut self, dims: &[i64], v: &[f32]) -> String {
-        match self.float {
-            DataType::Float16 => {
-                let raw = v.iter().flat_map(|&x| f16_bytes(x)).collect();
-                self.constant(DataType::Float16, dims, raw)
-            }
-            _ => self.const_f32(dims, v),
-        }
-    }
-
-    /// The additive mask value that hides a key: float32's minimum, or in float16 a value
-    /// far enough from its limit that adding a score cannot overflow to minus infinity.
-    pub fn mask_min(&self) -> f32 {
-        match self.float {
-            DataType::Float16 => -30000.0,
-            _ => f32::MIN,
-        }
-    }
-
-    pub fn scalar_float(&mut self, v: f32) -> String {
-        self.const_float(&[], &[v])
-    }
-
-    /// `x` cast to float32 (no node when the graph is float32).
-    pub fn to_f32(&mut self, x: &str) -> String {
-        match self.float {
-            DataType::Float => x.to_string(),
-            _ => self.node("Cast", &[x], vec![attr_int("to", DataType::Float as i64)]),
-        }
-    }
-
-    /// A float32 `x` cast to the graph's float type (no node when that is float32).
-    pub fn to_float(&mut self, x: &str) -> String {
-        match self.float {
-            DataType::Float => x.to_string(),
-            t => self.node("Cast", &[x], vec![attr_int("to", t as i64)]),
-        }
-    }
-
-    /// A named weight in the graph's float type; large ones are appended to the
-    /// external-data file.
+    /// A named float32 weight; large ones are appended to the external-data file.
     pub fn weight(&mut self, name: &str, dims: &[usize], data: &[f32]) -> Result<String> {
         let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-        let halves: Vec<u8>;
-        let bytes: &[u8] = match self.float {
-            DataType::Float16 => {
-                halves = data.iter().flat_map(|&x| f16_bytes(x)).collect();
-                &halves
-            }
-            _ => bytemuck_f32(data),
-        };
+        let bytes = bytemuck_f32(data);
         let mut t = TensorProto {
             name: Some(name.into()),
             dims,
-            data_type: Some(self.float as i32),
+            data_type: Some(DataType::Float as i32),
             ..Default::default()
         };
         match self.external.as_mut() {
-            Some(ext) if bytes.len() >= EXTERNAL_MIN_BYTES => {
-                let pad = (EXTERNAL_ALIGN - ext.offset % EXTERNAL_ALIGN) % EXTERNAL_ALIGN;
-                let io = |e| CompileError::io(&ext.path, e);
-                ext.file.write_all(&vec![0u8; pad as usize]).map_err(io)?;
-                ext.offset += pad;
-                ext.file
-                    .write_all(bytes)
-                    .map_err(|e| CompileError::io(&ext.path, e))?;
-                let entry = |k: &str, v: String| StringStringEntryProto {
-                    key: Some(k.into()),
-                    value: Some(v),
-                };
-                t.data_location = Some(DataLocation::External as i32);
-                t.external_data = vec![
-                    entry("location", ext.location.clone()),
-                    entry("offset", ext.offset.to_string()),
-                    entry("length", bytes.len().to_string()),
-                ];
-                ext.offset += bytes.len() as u64;
-            }
+            Some(ext) if bytes.len() >= EXTERNAL_MIN_BYTES => ext.append(&mut t, bytes)?,
             _ => t.raw_data = Some(bytes.to_vec()),
         }
         self.initializers.push(t);
@@ -316,9 +314,7 @@ impl GraphBuilder {
     /// Flushes the external-data file and returns the graph.
     pub fn finish(mut self, name: &str) -> Result<GraphProto> {
         if let Some(ext) = self.external.as_mut() {
-            ext.file
-                .flush()
-                .map_err(|e| CompileError::io(&ext.path, e))?;
+            ext.flush()?;
         }
         Ok(GraphProto {
             name: Some(name.into()),
@@ -329,13 +325,6 @@ impl GraphBuilder {
             ..Default::default()
         })
     }
-}
-
-/// The float16 bytes of `x`, clamped to float16's finite range (a mask's float32 minimum
-/// becomes float16's, not minus infinity).
-fn f16_bytes(x: f32) -> [u8; 2] {
-    let max = half::f16::MAX.to_f32();
-    half::f16::from_f32(x.clamp(-max, max)).to_le_bytes()
 }
 
 /// Little-endian bytes of an f32 slice (x86-64 and aarch64 are little-endian).

@@ -15,8 +15,11 @@ pub struct BatchRow {
     pub method: String,
     pub batch: usize,
     pub queries: usize,
+    /// Queries per second of the median round.
     pub queries_per_s: f64,
-    /// Mean seconds per query (at batch 1, the per-query latency).
+    /// Queries per second of each round, in order.
+    pub rounds_queries_per_s: Vec<f64>,
+    /// Mean seconds per query of the median round (at batch 1, the per-query latency).
     pub seconds_per_query: f64,
     /// Mean prompt tokens plus generated tokens per query (padding not counted).
     pub tokens_per_query: f64,
@@ -32,8 +35,9 @@ pub struct Contender<'a> {
 }
 
 /// Answers every query of every contender in batches of `batch`, after one warm-up batch
-/// each. Batches are cut from the queries in order of prompt length, so they pad least.
-/// Contenders take turns batch by batch, so the machine's drift falls on all alike.
+/// each, `rounds` times over. Batches are cut from the queries in order of prompt length, so
+/// they pad least. Contenders take turns batch by batch, so the machine's drift falls on all
+/// alike; each contender's rate is that of its median round.
 /// Every answer is exactly `answer_tokens` long (the same work for every method); accuracy
 /// reads the answer up to its first newline.
 pub fn time_batched(
@@ -42,6 +46,7 @@ pub fn time_batched(
     batch: usize,
     answer_tokens: usize,
     threads: usize,
+    rounds: usize,
 ) -> Result<Vec<BatchRow>> {
     let opts = mimic_runtime::SessionOptions {
         threads,
@@ -56,7 +61,8 @@ pub fn time_batched(
         mimic_runtime::batch::greedy_batch(&mut m, &warm, answer_tokens, pad, never)?;
         models.push(m);
     }
-    let mut seconds = vec![0f64; contenders.len()];
+    let rounds = rounds.max(1);
+    let mut seconds = vec![vec![0f64; rounds]; contenders.len()];
     let mut answers: Vec<Vec<Vec<u32>>> = contenders
         .iter()
         .map(|c| vec![Vec::new(); c.queries.len()])
@@ -71,7 +77,7 @@ pub fn time_batched(
         .max()
         .unwrap_or(0)
         .div_ceil(batch);
-    for i in 0..chunks {
+    for (round, i) in (0..rounds).flat_map(|r| (0..chunks).map(move |i| (r, i))) {
         for (j, (c, m)) in contenders.iter().zip(models.iter_mut()).enumerate() {
             let rows: Vec<usize> = orders[j]
                 .iter()
@@ -85,7 +91,7 @@ pub fn time_batched(
             let chunk: Vec<Vec<u32>> = rows.iter().map(|&r| c.queries[r].0.clone()).collect();
             let t0 = Instant::now();
             let out = mimic_runtime::batch::greedy_batch(m, &chunk, answer_tokens, pad, never)?;
-            seconds[j] += t0.elapsed().as_secs_f64();
+            seconds[j][round] += t0.elapsed().as_secs_f64();
             for (r, ids) in rows.into_iter().zip(out) {
                 answers[j][r] = ids;
             }
@@ -102,12 +108,14 @@ pub fn time_batched(
             exact += (cut.trim() == expected.trim()) as usize;
         }
         let n = c.queries.len().max(1) as f64;
+        let median = super::bench::median(&mut seconds[j].clone());
         rows.push(BatchRow {
             method: c.method.clone(),
             batch,
             queries: c.queries.len(),
-            queries_per_s: n / seconds[j],
-            seconds_per_query: seconds[j] / n,
+            queries_per_s: n / median,
+            rounds_queries_per_s: seconds[j].iter().map(|s| n / s).collect(),
+            seconds_per_query: median / n,
             tokens_per_query: tokens as f64 / n,
             exact_match: exact as f64 / n,
         });
@@ -117,20 +125,33 @@ pub fn time_batched(
 
 pub fn print_batch_table(rows: &[BatchRow]) {
     println!(
-        "| {:<18} | {:>5} | {:>7} | {:>10} | {:>10} | {:>14} | {:>11} |",
-        "method", "batch", "queries", "queries/s", "ms/query", "tokens/query", "exact match"
+        "| {:<18} | {:>5} | {:>7} | {:>10} | {:>24} | {:>10} | {:>14} | {:>11} |",
+        "method",
+        "batch",
+        "queries",
+        "queries/s",
+        "each round",
+        "ms/query",
+        "tokens/query",
+        "exact match"
     );
     println!(
-        "|{:-<20}|{:->7}|{:->9}|{:->12}|{:->12}|{:->16}|{:->13}|",
-        "", "", "", "", "", "", ""
+        "|{:-<20}|{:->7}|{:->9}|{:->12}|{:->26}|{:->12}|{:->16}|{:->13}|",
+        "", "", "", "", "", "", "", ""
     );
     for r in rows {
+        let each: Vec<String> = r
+            .rounds_queries_per_s
+            .iter()
+            .map(|q| format!("{q:.2}"))
+            .collect();
         println!(
-            "| {:<18} | {:>5} | {:>7} | {:>10.2} | {:>10.1} | {:>14.1} | {:>11.3} |",
+            "| {:<18} | {:>5} | {:>7} | {:>10.2} | {:>24} | {:>10.1} | {:>14.1} | {:>11.3} |",
             r.method,
             r.batch,
             r.queries,
             r.queries_per_s,
+            each.join(" / "),
             r.seconds_per_query * 1e3,
             r.tokens_per_query,
             r.exact_match

@@ -24,15 +24,16 @@ pub struct Args {
     /// by default the faster one for `--ep`.
     #[arg(long)]
     attention: Option<AttentionImpl>,
-    /// fp32, or fp16 (weights, activations and KV cache; softmax, log-sum-exp and MimIC's
-    /// epilogue stay fp32).
+    /// fp32, or fp16: runs the float16 pass (products, attention and the KV cache in fp16;
+    /// the residual stream, normalisation, softmax, rotary angles, LIVE and MimIC's
+    /// arithmetic stay fp32). The same as naming `float16` in `--passes`.
     #[arg(long, default_value = "fp32")]
     dtype: mimic_compiler::Dtype,
     /// The execution provider the model is compiled for (chooses the default attention).
     #[arg(long, default_value = "cpu")]
     ep: mimic_runtime::ExecutionProvider,
-    /// Graph passes to run, in order (constant-folding, attention-fusion, dead-nodes); `none`
-    /// for none.
+    /// Graph passes to run, in order (constant-folding, attention-fusion, dead-nodes,
+    /// float16); `none` for none. float16 runs after the others but before dead-nodes.
     #[arg(
         long,
         value_delimiter = ',',

@@ -4,10 +4,16 @@
 //! - [`constant_folding`]: a node whose inputs are all small constants becomes a constant;
 //! - [`dead_nodes`]: nodes and initializers that no graph output depends on are removed;
 //! - [`attention_fusion`]: MatMul-Softmax-MatMul attention (scale, mask, grouped heads) becomes
-//!   one `Attention` operator.
+//!   one `Attention` operator;
+//! - [`float16`]: the graph computes in float16 but for what needs float32 (normalisation,
+//!   softmax, the residual stream, MimIC's arithmetic), the KV cache in float16.
+//!
+//! [`types`] infers every value's element type, for the float16 pass and the structural check.
 pub mod attention_fusion;
 pub mod constant_folding;
 pub mod dead_nodes;
+pub mod float16;
+pub mod types;
 
 use std::collections::HashMap;
 
@@ -20,6 +26,7 @@ pub enum Pass {
     ConstantFolding,
     AttentionFusion,
     DeadNodes,
+    Float16,
 }
 
 impl std::str::FromStr for Pass {
@@ -29,14 +36,16 @@ impl std::str::FromStr for Pass {
             "constant-folding" | "fold" => Ok(Self::ConstantFolding),
             "attention-fusion" | "fuse-attention" => Ok(Self::AttentionFusion),
             "dead-nodes" | "dce" => Ok(Self::DeadNodes),
+            "float16" | "fp16" => Ok(Self::Float16),
             _ => Err(format!(
-                "unknown pass `{s}` (constant-folding, attention-fusion, dead-nodes)"
+                "unknown pass `{s}` (constant-folding, attention-fusion, dead-nodes, float16)"
             )),
         }
     }
 }
 
 impl Pass {
+    /// Every pass that keeps the graph's float32 (all but [`Pass::Float16`]).
     pub const ALL: [Pass; 3] = [
         Pass::ConstantFolding,
         Pass::AttentionFusion,
@@ -48,6 +57,7 @@ impl Pass {
             Pass::ConstantFolding => "constant-folding",
             Pass::AttentionFusion => "attention-fusion",
             Pass::DeadNodes => "dead-nodes",
+            Pass::Float16 => "float16",
         }
     }
 
@@ -57,6 +67,7 @@ impl Pass {
             Pass::ConstantFolding => constant_folding::run(g),
             Pass::AttentionFusion => attention_fusion::run(g),
             Pass::DeadNodes => dead_nodes::run(g),
+            Pass::Float16 => float16::run(g),
         }
     }
 }
