@@ -167,25 +167,19 @@ impl<'w> OnnxBackend<'w> {
             0 => ("past_seq", "total_seq"),
             _ => ("past_cache_seq", "present_cache_seq"),
         };
-        let kv = |seq, dim: usize| {
-            [
+        // The KV cache: float32 here, float16 after the float16 pass.
+        let kv = |name: &str, seq, dim: usize| {
+            let dims = [
                 Named("batch"),
                 Fixed(cfg.num_kv_heads as i64),
                 Named(seq),
                 Fixed(dim as i64),
-            ]
+            ];
+            value_info(name, DataType::Float, &dims)
         };
         for l in 0..cfg.num_layers {
-            g.inputs.push(value_info(
-                &past_key(l),
-                DataType::Float,
-                &kv(past, key_dim),
-            ));
-            g.inputs.push(value_info(
-                &past_value(l),
-                DataType::Float,
-                &kv(past, value_dim),
-            ));
+            g.inputs.push(kv(&past_key(l), past, key_dim));
+            g.inputs.push(kv(&past_value(l), past, value_dim));
         }
         let seq_out = if self.last_only {
             Fixed(1)
@@ -198,16 +192,8 @@ impl<'w> OnnxBackend<'w> {
             &[Named("batch"), seq_out, Fixed(cfg.vocab_size as i64)],
         ));
         for l in 0..cfg.num_layers {
-            g.outputs.push(value_info(
-                &present_key(l),
-                DataType::Float,
-                &kv(present, key_dim),
-            ));
-            g.outputs.push(value_info(
-                &present_value(l),
-                DataType::Float,
-                &kv(present, value_dim),
-            ));
+            g.outputs.push(kv(&present_key(l), present, key_dim));
+            g.outputs.push(kv(&present_value(l), present, value_dim));
         }
     }
 
