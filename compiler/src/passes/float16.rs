@@ -12,7 +12,7 @@
 //! `Cast` is inserted wherever a value crosses between the two precisions (one per value and
 //! direction); the named graph inputs and outputs become float16, every other graph input and
 //! output keeps its type (a `Cast` produces it where needed).
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::onnx::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
 
@@ -106,7 +106,7 @@ pub fn convert(g: &mut GraphProto, half_io: impl Fn(&str) -> bool) -> usize {
             }
         }
     }
-    let in_place: Vec<String> = g
+    let in_place: HashSet<String> = g
         .initializer
         .iter()
         .filter_map(|t| t.name.clone())
@@ -188,7 +188,8 @@ pub fn convert(g: &mut GraphProto, half_io: impl Fn(&str) -> bool) -> usize {
         let produced = types::output_type(&n, |x| now.get(x).copied());
         let mut after = Vec::new();
         for o in n.output.iter_mut().filter(|o| !o.is_empty()) {
-            let t = produced.unwrap_or(F32);
+            // An output of unknown type is left as it is (and read as it is).
+            let Some(t) = produced else { continue };
             match out_cast.get(o.as_str()) {
                 Some(&want) if t != want && (t == F32 || t == F16) => {
                     let inner = format!("{o}.{}", if t == F16 { "f16" } else { "f32" });
