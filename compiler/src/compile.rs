@@ -85,9 +85,17 @@ fn check_heads(heads: &HeadsSource) -> Result<()> {
 }
 
 impl CompileOptions {
-    /// Whether the graph is converted to float16 (`dtype` or the pass named).
+    /// The type of the compiled model: float16 when `dtype` says so or the pass is named.
+    pub fn effective_dtype(&self) -> Dtype {
+        match self.passes.contains(&Pass::Float16) {
+            true => Dtype::Fp16,
+            false => self.dtype,
+        }
+    }
+
+    /// Whether the graph is converted to float16.
     pub fn is_fp16(&self) -> bool {
-        self.dtype == Dtype::Fp16 || self.passes.contains(&Pass::Float16)
+        self.effective_dtype() == Dtype::Fp16
     }
 
     /// The passes run, in order: those asked for, float16 last but before dead-node removal.
@@ -272,13 +280,7 @@ fn write_folder(
             .iter()
             .map(|p| p.name().to_string())
             .collect(),
-        dtype: if opts.is_fp16() {
-            Dtype::Fp16
-        } else {
-            Dtype::Fp32
-        }
-        .name()
-        .to_string(),
+        dtype: opts.effective_dtype().name().to_string(),
     };
     let path = dir.join(CONTRACT_FILE);
     let text =
