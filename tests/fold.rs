@@ -352,3 +352,68 @@ fn additive_heads_with_mu_near_one() {
         }
     }
 }
+
+/// Folded additive heads in a fused graph: between each layer's `Attention` and its `o_proj`
+/// the epilogue is one Gather, one MatMul and one Div (no Reshape, Split or broadcast
+/// product), and `o_proj`'s weight has the two extra rows a head that add `mu W_o u`.
+/// Exactness of the same graph is `folded_heads_match_the_trainer_for_every_method`.
+#[test]
+fn folded_additive_epilogue_is_three_nodes_into_a_widened_o_proj() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in fixture_models() {
+        let model = Model::open(&dir).unwrap();
+        let cfg = &model.config;
+        let (_, path) = random_heads(&model, Method::Mimic, 3, tmp.path());
+        let heads = Heads::read(&path, &model.fingerprint(), cfg).unwrap();
+        let out = tmp.path().join(dir.file_name().unwrap());
+        let opts = CompileOptions {
+            attention: AttentionImpl::Fused,
+            ..Default::default()
+        };
+        compile_model(&model, HeadsSource::Folded(&heads), &opts, &out).unwrap();
+        let g = mimic_compiler::graph::read_model(&out.join("model.onnx"))
+            .unwrap()
+            .graph
+            .unwrap();
+        let readers = |value: &str| -> Vec<&mimic_compiler::onnx::NodeProto> {
+            g.node
+                .iter()
+                .filter(|n| n.input.iter().any(|i| i == value))
+                .collect()
+        };
+        let op = |n: &mimic_compiler::onnx::NodeProto| n.op_type.clone().unwrap_or_default();
+        let attention: Vec<_> = g.node.iter().filter(|n| op(n) == "Attention").collect();
+        assert_eq!(attention.len(), cfg.num_layers);
+        for a in attention {
+            let mut ops: Vec<String> = readers(&a.output[0]).into_iter().map(op).collect();
+            ops.sort();
+            assert_eq!(
+                ops,
+                ["Div", "Gather"],
+                "{dir:?}: readers of the attention output"
+            );
+            let gather = readers(&a.output[0])
+                .into_iter()
+                .find(|n| op(n) == "Gather")
+                .unwrap();
+            let spread = readers(&gather.output[0]);
+            assert_eq!(spread.len(), 1);
+            assert_eq!(op(spread[0]), "MatMul");
+            let div = readers(&spread[0].output[0]);
+            assert_eq!(div.iter().map(|n| op(n)).collect::<Vec<_>>(), ["Div"]);
+            let o_proj = readers(&div[0].output[0]);
+            assert_eq!(o_proj.iter().map(|n| op(n)).collect::<Vec<_>>(), ["MatMul"]);
+            let w = g
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(o_proj[0].input[1].as_str()))
+                .expect("o_proj reads an initializer");
+            let rows = (cfg.num_heads * (cfg.head_dim + 2)) as i64;
+            assert_eq!(
+                w.dims,
+                [rows, cfg.hidden_size as i64],
+                "{dir:?}: o_proj weight"
+            );
+        }
+    }
+}

@@ -94,6 +94,9 @@ pub struct OnnxBackend<'w> {
     pub(crate) memo: HashMap<String, String>,
     /// Values whose heads carry extra channels (fused MimIC's q, k and v), and how many.
     pub(crate) widened: HashMap<String, usize>,
+    /// Additive MimIC attention outputs `[h, _, mu]` per head, by layer: their `o_proj` adds
+    /// `mu W_o u` (see `additive_divided`).
+    pub(crate) adds_mu: HashMap<String, usize>,
     pub(crate) head_dim: usize,
     pub(crate) error: Option<crate::CompileError>,
     /// The residual stream's values. Their Adds are marked float32, so that in a float16
@@ -130,6 +133,7 @@ impl<'w> OnnxBackend<'w> {
             merged,
             memo: HashMap::new(),
             widened: HashMap::new(),
+            adds_mu: HashMap::new(),
             head_dim: cfg.head_dim,
             error: None,
             residual: HashSet::new(),
@@ -203,7 +207,7 @@ impl<'w> OnnxBackend<'w> {
     }
 
     /// A weight in HF layout, emitted once.
-    fn weight(&mut self, name: &str) -> String {
+    pub(crate) fn weight(&mut self, name: &str) -> String {
         if self.emitted.insert(name.to_string()) {
             let t = host_weight(&self.merged, self.weights, name)
                 .expect("weights checked against the config");
@@ -397,6 +401,9 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn linear(&mut self, x: &String, module: &str, bias: bool) -> String {
+        if self.adds_mu.contains_key(x) {
+            return self.o_proj_adding_mu(x, module, bias);
+        }
         let w = self.weight_t(&format!("{module}.weight"));
         let y = self.g.node("MatMul", &[x, &w], vec![]);
         if bias {

@@ -17,7 +17,11 @@
 //!     weights, so both stay accurate at either end (`1 - mu` computed from `mu` would lose
 //!     every digit as `mu` nears 1, which trained heads reach); the floor keeps a padding row,
 //!     all of whose weight is on the slot, from dividing 0 by 0 (float16 graphs clamp the
-//!     divisor instead, see [`mimic_models::heads::keep_floor`]).
+//!     divisor instead, see [`mimic_models::heads::keep_floor`]). With folded heads the
+//!     epilogue is a Gather, a small MatMul and a Div that leave `[h, _, mu]` per head, and
+//!     `o_proj` carries `W_o u` as an extra weight row per head, so it adds `mu W_o u` itself
+//!     (`additive_divided`); with heads as inputs `u` differs by row, and the epilogue
+//!     splits the channels and adds `mu u` before `o_proj`.
 //!
 //!   Carrying the slots in the cache keeps decoding as cheap as the base model's: nothing is
 //!   concatenated to, or padded in, the cache at each step.
@@ -319,11 +323,6 @@ impl OnnxBackend<'_> {
                 "MimIC fused attention expects q/k/v projections with the slot channels".into(),
             ));
         }
-        let u = if convex {
-            None
-        } else {
-            Some(self.head_param("u", l)) // [B|1, H, D]
-        };
         let g = &mut self.g;
         let y = g.fresh("attn");
         let attrs = vec![
@@ -341,13 +340,18 @@ impl OnnxBackend<'_> {
             &[&y, &present_key(l), &present_value(l)],
             attrs,
         );
-        let Some(u) = u else {
+        if convex {
             self.packed.insert(y.clone(), (h, d));
             return y;
-        };
+        }
         // Additive: attention and epilogue stay float32 in a float16 graph. The output
         // channels are `(1 - mu) h` and `1 - mu`, and trained heads reach mu so close to 1
         // that float16 would hold them as subnormals with a few bits left.
+        if let HeadsSource::Folded(_) = self.heads {
+            return self.additive_divided(&y, spec, mark);
+        }
+        let u = self.head_param("u", l); // [B, H, D]
+        let g = &mut self.g;
         let per_head = g.const_i64(&[0, 0, h as i64, (d + 2) as i64]);
         let y = g.node("Reshape", &[&y, &per_head], vec![]); // [B, T, H, D + 2]
         let split = g.const_i64(&[d as i64, 1, 1]);
@@ -371,6 +375,82 @@ impl OnnxBackend<'_> {
         g.keep_fp32_since(mark);
         self.packed.insert(out.clone(), (h, d));
         out
+    }
+
+    /// The additive form's epilogue with folded heads: attention's `[(1 - mu) h, k, mu]` per
+    /// head (`k` is `1 - mu` plus the slot's floor times `mu`) divided by `[k; D] ++ [k + mu; 2]`.
+    /// One Gather takes the two extra channels of every head, one small MatMul spreads them
+    /// into that divisor, and one Div gives `[h, k / (k + mu), mu]`: the heads' outputs and
+    /// their `mu`, with `k + mu` equal to 1 up to rounding. The `o_proj` that follows reads
+    /// these widened heads ([`Self::o_proj_adding_mu`]) and adds `mu W_o u` itself, so the
+    /// epilogue is three small nodes with no reshapes, split or broadcast products.
+    fn additive_divided(&mut self, y: &str, spec: &AttentionSpec, mark: usize) -> String {
+        let (h, d) = (spec.num_heads, spec.head_dim);
+        let w = d + 2;
+        let g = &mut self.g;
+        let channels: Vec<i64> = (0..h)
+            .flat_map(|i| [(i * w + d) as i64, (i * w + d + 1) as i64])
+            .collect();
+        let channels = g.const_i64(&channels);
+        let mut spread = vec![0f32; 2 * h * h * w];
+        for i in 0..h {
+            let (keep, mu) = spread[2 * i * h * w..(2 * i + 2) * h * w].split_at_mut(h * w);
+            keep[i * w..i * w + d + 2].fill(1.0);
+            mu[i * w + d..i * w + d + 2].fill(1.0);
+        }
+        let spread = g.const_f32(&[2 * h as i64, (h * w) as i64], &spread);
+        let extra = g.node("Gather", &[y, &channels], vec![attr_int("axis", -1)]); // [B, T, 2H]
+        let mut divisor = g.node("MatMul", &[&extra, &spread], vec![]); // [B, T, H (D + 2)]
+        if self.fp16_guards {
+            // Float16 caches have no floor: a padding row would divide 0 by 0.
+            let tiny = g.scalar_f32(f32::MIN_POSITIVE);
+            divisor = g.node("Max", &[&divisor, &tiny], vec![]);
+        }
+        let out = g.node("Div", &[y, &divisor], vec![]);
+        g.keep_fp32_since(mark);
+        self.packed.insert(out.clone(), (h, w));
+        self.adds_mu.insert(out.clone(), spec.layer);
+        out
+    }
+
+    /// `o_proj` over [`Self::additive_divided`]'s heads `[h, _, mu]`: per head `i` the weight
+    /// rows `W_o^(i)`, a zero row and `W_o^(i) u_i`, so the product is `W_o (h + mu u)`.
+    pub(crate) fn o_proj_adding_mu(&mut self, x: &str, module: &str, bias: bool) -> String {
+        let l = self.adds_mu[x];
+        let HeadsSource::Folded(heads) = self.heads else {
+            unreachable!("o_proj_adding_mu without folded heads")
+        };
+        let d = self.head_dim;
+        let name = format!("{module}.weight+mimic.u.T");
+        let w = self
+            .weights_for(&format!("{module}.weight"))
+            .expect("weights checked against the config"); // [hidden, H D]
+        let (out, inner) = (w.shape[0], w.shape[1]);
+        let u = heads.layer("mimic.u", l); // [H, D]
+        let mut data = Vec::with_capacity((inner + 2 * inner / d) * out);
+        for i in 0..inner / d {
+            for c in 0..d {
+                data.extend((0..out).map(|o| w.data[o * inner + i * d + c]));
+            }
+            data.extend(std::iter::repeat_n(0.0, out));
+            data.extend((0..out).map(|o| {
+                let row = &w.data[o * inner + i * d..o * inner + (i + 1) * d];
+                row.iter()
+                    .zip(&u[i * d..(i + 1) * d])
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>()
+            }));
+        }
+        if let Err(e) = self.g.weight(&name, &[data.len() / out, out], &data) {
+            self.error.get_or_insert(e);
+        }
+        let y = self.g.node("MatMul", &[x, &name], vec![]);
+        if bias {
+            let b = self.weight(&format!("{module}.bias"));
+            self.g.node("Add", &[&y, &b], vec![])
+        } else {
+            y
+        }
     }
 
     /// MimIC with explicit nodes: scores, log-sum-exp, softmax, `mu`, then the form's epilogue.
