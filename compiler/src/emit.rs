@@ -401,10 +401,10 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn linear(&mut self, x: &String, module: &str, bias: bool) -> String {
-        if self.adds_mu.contains_key(x) {
-            return self.o_proj_adding_mu(x, module, bias);
-        }
-        let w = self.weight_t(&format!("{module}.weight"));
+        let w = match self.adds_mu.contains_key(x) {
+            true => self.o_proj_weight_adding_mu(x, module),
+            false => self.weight_t(&format!("{module}.weight")),
+        };
         let y = self.g.node("MatMul", &[x, &w], vec![]);
         if bias {
             let b = self.weight(&format!("{module}.bias"));

@@ -382,7 +382,7 @@ impl OnnxBackend<'_> {
     /// One Gather takes the two extra channels of every head, one small MatMul spreads them
     /// into that divisor, and one Div gives `[h, k / (k + mu), mu]`: the heads' outputs and
     /// their `mu`, with `k + mu` equal to 1 up to rounding. The `o_proj` that follows reads
-    /// these widened heads ([`Self::o_proj_adding_mu`]) and adds `mu W_o u` itself, so the
+    /// these widened heads ([`Self::o_proj_weight_adding_mu`]) and adds `mu W_o u` itself, so the
     /// epilogue is three small nodes with no reshapes, split or broadcast products.
     fn additive_divided(&mut self, y: &str, spec: &AttentionSpec, mark: usize) -> String {
         let (h, d) = (spec.num_heads, spec.head_dim);
@@ -413,44 +413,36 @@ impl OnnxBackend<'_> {
         out
     }
 
-    /// `o_proj` over [`Self::additive_divided`]'s heads `[h, _, mu]`: per head `i` the weight
-    /// rows `W_o^(i)`, a zero row and `W_o^(i) u_i`, so the product is `W_o (h + mu u)`.
-    pub(crate) fn o_proj_adding_mu(&mut self, x: &str, module: &str, bias: bool) -> String {
+    /// The `o_proj` weight, `[in, out]` for MatMul, over [`Self::additive_divided`]'s heads
+    /// `[h, _, mu]`: per head `i` the rows `W_o^(i)`, a zero row and `W_o^(i) u_i`, so the
+    /// product is `W_o (h + mu u)`.
+    pub(crate) fn o_proj_weight_adding_mu(&mut self, x: &str, module: &str) -> String {
         let l = self.adds_mu[x];
         let HeadsSource::Folded(heads) = self.heads else {
-            unreachable!("o_proj_adding_mu without folded heads")
+            unreachable!("o_proj_weight_adding_mu without folded heads")
         };
         let d = self.head_dim;
         let name = format!("{module}.weight+mimic.u.T");
-        let w = self
+        let wt = self
             .weights_for(&format!("{module}.weight"))
-            .expect("weights checked against the config"); // [hidden, H D]
-        let (out, inner) = (w.shape[0], w.shape[1]);
+            .expect("weights checked against the config")
+            .transpose2(); // [H D, hidden]
+        let (inner, out) = (wt.shape[0], wt.shape[1]);
         let u = heads.layer("mimic.u", l); // [H, D]
         let mut data = Vec::with_capacity((inner + 2 * inner / d) * out);
-        for i in 0..inner / d {
-            for c in 0..d {
-                data.extend((0..out).map(|o| w.data[o * inner + i * d + c]));
-            }
+        for (rows, u) in wt.data.chunks(d * out).zip(u.chunks(d)) {
+            data.extend_from_slice(rows);
             data.extend(std::iter::repeat_n(0.0, out));
-            data.extend((0..out).map(|o| {
-                let row = &w.data[o * inner + i * d..o * inner + (i + 1) * d];
-                row.iter()
-                    .zip(&u[i * d..(i + 1) * d])
-                    .map(|(a, b)| a * b)
-                    .sum::<f32>()
-            }));
+            let mut wu = vec![0f32; out];
+            for (row, &uc) in rows.chunks(out).zip(u) {
+                wu.iter_mut().zip(row).for_each(|(acc, &w)| *acc += w * uc);
+            }
+            data.extend(wu);
         }
         if let Err(e) = self.g.weight(&name, &[data.len() / out, out], &data) {
             self.error.get_or_insert(e);
         }
-        let y = self.g.node("MatMul", &[x, &name], vec![]);
-        if bias {
-            let b = self.weight(&format!("{module}.bias"));
-            self.g.node("Add", &[&y, &b], vec![])
-        } else {
-            y
-        }
+        name
     }
 
     /// MimIC with explicit nodes: scores, log-sum-exp, softmax, `mu`, then the form's epilogue.
