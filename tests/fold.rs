@@ -417,3 +417,14 @@ fn folded_additive_epilogue_is_three_nodes_into_a_widened_o_proj() {
         }
     }
 }
+
+#[test]
+fn sessions_of_the_pools_thread_count_share_it() {
+    use mimic_runtime::environment::{environment, pool_threads};
+    let (_, shared) = environment(2).unwrap();
+    // Another test may have built the first session, and sized the pool, before this one.
+    let pool = pool_threads().expect("the environment exists once a session asked for it");
+    assert_eq!(shared, pool == 2);
+    assert!(environment(pool).unwrap().1);
+    assert!(!environment(pool + 1).unwrap().1);
+}

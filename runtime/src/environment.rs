@@ -1,5 +1,10 @@
 //! Loading the ONNX Runtime shared library at run time (ort's `load-dynamic`): from
 //! `$ORT_DYLIB_PATH`, else from the `onnxruntime` wheel in the project's Python environment.
+//!
+//! The process has one ONNX Runtime environment, and in it one pool of intra-op threads that
+//! every session of the same thread count shares. Sessions that take turns (the benchmark's
+//! backends, step by step; a server holding several compiled models) then hand the same
+//! workers on instead of each leaving its own pool spinning on the cores the next one needs.
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -15,10 +20,19 @@ pub struct OrtInfo {
     pub providers: Vec<String>,
 }
 
-/// The loaded library and the process's one ONNX Runtime environment (sessions hold it by
-/// reference, so it lives as long as the process).
-static ORT: OnceLock<std::result::Result<(OrtInfo, ort::environment::Environment), String>> =
-    OnceLock::new();
+/// The loaded library (once per process).
+static LIBRARY: OnceLock<std::result::Result<OrtInfo, String>> = OnceLock::new();
+
+/// The process's one ONNX Runtime environment (sessions hold it by reference, so it lives as
+/// long as the process), made when the first session is built.
+static ENVIRONMENT: OnceLock<std::result::Result<Shared, String>> = OnceLock::new();
+
+struct Shared {
+    env: ort::environment::Environment,
+    /// Intra-op threads of the environment's shared pool (0: ONNX Runtime's default, one per
+    /// core).
+    pool_threads: usize,
+}
 
 /// Finds `libonnxruntime.so.<version>`.
 pub fn find_library() -> Result<PathBuf> {
@@ -80,33 +94,52 @@ fn available_providers() -> Result<Vec<String>> {
 
 /// Loads ONNX Runtime once per process and returns what was loaded.
 pub fn init_onnxruntime() -> Result<OrtInfo> {
-    Ok(load()?.0.clone())
-}
-
-/// The process's ONNX Runtime environment.
-pub fn environment() -> Result<&'static ort::environment::Environment> {
-    Ok(&load()?.1)
-}
-
-fn load() -> Result<&'static (OrtInfo, ort::environment::Environment)> {
-    let loaded = ORT.get_or_init(|| {
+    let loaded = LIBRARY.get_or_init(|| {
         let lib = find_library().map_err(|e| e.to_string())?;
         if !lib.exists() {
             return Err(format!("{}: ONNX Runtime library not found", lib.display()));
         }
-        let builder = ort::init_from(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
-        let env = builder
-            .with_name("mimic")
-            .build()
-            .map_err(|e| format!("{}: {e}", lib.display()))?;
+        ort::init_from(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
         let providers = available_providers().map_err(|e| e.to_string())?;
         tracing::debug!(library = %lib.display(), ?providers, "ONNX Runtime loaded");
-        let info = OrtInfo {
+        Ok(OrtInfo {
             version: version_from_name(&lib),
             library: lib,
             providers,
-        };
-        Ok((info, env))
+        })
     });
-    loaded.as_ref().map_err(|e| RuntimeError::Other(e.clone()))
+    loaded.clone().map_err(RuntimeError::Other)
+}
+
+/// The process's ONNX Runtime environment, and whether a session of `threads` intra-op
+/// threads (0: one per core) runs on its shared pool. The first session built sizes the
+/// pool; a session asking for another count gets a pool of its own.
+pub fn environment(threads: usize) -> Result<(&'static ort::environment::Environment, bool)> {
+    let info = init_onnxruntime()?;
+    let shared = ENVIRONMENT.get_or_init(|| {
+        let at = |e: ort::Error| format!("{}: {e}", info.library.display());
+        let pool = ort::environment::GlobalThreadPoolOptions::default()
+            .with_intra_threads(threads)
+            .and_then(|p| p.with_spin_control(true))
+            .map_err(at)?;
+        let env = ort::init()
+            .with_name("mimic")
+            .with_global_thread_pool(pool)
+            .build()
+            .map_err(at)?;
+        tracing::debug!(pool_threads = threads, "ONNX Runtime environment");
+        Ok(Shared {
+            env,
+            pool_threads: threads,
+        })
+    });
+    let shared = shared
+        .as_ref()
+        .map_err(|e| RuntimeError::Other(e.clone()))?;
+    Ok((&shared.env, shared.pool_threads == threads))
+}
+
+/// The intra-op threads of the shared pool (0: one per core), once the first session made it.
+pub fn pool_threads() -> Option<usize> {
+    ENVIRONMENT.get()?.as_ref().ok().map(|s| s.pool_threads)
 }

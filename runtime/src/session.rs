@@ -44,7 +44,8 @@ impl ExecutionProvider {
 
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
-    /// Intra-op threads; 0 lets ONNX Runtime choose (one per core).
+    /// Intra-op threads; 0 lets ONNX Runtime choose (one per core). Sessions of the same
+    /// count share the process's pool ([`crate::environment`]).
     pub threads: usize,
     pub provider: ExecutionProvider,
     /// Run on CPU when the requested provider is missing instead of failing.
@@ -132,10 +133,13 @@ impl CompiledModel {
                 )));
             }
         }
-        let mut builder = Session::builder(crate::environment::environment()?)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)?;
-        if opts.threads > 0 {
-            builder = builder.with_intra_threads(opts.threads)?;
+        let (env, shared_pool) = crate::environment::environment(opts.threads)?;
+        let mut builder =
+            Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+        if !shared_pool {
+            builder = builder
+                .with_independent_thread_pool()?
+                .with_intra_threads(opts.threads)?;
         }
         // Diagnostics: ONNX Runtime's per-node profile, and the graph after its own fusions.
         if let Ok(prefix) = std::env::var("MIMIC_ORT_PROFILE") {

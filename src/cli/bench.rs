@@ -57,6 +57,11 @@ pub struct Args {
     /// method's rate is its median round's.
     #[arg(long, default_value_t = 3)]
     batch_rounds: usize,
+    /// Sessions of every ONNX backend (and batched method), loaded in mirrored order
+    /// (a b c, c b a, ...) and timed alike: on the machines measured, a session built later
+    /// runs a few percent faster than one built before it, and the mirror cancels that.
+    #[arg(long, default_value_t = 2)]
+    copies: usize,
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     #[arg(long, default_value_t = 3)]
@@ -181,25 +186,80 @@ where
     Ok(rows)
 }
 
-/// Times ONNX backends in turn: for each prompt and iteration, one greedy generation per
-/// backend (its demonstration prefix, if any, before the prompt). Medians per backend.
+/// Loads `copies` sessions of each folder, in mirrored order (the folders forward, then
+/// backward, ...); returns each folder's sessions. Sessions built later run a few percent
+/// faster on the machines measured (the same folder too: it goes with when ONNX Runtime
+/// prepacks the weights), so every backend gets early and late ones alike.
+pub(super) fn load_mirrored(
+    dirs: &[&std::path::Path],
+    copies: usize,
+    opts: &SessionOptions,
+) -> Result<Vec<Vec<CompiledModel>>> {
+    let mut out: Vec<Vec<CompiledModel>> = dirs.iter().map(|_| Vec::new()).collect();
+    for copy in 0..copies.max(1) {
+        let order: Vec<usize> = match copy % 2 {
+            0 => (0..dirs.len()).collect(),
+            _ => (0..dirs.len()).rev().collect(),
+        };
+        for i in order {
+            out[i].push(CompiledModel::load(dirs[i], opts)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Times ONNX backends in lockstep. For each prompt and iteration every session prefills in
+/// turn (its backend's demonstration prefix, if any, before the prompt); then they decode one
+/// token each in turn, the order rotating step by step, so the machine's drift falls on all
+/// of them alike down to the scale of one step. They share the process's ONNX Runtime thread
+/// pool ([`mimic_runtime::environment`]), so none leaves workers spinning on the cores the
+/// next one needs. Every run decodes exactly `new_tokens` (no EOS). A backend's decode rate
+/// in an iteration is over all its sessions ([`load_mirrored`]); medians over iterations.
 fn time_interleaved(
-    onnx: &mut [(String, CompiledModel, Vec<u32>)],
+    onnx: &mut [(String, Vec<CompiledModel>, Vec<u32>)],
     prompts: &[Vec<u32>],
     a: &Args,
 ) -> Result<Vec<Row>> {
+    use mimic_models::generate::{argmax, CausalLm};
     let mut rows = Vec::new();
+    let backends = onnx.len();
     for ids in prompts {
-        let mut prefill = vec![Vec::new(); onnx.len()];
-        let mut decode = vec![Vec::new(); onnx.len()];
+        let mut prefill = vec![Vec::new(); backends];
+        let mut decode = vec![Vec::new(); backends];
+        let full: Vec<Vec<u32>> = onnx
+            .iter()
+            .map(|(_, _, prefix)| [prefix.as_slice(), ids].concat())
+            .collect();
         for it in 0..a.warmup + a.iterations {
-            for (i, (_, model, prefix)) in onnx.iter_mut().enumerate() {
-                let full = [prefix.as_slice(), ids].concat();
-                // No EOS: every run decodes exactly `new_tokens`.
-                let g = greedy(&mut OnnxLm::new(model), &full, a.new_tokens, &[], |_| {})?;
+            // Every session with the backend it belongs to.
+            let mut lms: Vec<(usize, OnnxLm)> = onnx
+                .iter_mut()
+                .enumerate()
+                .flat_map(|(b, o)| o.1.iter_mut().map(move |m| (b, OnnxLm::new(m))))
+                .collect();
+            let n = lms.len();
+            let mut logits = Vec::with_capacity(n);
+            for (b, lm) in lms.iter_mut() {
+                let t = Instant::now();
+                logits.push(lm.extend(&full[*b])?);
                 if it >= a.warmup {
-                    prefill[i].push(g.prefill_s * 1e3);
-                    decode[i].push((g.tokens.len() - 1) as f64 / g.decode_s);
+                    prefill[*b].push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            let (mut seconds, mut steps) = (vec![0f64; backends], vec![0usize; backends]);
+            for step in 1..a.new_tokens {
+                for i in (0..n).map(|k| (k + step) % n) {
+                    let next = argmax(&logits[i]);
+                    let (b, lm) = &mut lms[i];
+                    let t = Instant::now();
+                    logits[i] = lm.extend(&[next])?;
+                    seconds[*b] += t.elapsed().as_secs_f64();
+                    steps[*b] += 1;
+                }
+            }
+            if it >= a.warmup && a.new_tokens > 1 {
+                for b in 0..backends {
+                    decode[b].push(steps[b] as f64 / seconds[b]);
                 }
             }
         }
@@ -245,9 +305,9 @@ pub fn run(a: Args) -> Result<()> {
         Some(p) => Some(task_prompts(&model, p, &a)?),
         None => None,
     };
-    // The ONNX backends run interleaved, one generation each in turn, so that the machine's
+    // The ONNX backends run in lockstep, one decode step each in turn, so that the machine's
     // drift during the run falls on all of them alike (their ratios are the targets).
-    let mut onnx: Vec<(String, CompiledModel, Vec<u32>)> = Vec::new();
+    let mut backends: Vec<(String, PathBuf, Vec<u32>)> = Vec::new();
     for backend in a.backends.iter().filter(|b| b.starts_with("onnx")) {
         let attention = match backend.as_str() {
             "onnx" | "onnx-mimic" | "onnx-icl" => AttentionImpl::Fused,
@@ -276,28 +336,34 @@ pub fn run(a: Args) -> Result<()> {
             ..Default::default()
         };
         let dir = super::compiled_for(&model, with_heads, &opts)?;
-        let session = SessionOptions {
-            threads: a.threads,
-            ..Default::default()
-        };
-        onnx.push((
-            backend.clone(),
-            CompiledModel::load(&dir, &session)?,
-            prefix,
-        ));
+        backends.push((backend.clone(), dir, prefix));
     }
+    let session = SessionOptions {
+        threads: a.threads,
+        ..Default::default()
+    };
+    let dirs: Vec<&std::path::Path> = backends.iter().map(|b| b.1.as_path()).collect();
+    let sessions = load_mirrored(&dirs, a.copies, &session)?;
+    let mut onnx: Vec<(String, Vec<CompiledModel>, Vec<u32>)> = backends
+        .iter()
+        .zip(sessions)
+        .map(|((name, _, prefix), models)| (name.clone(), models, prefix.clone()))
+        .collect();
     let mut rows = Vec::new();
     if !onnx.is_empty() {
         eprintln!(
-            "benchmarking {} interleaved ...",
+            "benchmarking {} in lockstep ({} sessions each) ...",
             onnx.iter()
                 .map(|o| o.0.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            a.copies.max(1)
         );
         rows.extend(time_interleaved(&mut onnx, &prompts, &a)?);
         bandwidth = bandwidth.max(measure_bandwidth(a.threads));
     }
+    // The batched runs load sessions of their own.
+    drop(onnx);
     for backend in a.backends.iter().filter(|b| !b.starts_with("onnx")) {
         eprintln!("benchmarking {backend} ...");
         match backend.as_str() {
@@ -527,6 +593,7 @@ fn bench_batched(
             a.answer_tokens,
             a.threads,
             a.batch_rounds,
+            a.copies,
         )?;
         tracing::info!(?r, "measured");
         rows.extend(r);

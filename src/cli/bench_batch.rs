@@ -37,7 +37,9 @@ pub struct Contender<'a> {
 /// Answers every query of every contender in batches of `batch`, after one warm-up batch
 /// each, `rounds` times over. Batches are cut from the queries in order of prompt length, so
 /// they pad least. Contenders take turns batch by batch, so the machine's drift falls on all
-/// alike; each contender's rate is that of its median round.
+/// alike; each contender's rate is that of its median round. Each contender has `copies`
+/// sessions loaded in mirrored order ([`super::bench::load_mirrored`]), which take the
+/// batches in turn.
 /// Every answer is exactly `answer_tokens` long (the same work for every method); accuracy
 /// reads the answer up to its first newline.
 pub fn time_batched(
@@ -47,6 +49,7 @@ pub fn time_batched(
     answer_tokens: usize,
     threads: usize,
     rounds: usize,
+    copies: usize,
 ) -> Result<Vec<BatchRow>> {
     let opts = mimic_runtime::SessionOptions {
         threads,
@@ -54,12 +57,13 @@ pub fn time_batched(
     };
     let pad = tok.pad_id().unwrap_or(0);
     let never = |_: usize, _: &[u32]| false;
-    let mut models = Vec::with_capacity(contenders.len());
-    for c in contenders {
-        let mut m = CompiledModel::load(c.dir, &opts)?;
+    let dirs: Vec<&Path> = contenders.iter().map(|c| c.dir).collect();
+    let mut models: Vec<Vec<CompiledModel>> = super::bench::load_mirrored(&dirs, copies, &opts)?;
+    for (c, sessions) in contenders.iter().zip(models.iter_mut()) {
         let warm: Vec<Vec<u32>> = c.queries.iter().take(batch).map(|q| q.0.clone()).collect();
-        mimic_runtime::batch::greedy_batch(&mut m, &warm, answer_tokens, pad, never)?;
-        models.push(m);
+        for m in sessions.iter_mut() {
+            mimic_runtime::batch::greedy_batch(m, &warm, answer_tokens, pad, never)?;
+        }
     }
     let rounds = rounds.max(1);
     let mut seconds = vec![vec![0f64; rounds]; contenders.len()];
@@ -78,7 +82,9 @@ pub fn time_batched(
         .unwrap_or(0)
         .div_ceil(batch);
     for (round, i) in (0..rounds).flat_map(|r| (0..chunks).map(move |i| (r, i))) {
-        for (j, (c, m)) in contenders.iter().zip(models.iter_mut()).enumerate() {
+        for (j, (c, sessions)) in contenders.iter().zip(models.iter_mut()).enumerate() {
+            let copies = sessions.len();
+            let m = &mut sessions[(round + i) % copies];
             let rows: Vec<usize> = orders[j]
                 .iter()
                 .skip(i * batch)
