@@ -206,11 +206,19 @@ impl<'w> OnnxBackend<'w> {
         self.error.take()
     }
 
+    /// Writes a weight initializer; the first failure is kept for [`Self::take_error`].
+    pub(crate) fn put_weight(&mut self, name: &str, dims: &[usize], data: &[f32]) {
+        if let Err(e) = self.g.weight(name, dims, data) {
+            self.error.get_or_insert(e);
+        }
+    }
+
     /// A weight in HF layout, emitted once.
-    pub(crate) fn weight(&mut self, name: &str) -> String {
+    fn weight(&mut self, name: &str) -> String {
         if self.emitted.insert(name.to_string()) {
             let t = host_weight(&self.merged, self.weights, name)
                 .expect("weights checked against the config");
+            // `t` borrows `self.merged`: the graph and the error are borrowed apart.
             if let Err(e) = self.g.weight(name, &t.shape, &t.data) {
                 self.error.get_or_insert(e);
             }
@@ -237,9 +245,7 @@ impl<'w> OnnxBackend<'w> {
                 data.extend_from_slice(&t.data);
             }
             let t = mimic_models::HostTensor::new(vec![rows, cols], data).transpose2();
-            if let Err(e) = self.g.weight(&tname, &t.shape, &t.data) {
-                self.error.get_or_insert(e);
-            }
+            self.put_weight(&tname, &t.shape, &t.data);
         }
         tname
     }
@@ -252,9 +258,7 @@ impl<'w> OnnxBackend<'w> {
             for n in names {
                 data.extend_from_slice(&self.weights.get(n).expect("weights checked").data);
             }
-            if let Err(e) = self.g.weight(&name, &[data.len()], &data) {
-                self.error.get_or_insert(e);
-            }
+            self.put_weight(&name, &[data.len()], &data);
         }
         name
     }

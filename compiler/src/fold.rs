@@ -135,9 +135,7 @@ impl OnnxBackend<'_> {
                 };
                 let mut dims = vec![1];
                 dims.extend(rest);
-                if let Err(e) = self.g.weight(&name, &dims, &data) {
-                    self.error.get_or_insert(e);
-                }
+                self.put_weight(&name, &dims, &data);
                 name
             }
             HeadsSource::Inputs(_) => {
@@ -253,13 +251,9 @@ impl OnnxBackend<'_> {
             sizes.push((out / d * (d + e)) as i64);
         }
         let t = mimic_models::HostTensor::new(vec![rows, cols], data).transpose2();
-        if let Err(e) = self.g.weight(&tname, &t.shape, &t.data) {
-            self.error.get_or_insert(e);
-        }
+        self.put_weight(&tname, &t.shape, &t.data);
         let bname = format!("{}.slots.bias", modules.join("+"));
-        if let Err(e) = self.g.weight(&bname, &[bias_data.len()], &bias_data) {
-            self.error.get_or_insert(e);
-        }
+        self.put_weight(&bname, &[bias_data.len()], &bias_data);
         let g = &mut self.g;
         let y = g.node("MatMul", &[x, &tname], vec![]);
         let y = g.node("Add", &[&y, &bname], vec![]);
@@ -439,9 +433,7 @@ impl OnnxBackend<'_> {
             }
             data.extend(wu);
         }
-        if let Err(e) = self.g.weight(&name, &[data.len() / out, out], &data) {
-            self.error.get_or_insert(e);
-        }
+        self.put_weight(&name, &[data.len() / out, out], &data);
         name
     }
 
