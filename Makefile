@@ -55,7 +55,7 @@ bench: build reference-env
 bench-heads: build
 	$(MIMIC) bench --backends onnx,onnx-unfused,onnx-mimic,onnx-mimic-unfused,onnx-icl \
 		--heads $(DEMO)/heads.safetensors --task $(TASKS)/country-capital.json \
-		--prompt-len 16,128,512 --new-tokens 32 --iterations 9 --json bench-heads.json
+		--prompt-len 16,128,512 --new-tokens 32 --iterations 5 --copies 4 --json bench-heads.json
 
 # One training step against the same step in Python PyTorch + transformers.
 bench-train: build reference-env

@@ -29,7 +29,6 @@ import onnxruntime as ort
 from onnxruntime.capi import _pybind_state
 
 THREADS = 2
-_pybind_state.set_global_thread_pool_sizes(THREADS, 1)
 
 
 def load(entry):
@@ -77,6 +76,7 @@ def step(session, state, ids, past):
 
 
 def main():
+    _pybind_state.set_global_thread_pool_sizes(THREADS, 1)
     entries = sys.argv[1].split(",")
     prompt, steps, repeats = (int(x) for x in sys.argv[2:5])
     batch = int(sys.argv[5]) if len(sys.argv) > 5 else 1
