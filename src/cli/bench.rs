@@ -223,6 +223,11 @@ fn time_interleaved(
     use mimic_models::generate::{argmax, CausalLm};
     let mut rows = Vec::new();
     let backends = onnx.len();
+    // Each backend's sessions each decode `new_tokens - 1` steps an iteration.
+    let steps: Vec<usize> = onnx
+        .iter()
+        .map(|o| o.1.len() * a.new_tokens.saturating_sub(1))
+        .collect();
     for ids in prompts {
         let mut prefill = vec![Vec::new(); backends];
         let mut decode = vec![Vec::new(); backends];
@@ -246,7 +251,7 @@ fn time_interleaved(
                     prefill[*b].push(t.elapsed().as_secs_f64() * 1e3);
                 }
             }
-            let (mut seconds, mut steps) = (vec![0f64; backends], vec![0usize; backends]);
+            let mut seconds = vec![0f64; backends];
             for step in 1..a.new_tokens {
                 for i in (0..n).map(|k| (k + step) % n) {
                     let next = argmax(&logits[i]);
@@ -254,7 +259,6 @@ fn time_interleaved(
                     let t = Instant::now();
                     logits[i] = lm.extend(&[next])?;
                     seconds[*b] += t.elapsed().as_secs_f64();
-                    steps[*b] += 1;
                 }
             }
             if it >= a.warmup && a.new_tokens > 1 {
@@ -345,9 +349,9 @@ pub fn run(a: Args) -> Result<()> {
     let dirs: Vec<&std::path::Path> = backends.iter().map(|b| b.1.as_path()).collect();
     let sessions = load_mirrored(&dirs, a.copies, &session)?;
     let mut onnx: Vec<(String, Vec<CompiledModel>, Vec<u32>)> = backends
-        .iter()
+        .into_iter()
         .zip(sessions)
-        .map(|((name, _, prefix), models)| (name.clone(), models, prefix.clone()))
+        .map(|((name, _, prefix), models)| (name, models, prefix))
         .collect();
     let mut rows = Vec::new();
     if !onnx.is_empty() {
