@@ -355,8 +355,11 @@ fn additive_heads_with_mu_near_one() {
 
 /// Folded additive heads in a fused graph: between each layer's `Attention` and its `o_proj`
 /// the epilogue is one Gather, one MatMul and one Div (no Reshape, Split or broadcast
-/// product), and `o_proj`'s weight has the two extra rows a head that add `mu W_o u`.
-/// Exactness of the same graph is `folded_heads_match_the_trainer_for_every_method`.
+/// product), and `o_proj`'s weight has the two extra rows a head that add `mu W_o u`. In
+/// float32 the slots carry `e^b` in a value channel, so queries and keys stay `head_dim`
+/// wide (no partial rotary, a cache of `head_dim`-wide keys); a float16 graph scores `b`
+/// through a key channel instead. Exactness of the same graphs is
+/// `folded_heads_match_the_trainer_for_every_method` and `additive_heads_with_mu_near_one`.
 #[test]
 fn folded_additive_epilogue_is_three_nodes_into_a_widened_o_proj() {
     let tmp = tempfile::tempdir().unwrap();
@@ -371,10 +374,35 @@ fn folded_additive_epilogue_is_three_nodes_into_a_widened_o_proj() {
             ..Default::default()
         };
         compile_model(&model, HeadsSource::Folded(&heads), &opts, &out).unwrap();
+        let kv = mimic_models::contract::Contract::read(&out)
+            .unwrap()
+            .kv_cache;
+        assert_eq!(
+            (kv.key_dim, kv.value_dim),
+            (cfg.head_dim, cfg.head_dim + 2),
+            "{dir:?}: float32 cache layout"
+        );
+        let half = out.with_extension("fp16");
+        let fp16 = CompileOptions {
+            dtype: Dtype::Fp16,
+            ..opts.clone()
+        };
+        compile_model(&model, HeadsSource::Folded(&heads), &fp16, &half).unwrap();
+        let kv = mimic_models::contract::Contract::read(&half)
+            .unwrap()
+            .kv_cache;
+        assert_eq!(kv.key_dim, cfg.head_dim + 1, "{dir:?}: float16 keys");
         let g = mimic_compiler::graph::read_model(&out.join("model.onnx"))
             .unwrap()
             .graph
             .unwrap();
+        let partial_rotary = g.node.iter().any(|n| {
+            n.op_type.as_deref() == Some("RotaryEmbedding")
+                && n.attribute
+                    .iter()
+                    .any(|a| a.name.as_deref() == Some("rotary_embedding_dim"))
+        });
+        assert!(!partial_rotary, "{dir:?}: queries or keys widened");
         let readers = |value: &str| -> Vec<&mimic_compiler::onnx::NodeProto> {
             g.node
                 .iter()

@@ -135,8 +135,8 @@ pub fn emit_model(
         opts.attention,
         opts.last_only,
         heads,
+        fp16,
     )?;
-    backend.fp16_guards = fp16;
     llama::forward(&model.config, &mut backend);
     if let Some(e) = backend.take_error() {
         return Err(e);
@@ -234,7 +234,7 @@ fn write_folder(
         }
     }
     let (slots, key_dim, value_dim) =
-        crate::fold::cache_layout(heads.method(), opts.attention, cfg);
+        crate::fold::cache_layout(heads.method(), opts.attention, opts.is_fp16(), cfg);
     if let (HeadsSource::Folded(h), true) = (&heads, slots > 0) {
         let convex = h.method == mimic_models::Method::MimicConvex;
         let path = dir.join(mimic_models::heads::SLOTS_FILE);

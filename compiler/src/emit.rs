@@ -103,8 +103,9 @@ pub struct OnnxBackend<'w> {
     /// graph every layer adds its attention and MLP outputs to the stream in float32 (and
     /// normalises it in float32), and rounding does not accumulate over the layers.
     residual: HashSet<String>,
-    /// The graph is to be converted to float16: guard what float16 caches cannot hold
-    /// (the additive MimIC divisor is clamped, see [`mimic_models::heads::keep_floor`]).
+    /// The graph is to be converted to float16: guard what float16 caches cannot hold (the
+    /// additive MimIC divisor is clamped, see [`mimic_models::heads::keep_floor`], and the
+    /// slots score their bias through the keys, see [`mimic_models::heads::bias_in_key`]).
     pub fp16_guards: bool,
 }
 
@@ -116,6 +117,7 @@ impl<'w> OnnxBackend<'w> {
         attention: AttentionImpl,
         last_only: bool,
         heads: HeadsSource<'w>,
+        fp16_guards: bool,
     ) -> crate::Result<Self> {
         let merged = match heads {
             HeadsSource::Folded(h) if h.method == Method::Lora => h.lora_merged(weights)?,
@@ -137,7 +139,7 @@ impl<'w> OnnxBackend<'w> {
             head_dim: cfg.head_dim,
             error: None,
             residual: HashSet::new(),
-            fp16_guards: false,
+            fp16_guards,
         };
         b.declare_io(cfg);
         if let HeadsSource::Inputs(method) = heads {
@@ -165,7 +167,7 @@ impl<'w> OnnxBackend<'w> {
             &[Named("batch"), Named("seq")],
         ));
         let (slots, key_dim, value_dim) =
-            crate::fold::cache_layout(self.heads.method(), self.attention, cfg);
+            crate::fold::cache_layout(self.heads.method(), self.attention, self.fp16_guards, cfg);
         // With slots at the front, the cache is longer than the attention mask.
         let (past, present) = match slots {
             0 => ("past_seq", "total_seq"),

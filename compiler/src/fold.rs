@@ -6,19 +6,25 @@
 //!
 //! - Fused: one extra key/value slot per query head inside the `Attention` operator, living
 //!   at the front of the KV cache (the runtime starts every cache with them). A slot's key is
-//!   `sqrt(d) [w, b]` against queries `[q, 1]` (new keys get a 0 channel), so it scores
-//!   `f = w . q + b` in the rotated frame, never rotated itself. With `G` query heads per KV
-//!   head, a KV head carries `G` slots, each masked for the other heads of its group. Softmax
-//!   over real keys and the slot gives the slot weight `sigmoid(f - LSE)` exactly.
-//!   - convex: the slot's value is `u`;
-//!   - additive: two value channels, `[1, 0]` for real keys and `[floor, 1]` for the slot
-//!     (whose other channels are 0), so attention returns `[(1 - mu) h, 1 - mu, mu]`; then
-//!     `o = out / (1 - mu) + mu u`. Each of `1 - mu` and `mu` is summed from its own side's
-//!     weights, so both stay accurate at either end (`1 - mu` computed from `mu` would lose
-//!     every digit as `mu` nears 1, which trained heads reach); the floor keeps a padding row,
-//!     all of whose weight is on the slot, from dividing 0 by 0 (float16 graphs clamp the
-//!     divisor instead, see [`mimic_models::heads::keep_floor`]). With folded heads the
-//!     epilogue is a Gather, a small MatMul and a Div that leave `[h, _, mu]` per head, and
+//!   `sqrt(d) w`, in the rotated frame, never rotated itself. With `G` query heads per KV
+//!   head, a KV head carries `G` slots, each masked for the other heads of its group.
+//!   - convex: the slot's key is `sqrt(d) [w, b]` against queries `[q, 1]` (new keys get a 0
+//!     channel), so it scores `f = w . q + b`, and softmax over real keys and the slot gives
+//!     it the weight `sigmoid(f - LSE)` exactly; its value is `u`;
+//!   - additive: two value channels, `[1, 0]` for real keys and `[floor, e^b]` for the slot
+//!     (whose other channels are 0), the slot scoring `w . q`: attention returns per head
+//!     `[E h, E + floor F, e^b F] / (E + F)` (`E` the real keys' summed exponentials, `F`
+//!     the slot's), and dividing the first part by the first extra channel, and the second
+//!     extra channel by the sum of both, gives `h` and `e^b F / (E + e^b F) = mu`; then
+//!     `o = h + mu u`. The real keys' weight is summed from their own channel, so `h` stays
+//!     accurate as `mu` nears 1, which trained heads reach (`1 - mu` subtracted from `mu`
+//!     would lose every digit); the floor keeps a padding row, all of whose weight is on the
+//!     slot, from dividing 0 by 0 (float16 graphs clamp the divisor instead, see
+//!     [`mimic_models::heads::keep_floor`]). Carrying `e^b` in the value leaves queries and
+//!     keys `d` wide. A float16 cache cannot hold `e^b` for every `b`, so float16 graphs
+//!     score `b` through the key as the convex form does and give the slot's channel 1
+//!     ([`mimic_models::heads::bias_in_key`]); the epilogue is the same. With folded heads
+//!     it is a Gather, a small MatMul and a Div that leave `[h, _, mu]` per head, and
 //!     `o_proj` carries `W_o u` as an extra weight row per head, so it adds `mu W_o u` itself
 //!     (`additive_divided`); with heads as inputs `u` differs by row, and the epilogue
 //!     splits the channels and adds `mu u` before `o_proj`.
@@ -44,22 +50,27 @@ use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, MASK_MIN};
 use crate::onnx::tensor_proto::DataType;
 
 /// The KV-cache layout a graph needs: `(slots, key_dim, value_dim)` per KV head. Fused MimIC
-/// graphs start their cache with `G` slots and widen keys (and additive values) by one.
+/// graphs start their cache with `G` slots; their keys are one wider where the slots score
+/// their bias through them ([`mimic_models::heads::bias_in_key`]), and additive values are
+/// two wider.
 pub fn cache_layout(
     method: Option<Method>,
     attention: AttentionImpl,
+    fp16: bool,
     cfg: &LlamaConfig,
 ) -> (usize, usize, usize) {
+    use mimic_models::heads::{bias_in_key, extra_value_channels};
     let (d, g) = (cfg.head_dim, cfg.num_heads / cfg.num_kv_heads);
-    match (method, attention) {
-        (Some(Method::Mimic), AttentionImpl::Fused) => (
-            g,
-            d + 1,
-            d + mimic_models::heads::extra_value_channels(false),
-        ),
-        (Some(Method::MimicConvex), AttentionImpl::Fused) => (g, d + 1, d),
-        _ => (0, d, d),
-    }
+    let convex = match (method, attention) {
+        (Some(Method::Mimic), AttentionImpl::Fused) => false,
+        (Some(Method::MimicConvex), AttentionImpl::Fused) => true,
+        _ => return (0, d, d),
+    };
+    (
+        g,
+        d + bias_in_key(convex, fp16) as usize,
+        d + extra_value_channels(convex),
+    )
 }
 
 /// Where the heads' numbers come from.
@@ -191,23 +202,26 @@ impl OnnxBackend<'_> {
     }
 
     /// For fused MimIC's q/k/v projections, the values of the channels each head gets:
-    /// queries `[1]` (it reads the slot key's `b`), keys `[0]`, values `[1, 0]` in the additive
-    /// form (the `1 - mu` and `mu` channels) and none in the convex form. `None` for other
-    /// projections or graphs.
+    /// queries `[1]` and keys `[0]` where the slots score their bias through the keys
+    /// ([`mimic_models::heads::bias_in_key`]: the slot key's `b` reads the queries' 1),
+    /// values `[1, 0]` in the additive form (the real keys' and the slot's channels) and none
+    /// in the convex form. `None` for other projections or graphs.
     pub(crate) fn slot_channels(&self, modules: &[&str]) -> Option<[Vec<f32>; 3]> {
         let method = self.heads.method()?;
         let is_qkv = modules.len() == 3
             && modules[0].ends_with("self_attn.q_proj")
             && modules[1].ends_with("self_attn.k_proj")
             && modules[2].ends_with("self_attn.v_proj");
-        match (method, self.attention, is_qkv) {
-            (Method::Mimic, AttentionImpl::Fused, true) => {
-                Some([vec![1.0], vec![0.0], vec![1.0, 0.0]])
-            }
-            (Method::MimicConvex, AttentionImpl::Fused, true) => {
-                Some([vec![1.0], vec![0.0], vec![]])
-            }
-            _ => None,
+        let convex = match (method, self.attention, is_qkv) {
+            (Method::Mimic, AttentionImpl::Fused, true) => false,
+            (Method::MimicConvex, AttentionImpl::Fused, true) => true,
+            _ => return None,
+        };
+        let values = if convex { vec![] } else { vec![1.0, 0.0] };
+        if mimic_models::heads::bias_in_key(convex, self.fp16_guards) {
+            Some([vec![1.0], vec![0.0], values])
+        } else {
+            Some([vec![], vec![], values])
         }
     }
 
@@ -287,10 +301,12 @@ impl OnnxBackend<'_> {
     }
 
     /// MimIC inside the `Attention` operator, the slots living at the front of the KV cache
-    /// (see [`mimic_models::heads::cache_slots`]): queries get a channel of ones and new keys
-    /// a channel of zeros, so a slot key `sqrt(D) [w, b]` scores `w . q + b`; the cache's
-    /// keys are `D + 1` wide. Additive: values get the two channels of the module docs and
-    /// attention returns `[(1 - mu) h, 1 - mu, mu]` per head.
+    /// (see [`mimic_models::heads::cache_slots`]). Where the slots score their bias through
+    /// the keys, queries get a channel of ones and new keys a channel of zeros, so a slot key
+    /// `sqrt(D) [w, b]` scores `w . q + b`, and the cache's keys are `D + 1` wide. Additive:
+    /// values get the two channels of the module docs and attention returns per head `h`
+    /// scaled by the real keys' weight, that weight, and the slot's weight times its `mu`
+    /// channel.
     pub(crate) fn attention_mimic_fused(
         &mut self,
         q: &str,
@@ -308,7 +324,8 @@ impl OnnxBackend<'_> {
         }
         let mask = self.slot_mask(spec);
         // The projections carry the extra channels (see `linears_widened`).
-        let expected = [(q, 1), (k, 1), (v, 2 * !convex as usize)];
+        let in_key = mimic_models::heads::bias_in_key(convex, self.fp16_guards) as usize;
+        let expected = [(q, in_key), (k, in_key), (v, 2 * !convex as usize)];
         if expected
             .iter()
             .any(|(x, n)| self.widened.get(*x).copied().unwrap_or(0) != *n)
@@ -339,8 +356,8 @@ impl OnnxBackend<'_> {
             return y;
         }
         // Additive: attention and epilogue stay float32 in a float16 graph. The output
-        // channels are `(1 - mu) h` and `1 - mu`, and trained heads reach mu so close to 1
-        // that float16 would hold them as subnormals with a few bits left.
+        // channels are `(1 - mu) h` and `1 - mu` (up to the floor), and trained heads reach
+        // mu so close to 1 that float16 would hold them as subnormals with a few bits left.
         if let HeadsSource::Folded(_) = self.heads {
             return self.additive_divided(&y, spec, mark);
         }
@@ -350,9 +367,11 @@ impl OnnxBackend<'_> {
         let y = g.node("Reshape", &[&y, &per_head], vec![]); // [B, T, H, D + 2]
         let split = g.const_i64(&[d as i64, 1, 1]);
         let parts = g.node_n("Split", &[&y, &split], 3, vec![attr_int("axis", -1)]);
-        // `1 - mu` is at least the slot's floor times mu, so never 0 (a padding row puts all
-        // its weight on the slot); float16 caches have no floor, and the divisor is clamped.
-        let (scaled_h, mu) = (&parts[0], &parts[2]);
+        // The real keys' channel is at least the slot's floor times its weight, so never 0 (a
+        // padding row puts all its weight on the slot); float16 caches have no floor, and the
+        // divisor is clamped. `mu` is the slot's channel over the sum of both.
+        let (scaled_h, weighted) = (&parts[0], &parts[2]);
+        let both = g.node("Add", &[&parts[1], weighted], vec![]);
         let keep = if self.fp16_guards {
             let tiny = g.scalar_f32(f32::MIN_POSITIVE);
             g.node("Max", &[&parts[1], &tiny], vec![])
@@ -360,9 +379,10 @@ impl OnnxBackend<'_> {
             parts[1].clone()
         };
         let heads_out = g.node("Div", &[scaled_h, &keep], vec![]);
+        let mu = g.node("Div", &[weighted, &both], vec![]);
         let axis1 = g.const_i64(&[1]);
         let u = g.node("Unsqueeze", &[&u, &axis1], vec![]); // [B|1, 1, H, D]
-        let mu_u = g.node("Mul", &[mu, &u], vec![]);
+        let mu_u = g.node("Mul", &[&mu, &u], vec![]);
         let out = g.node("Add", &[&heads_out, &mu_u], vec![]);
         let packed = g.const_i64(&[0, 0, (h * d) as i64]);
         let out = g.node("Reshape", &[&out, &packed], vec![]);
@@ -371,11 +391,12 @@ impl OnnxBackend<'_> {
         out
     }
 
-    /// The additive form's epilogue with folded heads: attention's `[(1 - mu) h, k, mu]` per
-    /// head (`k` is `1 - mu` plus the slot's floor times `mu`) divided by `[k; D] ++ [k + mu; 2]`.
-    /// One Gather takes the two extra channels of every head, one small MatMul spreads them
-    /// into that divisor, and one Div gives `[h, k / (k + mu), mu]`: the heads' outputs and
-    /// their `mu`, with `k + mu` equal to 1 up to rounding. The `o_proj` that follows reads
+    /// The additive form's epilogue with folded heads: attention's `[k h, k, m]` per head (`k`
+    /// the real keys' weight plus the slot's floor times its weight, `m` the slot's weight
+    /// times its `mu` channel) divided by `[k; D] ++ [k + m; 2]`. One Gather takes the two
+    /// extra channels of every head, one small MatMul spreads them into that divisor, and one
+    /// Div gives `[h, k / (k + m), m / (k + m)]`: the heads' outputs and their `mu` (see
+    /// [`mimic_models::heads::cache_slots`]). The `o_proj` that follows reads
     /// these widened heads ([`Self::o_proj_weight_adding_mu`]) and adds `mu W_o u` itself, so the
     /// epilogue is three small nodes with no reshapes, split or broadcast products.
     fn additive_divided(&mut self, y: &str, spec: &AttentionSpec, mark: usize) -> String {

@@ -287,8 +287,9 @@ impl Heads {
 pub const NO_WEIGHT: f32 = -1e30;
 
 /// Value channels a fused MimIC graph adds per head: none (convex), or two (additive): one
-/// that is 1 for real keys (the output channel is `1 - mu`) and one that is 1 for the slot
-/// (the output channel is `mu`).
+/// that is 1 for real keys (the output channel is the real keys' weight, `1 - mu` up to the
+/// slot's share) and one that is nonzero for the slot only (its output channel, divided by
+/// the sum of both, is `mu`).
 pub fn extra_value_channels(convex: bool) -> usize {
     if convex {
         0
@@ -297,11 +298,28 @@ pub fn extra_value_channels(convex: bool) -> usize {
     }
 }
 
-/// The slot's value in the `1 - mu` channel: not 0 but a floor, so that a padding row, which
-/// puts all its weight on the slot, divides by a positive number. Small enough to change
-/// `1 - mu` by a relative 1e-30 / (1 - mu) in float32. A float16 cache cannot hold so small a
-/// floor (its least value, 2^-24, is larger than the `1 - mu` trained heads reach), so there
-/// the floor is 0 and the graph clamps the divisor instead.
+/// Whether a fused MimIC graph scores its slots' bias `b` through the keys: queries get a
+/// channel of ones and keys one more channel, so a slot key `sqrt(D) [w, b]` scores
+/// `w . q + b`. The convex form needs it (its slot's weight must be `mu` itself); so does
+/// a float16 cache, which cannot hold `e^b` for `b` above 11. The additive form in float32
+/// leaves queries and keys `D` wide: its slot scores `w . q` and carries `e^b` in its `mu`
+/// value channel instead, which the epilogue's division by both extra channels turns into
+/// `mu` exactly (see [`cache_slots`]).
+pub fn bias_in_key(convex: bool, fp16: bool) -> bool {
+    convex || fp16
+}
+
+/// The largest `b` whose `e^b` a float32 additive slot carries (`e^80` keeps the attention
+/// sums finite); a larger `b` is clamped, which moves `mu` by more than 1e-7 only where
+/// `w . q - LSE` is below -63. Trained heads stay within a few units of 0.
+pub const MAX_VALUE_BIAS: f32 = 80.0;
+
+/// The slot's value in the real keys' channel: not 0 but a floor, so that a padding row,
+/// which puts all its weight on the slot, divides by a positive number. Small enough to
+/// change the divisor by a relative 1e-30 times the slot's share over the real keys' in
+/// float32. A float16 cache cannot hold so small a floor (its least value, 2^-24, is larger
+/// than the `1 - mu` trained heads reach), so there the floor is 0 and the graph clamps the
+/// divisor instead.
 pub fn keep_floor(fp16: bool) -> f32 {
     if fp16 {
         0.0
@@ -311,17 +329,26 @@ pub fn keep_floor(fp16: bool) -> f32 {
 }
 
 /// The MimIC slots a KV-cache starts with when a fused graph carries them in its cache, for
-/// one layer: keys `[kv_heads, G, D + 1]` and values `[kv_heads, G, Dv]`.
+/// one layer: keys `[kv_heads, G, key_dim]` and values `[kv_heads, G, Dv]`. `key_dim` is the
+/// graph's (its contract's): `D + 1` where the slots score their bias through the keys
+/// ([`bias_in_key`] at compile time), `D` otherwise. Taking it from the graph keeps the
+/// slots in step with whichever layout a folder was compiled with.
 ///
-/// Query head `h = kv * G + j` owns slot `j` of KV head `kv`. Its key is `sqrt(D) [w_h, b_h]`,
-/// so against the query `[q, 1]` with scale `1 / sqrt(D)` it scores `f = w_h . q + b_h`; the
-/// mask hides it from the group's other heads. Its value is `u_h` (convex, `Dv = D`) or
-/// `[0, .., 0, keep_floor, 1]` (additive, `Dv = D + 2`, real values carrying `[1, 0]`). Without
-/// heads the slot scores [`NO_WEIGHT`] and the model is the base model.
+/// Query head `h = kv * G + j` owns slot `j` of KV head `kv`; the mask hides it from the
+/// group's other heads. Its key is `sqrt(D) [w_h, b_h]` (against the query `[q, 1]` with
+/// scale `1 / sqrt(D)` it scores `f = w_h . q + b_h`) or `sqrt(D) w_h` (it scores
+/// `w_h . q`). Its value is `u_h` (convex, `Dv = D`) or `[0, .., 0, keep_floor, c]`
+/// (additive, `Dv = D + 2`, real values carrying `[1, 0]`), with `c` 1 when the key scores
+/// `b` and `e^b` when it does not: attention then returns, per head, `[E h, E + floor F,
+/// c F] / (E + F)`, with `E` the real keys' summed exponentials and `F` the slot's, and the
+/// last channel over the sum of the two extra ones is `e^b e^(w.q) / (E + e^b e^(w.q))`
+/// either way, which is `mu`. Without heads the slot scores [`NO_WEIGHT`] (or carries
+/// `c = 0`, so that `mu = 0`) and the model is the base model.
 pub fn cache_slots(
     heads: Option<&Heads>,
     convex: bool,
     fp16: bool,
+    key_dim: usize,
     cfg: &LlamaConfig,
     layer: usize,
 ) -> (Vec<f32>, Vec<f32>) {
@@ -329,38 +356,47 @@ pub fn cache_slots(
     let g = h / kv;
     let root = (d as f32).sqrt();
     let dv = d + extra_value_channels(convex);
-    let mut keys = vec![0f32; h * (d + 1)];
+    let (in_key, dk) = (key_dim > d, key_dim);
+    let mut keys = vec![0f32; h * dk];
     let mut values = vec![0f32; h * dv];
     for head in 0..h {
         // Row (kv, j) of [kv, G, ..] is row kv * G + j = head.
-        let key = &mut keys[head * (d + 1)..(head + 1) * (d + 1)];
+        let key = &mut keys[head * dk..(head + 1) * dk];
+        let value = &mut values[head * dv..(head + 1) * dv];
+        let mut slot_weight = 1.0;
         match heads {
             Some(hs) => {
                 let w = &hs.layer("mimic.w", layer)[head * d..(head + 1) * d];
                 for (k, x) in key.iter_mut().zip(w) {
                     *k = root * x;
                 }
-                key[d] = root * hs.layer("mimic.b", layer)[head];
+                let b = hs.layer("mimic.b", layer)[head];
+                if in_key {
+                    key[d] = root * b;
+                } else {
+                    slot_weight = b.min(MAX_VALUE_BIAS).exp();
+                }
                 if convex {
                     let u = &hs.layer("mimic.u", layer)[head * d..(head + 1) * d];
-                    values[head * dv..head * dv + d].copy_from_slice(u);
+                    value[..d].copy_from_slice(u);
                 }
             }
-            None => key[d] = NO_WEIGHT,
+            None if in_key => key[d] = NO_WEIGHT,
+            None => slot_weight = 0.0,
         }
         if !convex {
-            values[head * dv + d] = keep_floor(fp16);
-            values[head * dv + d + 1] = 1.0;
+            value[d] = keep_floor(fp16);
+            value[d + 1] = slot_weight;
         }
     }
-    debug_assert_eq!(keys.len(), kv * g * (d + 1));
+    debug_assert_eq!(keys.len(), kv * g * dk);
     (keys, values)
 }
 
 /// The file beside a compiled model that holds its folded heads' cache slots.
 pub const SLOTS_FILE: &str = "slots.safetensors";
 
-/// Every layer's [`cache_slots`] as safetensors bytes: `layers.{l}.key` `[kv, G, D + 1]` and
+/// Every layer's [`cache_slots`] as safetensors bytes: `layers.{l}.key` `[kv, G, Dk]` and
 /// `layers.{l}.value` `[kv, G, Dv]`.
 pub fn cache_slots_bytes(
     heads: &Heads,
@@ -376,10 +412,11 @@ pub fn cache_slots_bytes(
     );
     let dv = d + extra_value_channels(convex);
     let mut data = Vec::new();
+    let dk = d + bias_in_key(convex, fp16) as usize;
     for l in 0..cfg.num_layers {
-        let (k, v) = cache_slots(Some(heads), convex, fp16, cfg, l);
+        let (k, v) = cache_slots(Some(heads), convex, fp16, dk, cfg, l);
         let bytes = |x: Vec<f32>| x.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
-        data.push((format!("layers.{l}.key"), vec![kv, g, d + 1], bytes(k)));
+        data.push((format!("layers.{l}.key"), vec![kv, g, dk], bytes(k)));
         data.push((format!("layers.{l}.value"), vec![kv, g, dv], bytes(v)));
     }
     let views: Vec<(String, TensorView)> = data

@@ -84,7 +84,8 @@ impl HeadsBatch {
             for l in 0..model.kv_cache.num_layers {
                 let (mut keys, mut values) = (Vec::new(), Vec::new());
                 for row in rows {
-                    let (k, v) = cache_slots(*row, convex, model.is_fp16(), &model.config, l);
+                    let (fp16, key_dim) = (model.is_fp16(), model.kv_cache.key_dim);
+                    let (k, v) = cache_slots(*row, convex, fp16, key_dim, &model.config, l);
                     keys.extend(k);
                     values.extend(v);
                 }
