@@ -49,6 +49,16 @@ use crate::emit::{
 use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, MASK_MIN};
 use crate::onnx::tensor_proto::DataType;
 
+/// Whether a graph carries MimIC slots in its cache, and of which form: `Some(convex)` for
+/// fused MimIC, `None` otherwise.
+fn slot_form(method: Option<Method>, attention: AttentionImpl) -> Option<bool> {
+    match (method?, attention) {
+        (Method::Mimic, AttentionImpl::Fused) => Some(false),
+        (Method::MimicConvex, AttentionImpl::Fused) => Some(true),
+        _ => None,
+    }
+}
+
 /// The KV-cache layout a graph needs: `(slots, key_dim, value_dim)` per KV head. Fused MimIC
 /// graphs start their cache with `G` slots; their keys are one wider where the slots score
 /// their bias through them ([`mimic_models::heads::bias_in_key`]), and additive values are
@@ -61,10 +71,8 @@ pub fn cache_layout(
 ) -> (usize, usize, usize) {
     use mimic_models::heads::{bias_in_key, extra_value_channels};
     let (d, g) = (cfg.head_dim, cfg.num_heads / cfg.num_kv_heads);
-    let convex = match (method, attention) {
-        (Some(Method::Mimic), AttentionImpl::Fused) => false,
-        (Some(Method::MimicConvex), AttentionImpl::Fused) => true,
-        _ => return (0, d, d),
+    let Some(convex) = slot_form(method, attention) else {
+        return (0, d, d);
     };
     (
         g,
@@ -207,16 +215,14 @@ impl OnnxBackend<'_> {
     /// values `[1, 0]` in the additive form (the real keys' and the slot's channels) and none
     /// in the convex form. `None` for other projections or graphs.
     pub(crate) fn slot_channels(&self, modules: &[&str]) -> Option<[Vec<f32>; 3]> {
-        let method = self.heads.method()?;
         let is_qkv = modules.len() == 3
             && modules[0].ends_with("self_attn.q_proj")
             && modules[1].ends_with("self_attn.k_proj")
             && modules[2].ends_with("self_attn.v_proj");
-        let convex = match (method, self.attention, is_qkv) {
-            (Method::Mimic, AttentionImpl::Fused, true) => false,
-            (Method::MimicConvex, AttentionImpl::Fused, true) => true,
-            _ => return None,
-        };
+        if !is_qkv {
+            return None;
+        }
+        let convex = slot_form(self.heads.method(), self.attention)?;
         let values = if convex { vec![] } else { vec![1.0, 0.0] };
         if mimic_models::heads::bias_in_key(convex, self.fp16_guards) {
             Some([vec![1.0], vec![0.0], values])

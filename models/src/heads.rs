@@ -356,12 +356,12 @@ pub fn cache_slots(
     let g = h / kv;
     let root = (d as f32).sqrt();
     let dv = d + extra_value_channels(convex);
-    let (in_key, dk) = (key_dim > d, key_dim);
-    let mut keys = vec![0f32; h * dk];
+    let in_key = key_dim > d;
+    let mut keys = vec![0f32; h * key_dim];
     let mut values = vec![0f32; h * dv];
     for head in 0..h {
         // Row (kv, j) of [kv, G, ..] is row kv * G + j = head.
-        let key = &mut keys[head * dk..(head + 1) * dk];
+        let key = &mut keys[head * key_dim..(head + 1) * key_dim];
         let value = &mut values[head * dv..(head + 1) * dv];
         let mut slot_weight = 1.0;
         match heads {
@@ -389,7 +389,7 @@ pub fn cache_slots(
             value[d + 1] = slot_weight;
         }
     }
-    debug_assert_eq!(keys.len(), kv * g * dk);
+    debug_assert_eq!(keys.len(), kv * g * key_dim);
     (keys, values)
 }
 

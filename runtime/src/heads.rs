@@ -81,10 +81,10 @@ impl HeadsBatch {
         let mut slots = Vec::new();
         if model.kv_cache.slots > 0 {
             let convex = contract.method == Method::MimicConvex;
+            let (fp16, key_dim) = (model.is_fp16(), model.kv_cache.key_dim);
             for l in 0..model.kv_cache.num_layers {
                 let (mut keys, mut values) = (Vec::new(), Vec::new());
                 for row in rows {
-                    let (fp16, key_dim) = (model.is_fp16(), model.kv_cache.key_dim);
                     let (k, v) = cache_slots(*row, convex, fp16, key_dim, &model.config, l);
                     keys.extend(k);
                     values.extend(v);
