@@ -1,9 +1,11 @@
 //! `mimic`: train MimIC heads, compile them into ONNX, run and benchmark the result.
 mod cli;
+mod hugepages;
 
 use clap::Parser;
 
 fn main() {
+    hugepages::reexec_with_huge_pages();
     let args = cli::Cli::parse();
     let filter = match args.verbose {
         0 => "warn,mimic=info",

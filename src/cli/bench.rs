@@ -243,10 +243,12 @@ fn time_interleaved(
                 .flat_map(|(b, o)| o.1.iter_mut().map(move |m| (b, OnnxLm::new(m))))
                 .collect();
             let n = lms.len();
-            let mut logits = Vec::with_capacity(n);
-            for (b, lm) in lms.iter_mut() {
+            let mut logits = vec![Vec::new(); n];
+            // Prefills too take turns in an order that rotates iteration by iteration.
+            for i in (0..n).map(|k| (k + it) % n) {
+                let (b, lm) = &mut lms[i];
                 let t = Instant::now();
-                logits.push(lm.extend(&full[*b])?);
+                logits[i] = lm.extend(&full[*b])?;
                 if it >= a.warmup {
                     prefill[*b].push(t.elapsed().as_secs_f64() * 1e3);
                 }

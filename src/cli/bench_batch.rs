@@ -81,8 +81,15 @@ pub fn time_batched(
         .max()
         .unwrap_or(0)
         .div_ceil(batch);
-    for (round, i) in (0..rounds).flat_map(|r| (0..chunks).map(move |i| (r, i))) {
-        for (j, (c, sessions)) in contenders.iter().zip(models.iter_mut()).enumerate() {
+    let methods = contenders.len();
+    for (turn, (round, i)) in (0..rounds)
+        .flat_map(|r| (0..chunks).map(move |i| (r, i)))
+        .enumerate()
+    {
+        // The methods take each batch in an order that rotates batch by batch, so none
+        // always runs right after the same other one.
+        for j in (0..methods).map(|k| (k + turn) % methods) {
+            let (c, sessions) = (&contenders[j], &mut models[j]);
             let copies = sessions.len();
             let m = &mut sessions[(round + i) % copies];
             let rows: Vec<usize> = orders[j]

@@ -26,6 +26,7 @@ pub fn run(a: Args) -> Result<()> {
             Err(e) => json!({"error": e.to_string()}),
         },
     );
+    report.insert("huge_pages".into(), crate::hugepages::status());
     report.insert("cache".into(), json!(super::cache_dir()));
     let ok = report.values().all(|v| v.get("error").is_none());
     if a.json {
