@@ -6,11 +6,22 @@
 //! on 4 KiB pages. glibc's `glibc.malloc.hugetlb=1` tunable makes `malloc` advise huge pages on
 //! its large mappings, but glibc reads tunables only at start-up; so `mimic` starts itself over
 //! once with the tunable set. `MIMIC_HUGEPAGES=0` turns this off.
+
+/// The glibc tunable that makes `malloc` advise huge pages on its large mappings.
+const TUNABLE: &str = "glibc.malloc.hugetlb";
+
+/// The kernel's transparent-huge-page mode (`always`, `madvise` or `never`), if it has one.
+fn kernel_mode() -> Option<String> {
+    let modes = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let start = modes.find('[')? + 1;
+    let end = modes[start..].find(']')? + start;
+    Some(modes[start..end].to_string())
+}
+
 #[cfg(target_os = "linux")]
 pub fn reexec_with_huge_pages() {
     use std::os::unix::process::CommandExt;
 
-    const TUNABLE: &str = "glibc.malloc.hugetlb";
     if std::env::var_os("MIMIC_HUGEPAGES").is_some_and(|v| v == "0") {
         return;
     }
@@ -19,8 +30,7 @@ pub fn reexec_with_huge_pages() {
         return;
     }
     // In `always` mode large mappings get huge pages anyway; in `never` nothing does.
-    let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
-    if !mode.is_ok_and(|m| m.contains("[madvise]")) {
+    if kernel_mode().as_deref() != Some("madvise") {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -49,14 +59,7 @@ pub fn reexec_with_huge_pages() {}
 
 /// What `mimic doctor` reports: the kernel's mode and whether `malloc` advises huge pages.
 pub fn status() -> serde_json::Value {
-    let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .ok()
-        .and_then(|m| {
-            let start = m.find('[')? + 1;
-            let end = m[start..].find(']')? + start;
-            Some(m[start..end].to_string())
-        });
-    let advised =
-        std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.hugetlb=1"));
-    serde_json::json!({"kernel_mode": mode, "malloc_advises": advised})
+    let on = format!("{TUNABLE}=1");
+    let advised = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(&on));
+    serde_json::json!({"kernel_mode": kernel_mode(), "malloc_advises": advised})
 }
