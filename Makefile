@@ -50,11 +50,11 @@ bench: build reference-env
 	$(MIMIC) bench --backends transformers,torch,onnx,onnx-unfused --json bench.json
 
 # What the heads cost and save (needs the heads `make demo` trains): the model with MimIC
-# folded in (fused, unfused) against the base model and against 8-shot prompting, prefill,
-# decode and batched serving, side by side in one run.
+# folded in (fused, unfused, and through mimic's kernel) against the base model and against
+# 8-shot prompting, prefill, decode and batched serving (on the kernel), side by side in one run.
 bench-heads: build
-	$(MIMIC) bench --backends onnx,onnx-unfused,onnx-mimic,onnx-mimic-unfused,onnx-icl \
-		--heads $(DEMO)/heads.safetensors --task $(TASKS)/country-capital.json \
+	$(MIMIC) bench --backends onnx,onnx-unfused,onnx-kernel,onnx-mimic,onnx-mimic-unfused,onnx-mimic-kernel,onnx-icl \
+		--heads $(DEMO)/heads.safetensors --task $(TASKS)/country-capital.json --batched-attention kernel \
 		--prompt-len 16,128,512 --new-tokens 32 --iterations 5 --copies 4 --json bench-heads.json
 
 # One training step against the same step in Python PyTorch + transformers.

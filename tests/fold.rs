@@ -176,7 +176,11 @@ fn folded_heads_match_the_trainer_for_every_method() {
                 "{name} {method:?}: heads barely change logits ({moved:e})"
             );
             let heads = Heads::read(&path, &p.model.fingerprint(), &p.model.config).unwrap();
-            for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
+            for attention in [
+                AttentionImpl::Fused,
+                AttentionImpl::Unfused,
+                AttentionImpl::Kernel,
+            ] {
                 let out = tmp
                     .path()
                     .join(format!("{name}-{}-{attention:?}", method.name()));
@@ -213,7 +217,11 @@ fn folded_heads_decode_incrementally_like_the_full_sequence() {
             to_vec(&tm.forward(&f, None).logits)
         });
         let heads = Heads::read(&path, &model.fingerprint(), &model.config).unwrap();
-        for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
+        for attention in [
+            AttentionImpl::Fused,
+            AttentionImpl::Unfused,
+            AttentionImpl::Kernel,
+        ] {
             let out = tmp.path().join(format!("{}-{attention:?}", method.name()));
             let opts = CompileOptions {
                 attention,
@@ -246,7 +254,11 @@ fn heads_as_inputs_serve_a_different_task_per_row() {
             let (shift_a, path_a) = random_heads(&p.model, method, 21, tmp.path());
             let with_a = p.trainer(Some(&shift_a));
             let heads_a = Heads::read(&path_a, &p.model.fingerprint(), &p.model.config).unwrap();
-            for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
+            for attention in [
+                AttentionImpl::Fused,
+                AttentionImpl::Unfused,
+                AttentionImpl::Kernel,
+            ] {
                 let out = tmp
                     .path()
                     .join(format!("{name}-inputs-{}-{attention:?}", method.name()));
@@ -339,7 +351,14 @@ fn additive_heads_with_mu_near_one() {
     let want = p.at(&p.trainer(Some(&shift)), &all);
     let heads = Heads::read(&path, &p.model.fingerprint(), &p.model.config).unwrap();
     for (dtype, tol) in [(Dtype::Fp32, 1e-4), (Dtype::Fp16, 1e-2)] {
-        for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
+        for attention in [
+            AttentionImpl::Fused,
+            AttentionImpl::Unfused,
+            AttentionImpl::Kernel,
+        ] {
+            if attention == AttentionImpl::Kernel && dtype == Dtype::Fp16 {
+                continue; // float32 only, see `kernel_attention_refuses_float16`
+            }
             let out = tmp.path().join(format!("{attention:?}-{}", dtype.name()));
             let source = HeadsSource::Folded(&heads);
             let got = p.at(&p.compiled(source, attention, dtype, &[], &out), &all);
@@ -455,4 +474,72 @@ fn sessions_of_the_pools_thread_count_share_it() {
     assert_eq!(shared, pool == 2);
     assert!(environment(pool).unwrap().1);
     assert!(!environment(pool + 1).unwrap().1);
+}
+
+/// `--attention kernel`: every layer's attention is one `ai.mimic:MimicAttention` node (the
+/// runtime's kernel, under the names the runtime registers), with MimIC's `w`, `b`, `u` as
+/// its last three inputs; the cache has no slots and is `head_dim` wide, and `o_proj` reads
+/// the heads as they are. Exactness is `folded_heads_match_the_trainer_for_every_method`
+/// and `additive_heads_with_mu_near_one`. float16 is refused, naming the option.
+#[test]
+fn kernel_attention_is_one_custom_node_a_layer() {
+    use mimic_compiler::graph::{KERNEL_ATTENTION, KERNEL_DOMAIN};
+    assert_eq!(
+        (KERNEL_DOMAIN, KERNEL_ATTENTION),
+        (
+            mimic_runtime::kernel::DOMAIN,
+            mimic_runtime::kernel::ATTENTION
+        )
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = &fixture_models()[0];
+    let model = Model::open(dir).unwrap();
+    let cfg = &model.config;
+    let (_, path) = random_heads(&model, Method::Mimic, 3, tmp.path());
+    let heads = Heads::read(&path, &model.fingerprint(), cfg).unwrap();
+    let opts = CompileOptions {
+        attention: AttentionImpl::Kernel,
+        ..Default::default()
+    };
+    for (name, source, inputs) in [
+        ("base", HeadsSource::None, 6),
+        ("mimic", HeadsSource::Folded(&heads), 9),
+    ] {
+        let out = tmp.path().join(name);
+        compile_model(&model, source, &opts, &out).unwrap();
+        let kv = mimic_models::contract::Contract::read(&out)
+            .unwrap()
+            .kv_cache;
+        assert_eq!(
+            (kv.slots, kv.key_dim, kv.value_dim),
+            (0, cfg.head_dim, cfg.head_dim),
+            "{name}: cache layout"
+        );
+        let m = mimic_compiler::graph::read_model(&out.join("model.onnx")).unwrap();
+        assert!(m
+            .opset_import
+            .iter()
+            .any(|o| o.domain.as_deref() == Some(KERNEL_DOMAIN)));
+        let g = m.graph.unwrap();
+        let op = |n: &mimic_compiler::onnx::NodeProto| n.op_type.clone().unwrap_or_default();
+        assert!(!g.node.iter().any(|n| op(n) == "Attention"), "{name}");
+        let kernels: Vec<_> = g
+            .node
+            .iter()
+            .filter(|n| n.domain.as_deref() == Some(KERNEL_DOMAIN))
+            .collect();
+        assert_eq!(kernels.len(), cfg.num_layers, "{name}");
+        for k in kernels {
+            assert_eq!(op(k), KERNEL_ATTENTION);
+            assert_eq!(k.input.len(), inputs, "{name}");
+        }
+    }
+    let fp16 = CompileOptions {
+        dtype: Dtype::Fp16,
+        ..opts
+    };
+    let out = tmp.path().join("fp16");
+    let err = compile_model(&model, HeadsSource::Folded(&heads), &fp16, &out).unwrap_err();
+    assert!(err.to_string().contains("--attention kernel"), "{err}");
+    assert!(!out.exists(), "nothing written for a refused compile");
 }

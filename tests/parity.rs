@@ -187,7 +187,11 @@ fn onnx_backend_matches_transformers_fused_and_unfused() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let model = Model::open(&dir).unwrap();
         let reference = read_reference(&dir.join("reference.safetensors"));
-        for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
+        for attention in [
+            AttentionImpl::Fused,
+            AttentionImpl::Unfused,
+            AttentionImpl::Kernel,
+        ] {
             let out = tmp.path().join(format!("{name}-{attention:?}"));
             compile_model(
                 &model,
@@ -243,7 +247,11 @@ fn onnx_incremental_decoding_matches_full_sequence() {
             .iter()
             .map(|&x| x as u32)
             .collect();
-        for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
+        for attention in [
+            AttentionImpl::Fused,
+            AttentionImpl::Unfused,
+            AttentionImpl::Kernel,
+        ] {
             let out = tmp.path().join(format!("{name}-{attention:?}"));
             compile_model(
                 &model,

@@ -4,7 +4,7 @@
 //! that agree (an operator's inputs, a graph output's declared type).
 use std::collections::HashSet;
 
-use crate::graph::{IR_VERSION, OPSET};
+use crate::graph::{IR_VERSION, KERNEL_ATTENTION, KERNEL_DOMAIN, KERNEL_DOMAIN_VERSION, OPSET};
 use crate::onnx::{tensor_proto::DataLocation, tensor_proto::DataType, ModelProto};
 
 /// Operators the emitter may use, with their (min, max) input counts.
@@ -142,6 +142,28 @@ pub fn check_model(model: &ModelProto) -> Vec<String> {
                     )),
                 _ => {}
             }
+        } else if domain == KERNEL_DOMAIN {
+            // mimic's kernel: the Attention operator's six inputs, with MimIC heads nine.
+            if op != KERNEL_ATTENTION {
+                problems.push(format!("{label}: not an operator of domain {domain}"));
+            } else if ![6, 9].contains(&node.input.len()) || node.output.len() != 3 {
+                problems.push(format!(
+                    "{label}: {} inputs and {} outputs, expected 6 or 9 and 3",
+                    node.input.len(),
+                    node.output.len()
+                ));
+            }
+            let imported = model.opset_import.iter().any(|o| {
+                o.domain.as_deref() == Some(KERNEL_DOMAIN)
+                    && o.version == Some(KERNEL_DOMAIN_VERSION)
+            });
+            if !imported {
+                problems.push(format!(
+                    "{label}: domain {domain} version {KERNEL_DOMAIN_VERSION} is not imported"
+                ));
+            }
+        } else {
+            problems.push(format!("{label}: unknown operator domain {domain}"));
         }
         for input in &node.input {
             if !input.is_empty() && !defined.contains(input.as_str()) {

@@ -127,6 +127,11 @@ pub fn emit_model(
 ) -> Result<ModelProto> {
     check_heads(&heads)?;
     let fp16 = opts.is_fp16();
+    if fp16 && opts.attention == AttentionImpl::Kernel {
+        return Err(CompileError::Other(
+            "--attention kernel is float32 only (mimic's CPU kernel); use fused or unfused for --dtype fp16".into(),
+        ));
+    }
     let g = GraphBuilder::new(if fp16 { None } else { data_path })?;
     let mut backend = OnnxBackend::new(
         g,
@@ -146,12 +151,24 @@ pub fn emit_model(
     if let (true, Some(path)) = (fp16, data_path) {
         crate::graph::externalize(&mut graph, path)?;
     }
+    let mut opset_import = vec![OperatorSetIdProto {
+        domain: Some(String::new()),
+        version: Some(OPSET),
+    }];
+    let kernel = crate::graph::KERNEL_DOMAIN;
+    if graph
+        .node
+        .iter()
+        .any(|n| n.domain.as_deref() == Some(kernel))
+    {
+        opset_import.push(OperatorSetIdProto {
+            domain: Some(kernel.into()),
+            version: Some(crate::graph::KERNEL_DOMAIN_VERSION),
+        });
+    }
     let m = ModelProto {
         ir_version: Some(IR_VERSION),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(OPSET),
-        }],
+        opset_import,
         producer_name: Some("mimic".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         graph: Some(graph),

@@ -25,6 +25,10 @@ pub enum AttentionImpl {
     Fused,
     /// MatMul, Softmax, MatMul (grouped-query heads by reshaping queries, not copying keys).
     Unfused,
+    /// mimic's own CPU kernel, the custom operator `ai.mimic:MimicAttention` that the runtime
+    /// registers ([`crate::fold`] `attention_kernel`): MimIC heads computed inside it, no
+    /// cache slots, value channels or epilogue. Float32, CPU provider.
+    Kernel,
 }
 
 impl std::str::FromStr for AttentionImpl {
@@ -33,7 +37,8 @@ impl std::str::FromStr for AttentionImpl {
         match s {
             "fused" => Ok(Self::Fused),
             "unfused" => Ok(Self::Unfused),
-            _ => Err(format!("unknown attention `{s}` (fused, unfused)")),
+            "kernel" => Ok(Self::Kernel),
+            _ => Err(format!("unknown attention `{s}` (fused, unfused, kernel)")),
         }
     }
 }
@@ -556,6 +561,9 @@ impl Backend for OnnxBackend<'_> {
             }
             (AttentionImpl::Unfused, Some(m)) => {
                 self.attention_mimic_unfused(q, k, v, spec, m == Method::MimicConvex)
+            }
+            (AttentionImpl::Kernel, m) => {
+                self.attention_kernel(q, k, v, spec, m.map(|m| m == Method::MimicConvex))
             }
         }
     }

@@ -116,11 +116,13 @@ pub fn heads_inputs(
     match (method, attention) {
         (Method::Mimic, AttentionImpl::Fused) => vec![("heads.u", vec![l, h, d])],
         (Method::MimicConvex, AttentionImpl::Fused) => vec![],
-        (Method::Mimic | Method::MimicConvex, AttentionImpl::Unfused) => vec![
-            ("heads.w", vec![l, h, d]),
-            ("heads.b", vec![l, h]),
-            ("heads.u", vec![l, h, d]),
-        ],
+        (Method::Mimic | Method::MimicConvex, AttentionImpl::Unfused | AttentionImpl::Kernel) => {
+            vec![
+                ("heads.w", vec![l, h, d]),
+                ("heads.b", vec![l, h]),
+                ("heads.u", vec![l, h, d]),
+            ]
+        }
         (Method::Live, _) => vec![("heads.live", vec![l, cfg.hidden_size])],
         (Method::Lora, _) => vec![],
     }
@@ -395,6 +397,60 @@ impl OnnxBackend<'_> {
         g.keep_fp32_since(mark);
         self.packed.insert(out.clone(), (h, d));
         out
+    }
+
+    /// Attention through mimic's own kernel, `ai.mimic:MimicAttention` (see
+    /// `mimic_runtime::kernel`): the `Attention` operator's six inputs and, for MimIC heads
+    /// (`mimic` is `Some(convex)`), `w`, `b` and `u` of the layer, folded (`[1, H, ..]`) or
+    /// per batch row (`[B, H, ..]`). The kernel computes `mu` and the head's output itself, so
+    /// the cache has no slots and the projections no extra channels.
+    pub(crate) fn attention_kernel(
+        &mut self,
+        q: &str,
+        k: &str,
+        v: &str,
+        spec: &AttentionSpec,
+        mimic: Option<bool>,
+    ) -> String {
+        let l = spec.layer;
+        if ![q, k, v].iter().all(|x| self.packed.contains_key(*x)) {
+            self.error.get_or_insert(crate::CompileError::Other(
+                "the mimic attention kernel expects packed q/k/v".into(),
+            ));
+        }
+        let mask = self.mask(spec.window);
+        let (past_k, past_v) = (past_key(l), past_value(l));
+        let mut inputs = vec![
+            q.to_string(),
+            k.to_string(),
+            v.to_string(),
+            mask,
+            past_k,
+            past_v,
+        ];
+        let mut attrs = vec![
+            attr_float("scale", 1.0 / (spec.head_dim as f32).sqrt()),
+            attr_int("q_num_heads", spec.num_heads as i64),
+            attr_int("kv_num_heads", spec.num_kv_heads as i64),
+        ];
+        if let Some(convex) = mimic {
+            for kind in ["w", "b", "u"] {
+                inputs.push(self.head_param(kind, l));
+            }
+            attrs.push(attr_int("form", convex as i64));
+        }
+        let y = self.g.fresh("attn");
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.g.node_in_domain(
+            crate::graph::KERNEL_DOMAIN,
+            crate::graph::KERNEL_ATTENTION,
+            &refs,
+            &[&y, &present_key(l), &present_value(l)],
+            attrs,
+        );
+        self.packed
+            .insert(y.clone(), (spec.num_heads, spec.head_dim));
+        y
     }
 
     /// The additive form's epilogue with folded heads: attention's `[k h, k, m]` per head (`k`

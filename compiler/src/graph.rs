@@ -17,6 +17,11 @@ use crate::{CompileError, Result};
 pub const IR_VERSION: i64 = 11;
 /// Default-domain opset: 23 brings the `Attention` operator.
 pub const OPSET: i64 = 23;
+/// The custom operator domain of mimic's runtime kernels (`mimic_runtime::kernel`), its
+/// version, and the attention operator in it.
+pub const KERNEL_DOMAIN: &str = "ai.mimic";
+pub const KERNEL_DOMAIN_VERSION: i64 = 1;
+pub const KERNEL_ATTENTION: &str = "MimicAttention";
 /// Weights at or above this many bytes go to the external-data file.
 const EXTERNAL_MIN_BYTES: usize = 1024;
 /// External tensors start at multiples of this, so ONNX Runtime can map them.
@@ -230,6 +235,21 @@ impl GraphBuilder {
             attribute: attrs,
             ..Default::default()
         });
+    }
+
+    /// Adds a node of a custom operator domain with named outputs.
+    pub fn node_in_domain(
+        &mut self,
+        domain: &str,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
+        self.node_named(op, inputs, outputs, attrs);
+        if let Some(n) = self.nodes.last_mut() {
+            n.domain = Some(domain.into());
+        }
     }
 
     /// Adds a node with one output and returns its name.

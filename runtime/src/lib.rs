@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod environment;
 pub mod heads;
+pub mod kernel;
 pub mod session;
 
 pub use environment::{init_onnxruntime, OrtInfo};

@@ -136,6 +136,17 @@ impl CompiledModel {
         let (env, shared_pool) = crate::environment::environment(opts.threads)?;
         let mut builder =
             Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+        // mimic's own operators, for graphs compiled with `--attention kernel`.
+        let kernel = contract.attention == crate::kernel::CONTRACT_ATTENTION;
+        if kernel {
+            if provider != ExecutionProvider::Cpu {
+                tracing::warn!(
+                    provider = provider.ort_name(),
+                    "mimic's attention kernel runs on the CPU; compile with --attention fused for this provider"
+                );
+            }
+            builder = builder.with_operators(crate::kernel::domain()?)?;
+        }
         if !shared_pool {
             builder = builder
                 .with_independent_thread_pool()?
@@ -176,6 +187,9 @@ impl CompiledModel {
             }
             _ => vec![],
         };
+        // ONNX Runtime adds a custom domain to a process-wide table as a session is built,
+        // and two sessions doing so at once can collide: build those one at a time.
+        let _one_at_a_time = kernel.then(|| crate::kernel::REGISTRATION.lock());
         let session = builder
             .commit_from_file(&model_path)
             .map_err(|e| RuntimeError::File {

@@ -26,9 +26,11 @@ pub struct Args {
     prompt_len: Vec<usize>,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
-    /// Backends: torch, onnx, onnx-unfused, transformers; with --heads onnx-mimic and
-    /// onnx-mimic-unfused (the heads folded in); with --task onnx-icl (the base model with
-    /// `--shots` demonstrations before each prompt).
+    /// Backends: torch, onnx, onnx-unfused, onnx-kernel, transformers; with --heads
+    /// onnx-mimic, onnx-mimic-unfused and onnx-mimic-kernel (the heads folded in); with --task
+    /// onnx-icl and onnx-icl-kernel (the base model with `--shots` demonstrations before each
+    /// prompt). `-unfused` and `-kernel` name the attention form (`--attention`), fused
+    /// without a suffix.
     #[arg(long, value_delimiter = ',', default_value = "torch,onnx")]
     backends: Vec<String>,
     /// MimIC heads for the onnx-mimic backends and the batched runs.
@@ -53,6 +55,9 @@ pub struct Args {
     /// New tokens per answer in the batched runs (every answer this long: equal work).
     #[arg(long, default_value_t = 8)]
     answer_tokens: usize,
+    /// Attention form of the batched runs' compiled models (fused, unfused, kernel).
+    #[arg(long, default_value = "fused")]
+    batched_attention: AttentionImpl,
     /// Rounds of the batched runs (all queries each round, methods interleaved); each
     /// method's rate is its median round's.
     #[arg(long, default_value_t = 3)]
@@ -285,6 +290,25 @@ fn time_interleaved(
     Ok(rows)
 }
 
+/// An ONNX backend's name split into its model (`onnx`, `onnx-mimic`, `onnx-icl`) and its
+/// attention form (no suffix: fused; `-unfused`, `-kernel`).
+fn onnx_backend(name: &str) -> Option<(&'static str, AttentionImpl)> {
+    let (rest, attention) = if let Some(r) = name.strip_suffix("-unfused") {
+        (r, AttentionImpl::Unfused)
+    } else if let Some(r) = name.strip_suffix("-kernel") {
+        (r, AttentionImpl::Kernel)
+    } else {
+        (name, AttentionImpl::Fused)
+    };
+    let kind = match rest {
+        "onnx" => "onnx",
+        "onnx-mimic" => "onnx-mimic",
+        "onnx-icl" if attention != AttentionImpl::Unfused => "onnx-icl",
+        _ => return None,
+    };
+    Some((kind, attention))
+}
+
 /// The middle value (NaN for none).
 pub(super) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -315,12 +339,10 @@ pub fn run(a: Args) -> Result<()> {
     // drift during the run falls on all of them alike (their ratios are the targets).
     let mut backends: Vec<(String, PathBuf, Vec<u32>)> = Vec::new();
     for backend in a.backends.iter().filter(|b| b.starts_with("onnx")) {
-        let attention = match backend.as_str() {
-            "onnx" | "onnx-mimic" | "onnx-icl" => AttentionImpl::Fused,
-            "onnx-unfused" | "onnx-mimic-unfused" => AttentionImpl::Unfused,
-            other => bail!("unknown backend `{other}` (onnx, onnx-unfused, onnx-mimic, onnx-mimic-unfused, onnx-icl)"),
+        let Some((kind, attention)) = onnx_backend(backend) else {
+            bail!("unknown backend `{backend}` (onnx, onnx-mimic, onnx-icl, each also with -unfused or -kernel except onnx-icl-unfused)")
         };
-        let with_heads = match backend.starts_with("onnx-mimic") {
+        let with_heads = match kind == "onnx-mimic" {
             true => Some(
                 heads
                     .as_ref()
@@ -328,7 +350,7 @@ pub fn run(a: Args) -> Result<()> {
             ),
             false => None,
         };
-        let prefix = match backend.as_str() {
+        let prefix = match kind {
             "onnx-icl" => task
                 .as_ref()
                 .with_context(|| "backend onnx-icl needs --task FILE")?
@@ -564,7 +586,7 @@ fn bench_batched(
 ) -> Result<Vec<super::bench_batch::BatchRow>> {
     use super::bench_batch::{time_batched, Contender};
     let opts = CompileOptions {
-        attention: AttentionImpl::Fused,
+        attention: a.batched_attention,
         last_only: true,
         ..Default::default()
     };
@@ -618,22 +640,31 @@ fn print_targets(r: &Report) {
     lens.sort_unstable();
     lens.dedup();
     for len in lens {
-        if let (Some(b), Some(m)) = (decode("onnx", len), decode("onnx-mimic", len)) {
-            println!(
-                "prompt {len}: MimIC fused decode costs {:+.1}% over the base model (target at most +3%); prefill {:.2}x",
-                100.0 * (b.decode_tok_s / m.decode_tok_s - 1.0),
-                m.prefill_ms / b.prefill_ms
+        for (suffix, form) in [("", "fused"), ("-kernel", "through mimic's kernel")] {
+            let (b, m) = (
+                decode(&format!("onnx{suffix}"), len),
+                decode(&format!("onnx-mimic{suffix}"), len),
             );
-        }
-        for (fused, unfused, what) in [
-            ("onnx", "onnx-unfused", "base"),
-            ("onnx-mimic", "onnx-mimic-unfused", "MimIC"),
-        ] {
-            if let (Some(f), Some(u)) = (decode(fused, len), decode(unfused, len)) {
+            if let (Some(b), Some(m)) = (b, m) {
                 println!(
-                    "prompt {len}: {what} fused/unfused decode speed {:.2}x, prefill time {:.2}x (CPU execution provider)",
-                    f.decode_tok_s / u.decode_tok_s,
-                    f.prefill_ms / u.prefill_ms
+                    "prompt {len}: MimIC {form} decode costs {:+.1}% over the base model {form} (target at most +3%); prefill {:.2}x",
+                    100.0 * (b.decode_tok_s / m.decode_tok_s - 1.0),
+                    m.prefill_ms / b.prefill_ms
+                );
+            }
+        }
+        // Attention forms against each other: `a` over `b`, as `a/b`.
+        for (a, b, what, ratio) in [
+            ("onnx-kernel", "onnx", "base", "kernel/fused"),
+            ("onnx-mimic-kernel", "onnx-mimic", "MimIC", "kernel/fused"),
+            ("onnx", "onnx-unfused", "base", "fused/unfused"),
+            ("onnx-mimic", "onnx-mimic-unfused", "MimIC", "fused/unfused"),
+        ] {
+            if let (Some(x), Some(y)) = (decode(a, len), decode(b, len)) {
+                println!(
+                    "prompt {len}: {what} {ratio} decode speed {:.2}x, prefill time {:.2}x (CPU execution provider)",
+                    x.decode_tok_s / y.decode_tok_s,
+                    x.prefill_ms / y.prefill_ms
                 );
             }
         }

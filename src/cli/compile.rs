@@ -20,8 +20,9 @@ pub struct Args {
     /// The method of `--heads-as-inputs` graphs (mimic, mimic-convex, live).
     #[arg(long)]
     method: Option<Method>,
-    /// `fused` (the opset-23 Attention operator) or `unfused` (MatMul-Softmax-MatMul);
-    /// by default the faster one for `--ep`.
+    /// `fused` (the opset-23 Attention operator), `unfused` (MatMul-Softmax-MatMul) or
+    /// `kernel` (mimic's CPU kernel, `ai.mimic:MimicAttention`, which `mimic run` and the
+    /// runtime register; float32, CPU); by default the faster one for `--ep`.
     #[arg(long)]
     attention: Option<AttentionImpl>,
     /// fp32, or fp16: runs the float16 pass (products, attention and the KV cache in fp16;
@@ -74,12 +75,15 @@ pub fn run(a: Args) -> Result<()> {
                 .map_err(anyhow::Error::msg)
         })
         .collect::<Result<Vec<_>>>()?;
-    let opts = CompileOptions {
-        attention: a.attention.unwrap_or(default_attention(a.ep)),
+    let mut opts = CompileOptions {
+        attention: AttentionImpl::Fused,
         dtype: a.dtype,
         last_only: !a.all_logits,
         passes,
     };
+    opts.attention = a
+        .attention
+        .unwrap_or(default_attention(a.ep, opts.is_fp16()));
     let t = std::time::Instant::now();
     let contract = mimic_compiler::compile_model(&model, source, &opts, &a.out)?;
     let heads = match &contract.heads {
@@ -100,16 +104,20 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// The attention form that runs faster on `ep`.
+/// The attention form that runs faster on `ep` (`fp16`: a float16 graph).
 ///
-/// CPU: fused, measured with `mimic bench` on the default model (ONNX Runtime 1.30, 2 threads):
-/// for the base model fused decodes 0.98-1.06x the speed of unfused and prefills in
-/// 0.91-0.93x the time; with MimIC heads decode is even (0.97-1.02x) and fused prefills 512
-/// tokens in 0.67x the time. CUDA and TensorRT: fused too, unmeasured here (no GPU was at
-/// hand); `mimic bench` on such a machine reports the ratio per provider.
-pub fn default_attention(ep: mimic_runtime::ExecutionProvider) -> AttentionImpl {
+/// CPU, float32: mimic's kernel, measured with `make bench-heads` on the default model (ONNX
+/// Runtime 1.30, 2 threads): with MimIC heads it decodes 1.04-1.10x the speed of fused (two
+/// runs) and prefills in 0.97-1.05x its time (the run with the kernel's current prefill); the
+/// base model decodes 0.99-1.07x and prefills in 0.99-1.09x (the most at 512 tokens). Fused
+/// beats unfused (decode 0.95-1.07x, prefill in 0.65-1.00x of unfused's time). CPU, float16:
+/// fused (the kernel is float32 only).
+/// CUDA and TensorRT: fused, unmeasured here (no GPU was at hand); `mimic bench` on such a
+/// machine reports the ratios per provider.
+pub fn default_attention(ep: mimic_runtime::ExecutionProvider, fp16: bool) -> AttentionImpl {
     use mimic_runtime::ExecutionProvider::*;
     match ep {
+        Cpu if !fp16 => AttentionImpl::Kernel,
         Cpu | Cuda | TensorRt => AttentionImpl::Fused,
     }
 }

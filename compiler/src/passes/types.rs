@@ -76,6 +76,8 @@ fn same_type_inputs(op: &str) -> Option<&'static [usize]> {
         // Query, key, value and the past cache; the mask may be boolean.
         "Attention" => Some(&[0, 1, 2, 4, 5]),
         "RotaryEmbedding" => Some(&[0, 1, 2]),
+        // mimic's kernel: float32 throughout.
+        "MimicAttention" => Some(&[]),
         _ => None,
     }
 }
