@@ -128,6 +128,9 @@ pub fn check_model(model: &ModelProto) -> Vec<String> {
             ));
         }
     }
+    let kernel_imported = model.opset_import.iter().any(|o| {
+        o.domain.as_deref() == Some(KERNEL_DOMAIN) && o.version == Some(KERNEL_DOMAIN_VERSION)
+    });
     for node in &graph.node {
         let op = node.op_type.as_deref().unwrap_or("");
         let domain = node.domain.as_deref().unwrap_or("");
@@ -153,11 +156,7 @@ pub fn check_model(model: &ModelProto) -> Vec<String> {
                     node.output.len()
                 ));
             }
-            let imported = model.opset_import.iter().any(|o| {
-                o.domain.as_deref() == Some(KERNEL_DOMAIN)
-                    && o.version == Some(KERNEL_DOMAIN_VERSION)
-            });
-            if !imported {
+            if !kernel_imported {
                 problems.push(format!(
                     "{label}: domain {domain} version {KERNEL_DOMAIN_VERSION} is not imported"
                 ));

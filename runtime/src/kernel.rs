@@ -5,8 +5,9 @@
 //! Inputs, as the opset-23 `Attention` operator takes them in 3-D form: queries `[B, S, H D]`
 //! and new keys and values `[B, S, KV D]` (after rotary embedding), an additive float mask
 //! `[B | 1, 1, S, T]` (`T = P + S`), the past keys and values `[B, KV, P, D]`; then, for MimIC,
-//! optional `w [1 | B, H, D]`, `b [1 | B, H]` and `u` shaped as `w` (one set for the batch or one per row). Outputs: the
-//! heads `[B, S, H D]`, the present keys and values `[B, KV, T, D]`. Attributes: `scale`,
+//! optional `w [1 | B, H, D]`, `b [1 | B, H]` and `u` shaped as `w` (one set for the batch or
+//! one per row). Outputs: the heads `[B, S, H D]`, the present keys and values
+//! `[B, KV, T, D]`. Attributes: `scale`,
 //! `q_num_heads`, `kv_num_heads`, and `form` (0 additive, 1 convex; read only with heads).
 //!
 //! Per query head `h` and position `i`, with `s_ij = scale q_i . k_j + mask_ij` over the
@@ -151,7 +152,7 @@ impl Kernel for AttentionKernel {
             )));
         }
         let head_dim = q_shape[2] as usize / heads;
-        let dims = Dims {
+        let mut dims = Dims {
             batch: q_shape[0] as usize,
             seq: q_shape[1] as usize,
             past: past_shape[2] as usize,
@@ -185,7 +186,6 @@ impl Kernel for AttentionKernel {
             )));
         }
         let (w, b, u) = (ctx.input(6)?, ctx.input(7)?, ctx.input(8)?);
-        let mut dims = dims;
         let slot = match (&w, &b, &u) {
             (Some(w), Some(b), Some(u)) => {
                 let (w_shape, w) = w.try_extract_tensor::<f32>()?;
@@ -262,6 +262,16 @@ const ROWS: usize = 32;
 /// for any score a model produces beside a visible key (the compiler's masks use -30000).
 const HIDDEN: f32 = -1.0e4;
 
+/// How many keys a query row must score: up to its last visible one, since the keys after it
+/// (the future, in a causal prefill) weigh nothing. A row with no visible key keeps all of
+/// them, as ONNX Runtime's `Attention` does.
+fn visible_keys(mask_row: &[f32]) -> usize {
+    mask_row
+        .iter()
+        .rposition(|&m| m > HIDDEN)
+        .map_or(mask_row.len(), |last| last + 1)
+}
+
 /// The output buffer, shared by tasks that write disjoint rows of it.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32, usize);
@@ -335,12 +345,7 @@ fn attend_head(c: &Call, task: usize) {
     let row = bi * d.heads * dim + hi * dim;
     let query = &c.q[row..row + dim];
     let mask_row = &c.mask[(bi % d.mask_batch) * t..][..t];
-    // Keys after the row's last visible one weigh nothing: left out. A row with no visible
-    // key keeps all of them, as ONNX Runtime's Attention does.
-    let visible = match mask_row.iter().rposition(|&m| m > HIDDEN) {
-        Some(last) => last + 1,
-        None => t,
-    };
+    let visible = visible_keys(mask_row);
     let mut scores = vec![0f32; visible];
     let (max, sum) =
         simd::scores_softmax(query, keys, dim, c.scale, &mask_row[..visible], &mut scores);
@@ -372,11 +377,7 @@ fn attend_head_prefill(c: &Call, bi: usize, hi: usize, param: usize, keys: &[f32
     for r0 in (0..s).step_by(ROWS) {
         let rows = ROWS.min(s - r0);
         let block = &masks[r0 * t..(r0 + rows) * t];
-        let visible = block
-            .chunks_exact(t)
-            .map(|m| m.iter().rposition(|&x| x > HIDDEN).map_or(t, |j| j + 1))
-            .max()
-            .unwrap_or(t);
+        let visible = block.chunks_exact(t).map(visible_keys).max().unwrap_or(t);
         let scores = &mut scores[..rows * t];
         scores.copy_from_slice(block);
         let q0 = first + r0 * row_stride;
