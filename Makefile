@@ -21,8 +21,8 @@ $(STAMP): requirements.txt
 build: setup
 	cargo build $(CARGO_FLAGS)
 
-# The ICL task sets ship beside the repository, in the project's shared/ folder.
-TASKS ?= $(firstword $(wildcard ../shared/data/icl-tasks shared/data/icl-tasks) ../shared/data/icl-tasks)
+# The ICL task sets ship in the repository (data/icl-tasks, MIT; see its README) and inside
+# the binary: `--task country-capital` names the built-in copy.
 DEMO := runs/demo-country-capital
 
 # The main job: check the environment, generate on both backends, train MimIC heads on
@@ -32,18 +32,20 @@ demo: build
 	$(MIMIC) doctor
 	$(MIMIC) generate --backend torch --prompt "The capital of France is" --max-new-tokens 12
 	$(MIMIC) generate --backend onnx --prompt "The capital of France is" --max-new-tokens 12
-	$(MIMIC) train --task $(TASKS)/country-capital.json --method mimic --steps 300 --threads 2 --out $(DEMO)
+	$(MIMIC) train --task country-capital --method mimic --steps 300 --threads 2 --out $(DEMO)
 	$(MIMIC) compile --heads $(DEMO)/heads.safetensors --out $(DEMO)/compiled
 	$(MIMIC) verify --heads $(DEMO)/heads.safetensors --prompts 10 --json $(DEMO)/verify.json
-	$(MIMIC) eval --task $(TASKS)/country-capital.json --method zero-shot,icl,heads --shots 8 \
+	$(MIMIC) eval --task country-capital --method zero-shot,icl,heads --shots 8 \
 		--heads $(DEMO)/heads.safetensors --backend onnx --threads 2 --json $(DEMO)/eval.json
 
 test: setup
 	cargo test $(CARGO_FLAGS) --workspace
 
+# rustfmt, then clippy on the full build and on the deployment build (no libtorch).
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+	cargo clippy $(CARGO_FLAGS) --workspace --all-targets --no-default-features -- -D warnings
 
 # Decode speed of every backend side by side (needs `make reference-env` for transformers).
 bench: build reference-env
@@ -54,7 +56,7 @@ bench: build reference-env
 # 8-shot prompting, prefill, decode and batched serving (on the kernel), side by side in one run.
 bench-heads: build
 	$(MIMIC) bench --backends onnx,onnx-unfused,onnx-kernel,onnx-mimic,onnx-mimic-unfused,onnx-mimic-kernel,onnx-icl \
-		--heads $(DEMO)/heads.safetensors --task $(TASKS)/country-capital.json --batched-attention kernel \
+		--heads $(DEMO)/heads.safetensors --task country-capital --batched-attention kernel \
 		--prompt-len 16,128,512 --new-tokens 32 --iterations 5 --copies 4 --json bench-heads.json
 
 # One training step against the same step in Python PyTorch + transformers.

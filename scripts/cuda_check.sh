@@ -21,7 +21,7 @@ MIMIC=${1:-target/release/mimic}
 if [ -z "${1:-}" ]; then
     LIBTORCH=$TORCH MIMIC_TEST_DEVICE=cuda cargo test --release --features cuda --test formula -- --nocapture
 fi
-DATA=${DATA:-../shared/data/icl-tasks}
+DATA=${DATA:-data/icl-tasks}
 out=$(mktemp -d)
 time "$MIMIC" train --task "$DATA/country-capital.json" --method mimic --steps 300 --device cuda --out "$out/run"
 "$MIMIC" eval --task "$DATA/country-capital.json" --method zero-shot,icl,heads --heads "$out/run/heads.safetensors" --device cuda

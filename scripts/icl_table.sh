@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIMIC=${MIMIC:-target/release/mimic}
-DATA=${DATA:-../shared/data/icl-tasks}
+DATA=${DATA:-data/icl-tasks}
 STEPS=${STEPS:-300}
 tasks=("$@")
 [ ${#tasks[@]} -gt 0 ] || tasks=(country-capital antonym)

@@ -13,6 +13,7 @@ fn main() {
         _ => "debug",
     };
     tracing_subscriber::fmt()
+        .with_ansi(colour_on_stderr())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()),
         )
@@ -20,6 +21,12 @@ fn main() {
         .init();
     if let Err(e) = cli::run(args) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(cli::exit_code(&e));
     }
+}
+
+/// Colour only for a terminal, and never with `NO_COLOR` set (https://no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

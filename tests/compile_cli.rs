@@ -1,6 +1,8 @@
 //! `mimic compile` and `mimic run` on bad input: heads that do not fit the model, an unknown
 //! method, an output folder that cannot be written, a corrupt ONNX file. Each gives a clear
 //! error naming the file and the problem, a non-zero exit, and leaves nothing half-written.
+// These tests drive libtorch directly: the deployment build (no `torch` feature) has none.
+#![cfg(feature = "torch")]
 mod common;
 
 use std::collections::HashMap;

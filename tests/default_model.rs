@@ -2,6 +2,8 @@
 //! against each other (same greedy tokens on 20 prompts, logits within 1e-3 relative) and
 //! against transformers' own load of the same GGUF (tests/fixtures/smollm2_reference.safetensors,
 //! written by scripts/reference_default_model.py).
+// These tests drive libtorch directly: the deployment build (no `torch` feature) has none.
+#![cfg(feature = "torch")]
 mod common;
 
 use common::*;

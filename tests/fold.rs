@@ -2,6 +2,8 @@
 //! convex, LIVE, LoRA), fused and unfused attention, folded or as graph inputs, on the small
 //! fixture models (grouped-query attention, biases, a sliding window).
 //! Tolerance: relative error `max|a - b| / max|b|` at most 1e-4 in float32.
+// These tests drive libtorch directly: the deployment build (no `torch` feature) has none.
+#![cfg(feature = "torch")]
 mod common;
 
 use common::*;

@@ -3,6 +3,8 @@
 //! demonstrations' keys and `mu = sigmoid(LSE_D - LSE)` their share of the softmax mass.
 //! With `f = LSE_D` and `u = h_D - h` set exactly in every layer, the shifted model on the
 //! query alone reproduces the model on demonstrations + query, logits and all.
+// These tests drive libtorch directly: the deployment build (no `torch` feature) has none.
+#![cfg(feature = "torch")]
 mod common;
 
 use common::*;

@@ -1,4 +1,6 @@
 //! The libtorch backend's hooks: recording activations and shifting attention heads.
+// These tests drive libtorch directly: the deployment build (no `torch` feature) has none.
+#![cfg(feature = "torch")]
 mod common;
 
 use common::*;

@@ -2,10 +2,10 @@
 //! huge pages are in `madvise` mode, and not when `MIMIC_HUGEPAGES=0` or in any other mode.
 use std::process::Command;
 
-/// `mimic doctor --json`'s `huge_pages` entry, run with `env` added.
+/// `mimic doctor --json -`'s `huge_pages` entry, run with `env` added.
 fn huge_pages(env: &[(&str, &str)]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_mimic"))
-        .args(["doctor", "--json"])
+        .args(["doctor", "--json", "-"])
         .env_remove("GLIBC_TUNABLES")
         .env_remove("MIMIC_HUGEPAGES")
         .envs(env.iter().copied())

@@ -1,6 +1,8 @@
 //! Both backends against Hugging Face transformers on small random checkpoints
 //! (tests/fixtures, written by scripts/make_fixtures.py), and against each other.
 //! Tolerance: relative error `max|a - b| / max|b|` at most 1e-4 in float32.
+// These tests drive libtorch directly: the deployment build (no `torch` feature) has none.
+#![cfg(feature = "torch")]
 mod common;
 
 use std::collections::BTreeMap;

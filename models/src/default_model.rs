@@ -131,7 +131,6 @@ pub fn site_packages_dirs() -> Vec<PathBuf> {
     if let Ok(exe) = std::env::current_exe() {
         starts.push(exe);
     }
-    starts.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     for start in starts {
         for dir in start.ancestors() {
             let venv = dir.join(".venv");

@@ -11,6 +11,8 @@ pub mod gguf;
 pub mod heads;
 pub mod llama;
 pub mod prompt;
+pub mod rng;
+pub mod task;
 pub mod tokenizer;
 pub mod weights;
 

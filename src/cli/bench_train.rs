@@ -10,34 +10,40 @@
 //! each ratio is taken against the Python float32 step of its own round.
 use std::path::PathBuf;
 
+use std::io::Write;
+
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Task file (default: country-capital from the shared ICL task sets).
-    #[arg(long)]
+    #[command(flatten)]
+    model: super::ModelArgs,
+    /// Task (a JSON file of pairs or a built-in task set's name; default: country-capital).
+    #[arg(long, value_name = "FILE|NAME")]
     task: Option<PathBuf>,
+    /// Queries per step.
     #[arg(long, default_value_t = 4)]
     batch: usize,
+    /// Demonstrations per query.
     #[arg(long, default_value_t = 8)]
     shots: usize,
+    /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Timed steps; each figure is their median.
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    #[command(flatten)]
+    threads: super::ThreadsArgs,
     /// Times every step kind this many times, in turn, so each ratio is taken within a round.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Python with torch and transformers for the reference rows; `none` skips them.
     #[arg(long, default_value = ".venv-ref/bin/python")]
     python: PathBuf,
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    json: super::JsonArgs,
 }
 
 /// The batch the Python step ran (token ids as it wrote them), so the Rust steps time the very
@@ -68,8 +74,14 @@ pub struct Row {
 /// The reference: the published step (demonstrations per query, float32 teacher).
 const PYTHON: &str = "python transformers";
 
-fn default_task() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/icl-tasks/country-capital.json")
+/// The task as a file the Python script can read: a path as given, or a built-in task set's
+/// file in the repository's `data/icl-tasks/`.
+fn task_file(task: Option<&std::path::Path>) -> Result<PathBuf> {
+    let spec = task.unwrap_or(std::path::Path::new("country-capital"));
+    if spec.is_file() {
+        return Ok(spec.to_path_buf());
+    }
+    super::repo_file(&format!("data/icl-tasks/{}.json", spec.display()))
 }
 
 /// The Rust step kinds: demonstrations shared per batch or not, and the matmul type.
@@ -84,15 +96,15 @@ const RUST_STEPS: [(&str, bool, &str); 4] = [
 /// Start, demonstrations, query and answer of each row of the Python batch; with `shared`,
 /// every row takes the first row's demonstrations.
 #[cfg(feature = "torch")]
-fn encoded(b: &PythonBatch, shared: bool) -> Result<Vec<mimic_trainer::task::Encoded>> {
+fn encoded(b: &PythonBatch, shared: bool) -> Result<Vec<mimic_models::task::Encoded>> {
     let rows = b.teacher_ids.iter().zip(&b.student_ids).zip(&b.items);
-    let mut out: Vec<mimic_trainer::task::Encoded> = Vec::new();
+    let mut out: Vec<mimic_models::task::Encoded> = Vec::new();
     for ((t, s), it) in rows {
         let q_len = s.len().saturating_sub(1 + it.n_answer);
         if s.is_empty() || t.len() < s.len() || t[t.len() - s.len() + 1..] != s[1..] {
             bail!("the Python batch's teacher and student rows do not end alike");
         }
-        out.push(mimic_trainer::task::Encoded {
+        out.push(mimic_models::task::Encoded {
             start: s[..1].to_vec(),
             demos: t[1..t.len() + 1 - s.len()].to_vec(),
             query: s[1..1 + q_len].to_vec(),
@@ -115,12 +127,15 @@ fn rust_rows(
     batch: Option<&PythonBatch>,
     round: usize,
 ) -> Result<Vec<Row>> {
-    use super::bench::median;
+    use mimic_models::task::{Task, Template, DEFAULT_TEMPLATE};
     use mimic_trainer::shift::Method;
-    use mimic_trainer::task::{Task, Template, DEFAULT_TEMPLATE};
     use mimic_trainer::train::{TrainConfig, Trainer};
-    tch::set_num_threads(a.threads as i32);
-    let model = super::open_model(a.model.as_deref())?;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    tch::set_num_threads(a.threads.resolved() as i32);
+    let model = a.model.open()?;
     let tm = mimic_trainer::TorchModel::new(&model, tch::Device::Cpu)?;
     let task = Task::load(task_path, Template::new(DEFAULT_TEMPLATE)?, 100, 0)?;
     let mut rows = Vec::new();
@@ -169,7 +184,7 @@ fn python_row(
     bf16: bool,
     round: usize,
 ) -> Result<(Row, PythonBatch)> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_train_step.py");
+    let script = super::repo_file("scripts/bench_train_step.py")?;
     let out = std::env::temp_dir().join(format!("mimic-bench-train-{}.json", std::process::id()));
     let mut cmd = std::process::Command::new(&a.python);
     cmd.arg(&script)
@@ -182,14 +197,14 @@ fn python_row(
         ("--shots", a.shots),
         ("--warmup", a.warmup),
         ("--steps", a.steps),
-        ("--threads", a.threads),
+        ("--threads", a.threads.resolved()),
     ] {
         cmd.args([k, &v.to_string()]);
     }
     if bf16 {
         cmd.arg("--bf16");
     }
-    if let Some(m) = &a.model {
+    if let Some(m) = &a.model.model {
         cmd.arg(if m.is_dir() { "--model" } else { "--gguf" })
             .arg(m);
     }
@@ -220,7 +235,7 @@ fn python_row(
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let task = a.task.clone().unwrap_or_else(default_task);
+    let task = task_file(a.task.as_deref())?;
     let mut rows = Vec::new();
     let mut batch = None;
     for round in 1..=a.rounds.max(1) {
@@ -235,23 +250,27 @@ pub fn run(a: Args) -> Result<()> {
         tracing::info!(round, "timing the libtorch steps");
         rows.extend(rust_rows(&a, &task, batch.as_ref(), round)?);
     }
-    println!(
+    let mut out = a.json.table();
+    writeln!(
+        out,
         "one MimIC step: batch {}, {} shots, {} threads, medians of {} steps after {} warm-up, {} round(s)",
         a.batch,
         a.shots,
-        a.threads,
+        a.threads.resolved(),
         a.steps,
         a.warmup,
         a.rounds.max(1)
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "| {:>5} | {:<38} | {:>9} | {:>9} | {:>9} | {:>8} |",
         "round", "step", "teacher s", "student s", "step s", "x python"
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "|{:->7}|{:-<40}|{:->11}|{:->11}|{:->11}|{:->10}|",
         "", "", "", "", "", ""
-    );
+    )?;
     for r in &rows {
         // Each ratio is against the float32 Python step of the same round.
         let base = rows
@@ -259,13 +278,12 @@ pub fn run(a: Args) -> Result<()> {
             .find(|p| p.round == r.round && p.backend == PYTHON)
             .map(|p| p.step_s);
         let ratio = base.map_or("-".into(), |b| format!("{:.2}x", r.step_s / b));
-        println!(
+        writeln!(
+            out,
             "| {:>5} | {:<38} | {:>9.3} | {:>9.3} | {:>9.3} | {:>8} |",
             r.round, r.backend, r.teacher_s, r.student_s, r.step_s, ratio
-        );
+        )?;
     }
-    if let Some(p) = &a.json {
-        mimic_models::files::write_atomically(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
-    }
+    a.json.write(&rows)?;
     Ok(())
 }

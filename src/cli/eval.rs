@@ -4,43 +4,56 @@ use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    pub task: PathBuf,
-    /// zero-shot, icl or heads (repeat or comma-separate to compare several in one table).
-    #[arg(long, value_delimiter = ',', default_value = "zero-shot,icl")]
-    pub method: Vec<String>,
+    #[command(flatten)]
+    pub task: super::TaskArgs,
+    /// What to evaluate (comma-separate to compare several in one table).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "zero-shot,icl"
+    )]
+    pub method: Vec<EvalMethod>,
+    /// Demonstrations before each query for `--method icl`.
     #[arg(long, default_value_t = 8)]
     pub shots: usize,
     /// Heads files for `--method heads` (one row each).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_name = "FILE,...")]
     pub heads: Vec<PathBuf>,
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    #[arg(long, default_value_t = 100)]
-    pub test_size: usize,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Evaluate the first N test queries only.
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// New tokens generated per answer at most.
     #[arg(long, default_value_t = 10)]
     pub max_new_tokens: usize,
-    #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
-    pub template: String,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
     /// `torch` (the trainer's forward) or `onnx` (the model compiled with the heads folded in,
-    /// run in ONNX Runtime).
+    /// run in ONNX Runtime on the CPU).
     #[arg(long, value_enum, default_value = "torch")]
     pub backend: super::generate::BackendKind,
-    /// Attention of the compiled graph for `--backend onnx`.
-    #[arg(long, default_value = "fused")]
-    pub attention: mimic_compiler::AttentionImpl,
-    /// Also write the results (and every answer) as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    /// Attention of the compiled graph for `--backend onnx`; default: as `mimic compile`
+    /// picks for the CPU (the kernel).
+    #[arg(long, value_parser = super::one_of::<mimic_compiler::AttentionImpl>(super::values::ATTENTION))]
+    pub attention: Option<mimic_compiler::AttentionImpl>,
+    /// The results and every answer as JSON.
+    #[command(flatten)]
+    pub json: super::JsonArgs,
+}
+
+/// What `mimic eval` evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalMethod {
+    /// The query alone.
+    ZeroShot,
+    /// `--shots` demonstrations from the training split before the query.
+    Icl,
+    /// The query alone, with each `--heads` file applied (one row each).
+    Heads,
 }
 
 #[cfg(feature = "torch")]
@@ -48,31 +61,26 @@ pub fn run(a: Args) -> Result<()> {
     use anyhow::bail;
     use mimic_trainer::eval::{evaluate, evaluate_lm, EvalRun, Prompting};
     use mimic_trainer::shift::Shift;
-    use mimic_trainer::task::{Task, Template};
+    use std::io::Write;
 
-    let model = super::open_model(a.model.as_deref())?;
-    let mut task = Task::load(&a.task, Template::new(&a.template)?, a.test_size, a.seed)?;
+    let model = a.model.open()?;
+    let mut task = a.task.load()?;
     if let Some(n) = a.limit {
         task.test.truncate(n);
     }
-    if a.threads > 0 {
-        tch::set_num_threads(a.threads as i32);
-    }
-    let device = mimic_trainer::parse_device(&a.device)?;
+    a.threads.apply_to_torch();
+    let device = a.device.torch()?;
+    let seed = a.task.seed;
     // Load every heads file first: a bad one fails before any evaluation runs.
     let mut shifts = Vec::new();
-    for m in &a.method {
-        if m == "heads" {
-            if a.heads.is_empty() {
-                bail!("--method heads needs --heads FILE");
-            }
-            for path in &a.heads {
-                let h = mimic_models::Heads::read(path, &model.fingerprint(), &model.config)?;
-                let shift = Shift::from_heads(&h, &model.config, device)?.0;
-                shifts.push((h, shift));
-            }
-        } else if m != "zero-shot" && m != "icl" {
-            bail!("unknown evaluation method `{m}` (zero-shot, icl, heads)");
+    if a.method.contains(&EvalMethod::Heads) {
+        if a.heads.is_empty() {
+            bail!("--method heads needs --heads FILE");
+        }
+        for path in &a.heads {
+            let h = mimic_models::Heads::read(path, &model.fingerprint(), &model.config)?;
+            let shift = Shift::from_heads(&h, &model.config, device)?.0;
+            shifts.push((h, shift));
         }
     }
     let tm = mimic_trainer::TorchModel::new(&model, device)?;
@@ -80,12 +88,18 @@ pub fn run(a: Args) -> Result<()> {
     // Each run, with the heads it uses.
     let mut runs: Vec<(Prompting, Option<&mimic_models::Heads>)> = Vec::new();
     for m in &a.method {
-        match m.as_str() {
-            "zero-shot" => runs.push((Prompting::ZeroShot, None)),
-            "icl" => runs.push((Prompting::InContext(a.shots), None)),
-            _ => runs.extend(shifts.iter().map(|(h, s)| (Prompting::Shifted(s), Some(h)))),
+        match m {
+            EvalMethod::ZeroShot => runs.push((Prompting::ZeroShot, None)),
+            EvalMethod::Icl => runs.push((Prompting::InContext(a.shots), None)),
+            EvalMethod::Heads => {
+                runs.extend(shifts.iter().map(|(h, s)| (Prompting::Shifted(s), Some(h))))
+            }
         }
     }
+    let attention = a.attention.unwrap_or(super::default_attention(
+        mimic_runtime::ExecutionProvider::Cpu,
+        mimic_compiler::Dtype::Fp32,
+    ));
     let mut results = Vec::new();
     let mut all_answers = Vec::new();
     for (p, heads) in &runs {
@@ -93,7 +107,7 @@ pub fn run(a: Args) -> Result<()> {
         let progress = |i, _| bar.set_position(i as u64);
         let (r, answers) = match a.backend {
             super::generate::BackendKind::Torch => {
-                evaluate(&tm, tok, &task, p, a.max_new_tokens, a.seed, progress)?
+                evaluate(&tm, tok, &task, p, a.max_new_tokens, seed, progress)?
             }
             super::generate::BackendKind::Onnx => {
                 let run = match p {
@@ -102,7 +116,7 @@ pub fn run(a: Args) -> Result<()> {
                     Prompting::Shifted(s) => (s.method.name().to_string(), s.num_params(), 0),
                 };
                 let opts = mimic_compiler::CompileOptions {
-                    attention: a.attention,
+                    attention,
                     last_only: true,
                     ..Default::default()
                 };
@@ -110,7 +124,7 @@ pub fn run(a: Args) -> Result<()> {
                 let mut compiled = mimic_runtime::CompiledModel::load(
                     &dir,
                     &mimic_runtime::SessionOptions {
-                        threads: a.threads,
+                        threads: a.threads.threads,
                         ..Default::default()
                     },
                 )?;
@@ -120,7 +134,7 @@ pub fn run(a: Args) -> Result<()> {
                     trainable_params: run.1,
                     shots: run.2,
                     max_new: a.max_new_tokens,
-                    seed: a.seed,
+                    seed,
                 };
                 evaluate_lm(&mut lm, tok, &task, &run, progress)?
             }
@@ -133,16 +147,20 @@ pub fn run(a: Args) -> Result<()> {
         all_answers.push(answers);
         results.push(r);
     }
-    println!(
+    let mut out = a.json.table();
+    writeln!(
+        out,
         "| {:<15} | {:<20} | {:>7} | {:>11} | {:>11} | {:>10} | {:>13} |",
         "task", "method", "queries", "first-token", "exact match", "params", "prompt tokens"
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "|{:-<17}|{:-<22}|{:->9}|{:->13}|{:->13}|{:->12}|{:->15}|",
         "", "", "", "", "", "", ""
-    );
+    )?;
     for r in &results {
-        println!(
+        writeln!(
+            out,
             "| {:<15} | {:<20} | {:>7} | {:>11.3} | {:>11.3} | {:>10} | {:>13.1} |",
             r.task,
             r.method,
@@ -151,12 +169,10 @@ pub fn run(a: Args) -> Result<()> {
             r.exact_match,
             r.trainable_params,
             r.mean_prompt_tokens
-        );
+        )?;
     }
-    if let Some(path) = &a.json {
-        let v = serde_json::json!({"results": results, "answers": all_answers});
-        mimic_models::files::write_atomically(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
-    }
+    a.json
+        .write(&serde_json::json!({"results": results, "answers": all_answers}))?;
     Ok(())
 }
 

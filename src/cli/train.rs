@@ -1,69 +1,75 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use mimic_models::Method;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A JSON list of {"input", "output"} pairs.
-    #[arg(long)]
-    pub task: PathBuf,
-    /// mimic (additive), mimic-convex, live or lora.
-    #[arg(long, default_value = "mimic")]
-    pub method: String,
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub task: super::TaskArgs,
+    /// mimic (MimIC, additive: o = h + mu u), mimic-convex (o = (1 - mu) h + mu u), live or
+    /// lora.
+    #[arg(long, default_value = "mimic", value_parser = super::one_of::<Method>(super::values::METHOD))]
+    pub method: Method,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
+    /// Demonstrations the teacher sees before each query.
     #[arg(long, default_value_t = 8)]
     pub shots: usize,
+    /// Optimiser steps.
     #[arg(long, default_value_t = 200)]
     pub steps: usize,
+    /// Queries per step.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Peak learning rate of the cosine schedule (default: the method's, 5e-3 for MimIC).
     #[arg(long)]
     pub lr: Option<f64>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Activation site aligned between teacher and student: mlp, attn or layer.
-    #[arg(long, default_value = "mlp")]
+    /// Activation site aligned between teacher and student.
+    #[arg(long, default_value = "mlp", value_parser = ["mlp", "attn", "layer"])]
     pub site: String,
-    /// mse or cosine.
-    #[arg(long, default_value = "mse")]
-    pub align: String,
+    /// Alignment loss between the teacher's and the student's activations at `--site`.
+    #[arg(long, value_enum, default_value = "mse")]
+    pub align: Align,
+    /// Weight of the alignment loss (default: the method's).
     #[arg(long)]
     pub align_weight: Option<f64>,
+    /// Weight of the answer's cross-entropy (default: the method's).
     #[arg(long)]
     pub ce_weight: Option<f64>,
+    /// Weight of KL(teacher logits || student logits) on the answer (default: the method's).
     #[arg(long)]
     pub kl_weight: Option<f64>,
+    /// LoRA: rank of the low-rank update.
     #[arg(long, default_value_t = 8)]
     pub lora_rank: usize,
+    /// LoRA: scale alpha (the update is scaled by alpha / rank).
     #[arg(long, default_value_t = 16.0)]
     pub lora_alpha: f64,
+    /// LoRA: the projections adapted.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "self_attn.q_proj,self_attn.v_proj"
+        default_value = "self_attn.q_proj,self_attn.v_proj",
+        value_parser = mimic_models::heads::LORA_TARGETS
     )]
     pub lora_targets: Vec<String>,
-    /// Pairs held out for evaluation (at most all but one).
-    #[arg(long, default_value_t = 100)]
-    pub test_size: usize,
-    #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
-    pub template: String,
     /// Output folder (heads.safetensors, checkpoint.safetensors, log.json, loss.svg);
     /// default runs/<task>-<method>.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Demonstrations: `per-query` (each query its own, as published) or `shared` (one set per
     /// batch; the teacher runs it once and the queries continue from its cache, about 1.6x
     /// faster a step at the same accuracy); `auto` is shared unless the model has a sliding
     /// window, which a shared prefix would shift.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "per-query", "shared"])]
-    pub demos: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub demos: Demos,
     /// Matrix products in `f32`, or in `bf16` with everything else in float32 (mixed
     /// precision, as the published recipe trains); `auto` takes bf16 where it is fast (CUDA, or
     /// a CPU with AVX512-BF16) and f32 elsewhere.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "bf16"])]
-    pub precision: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub precision: PrecisionChoice,
+    /// Write a checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: usize,
     /// Continue from the folder's checkpoint.
@@ -75,37 +81,63 @@ pub struct Args {
     /// Make the loss NaN at this step; for tests of the guard.
     #[arg(long, hide = true)]
     pub poison_step: Option<usize>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
+    #[command(flatten)]
+    pub threads: super::ThreadsArgs,
+}
+
+/// The alignment loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Align {
+    /// Mean squared error.
+    Mse,
+    /// One minus the cosine similarity.
+    Cosine,
+}
+
+/// Where the teacher's demonstrations come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Demos {
+    /// Shared unless the model has a sliding window.
+    Auto,
+    /// Each query its own demonstrations (the published sampling).
+    PerQuery,
+    /// One set of demonstrations per batch.
+    Shared,
+}
+
+/// The matrix products' type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionChoice {
+    /// bf16 where bfloat16 products are fast (CUDA, AVX512-BF16), else f32.
+    Auto,
+    /// float32 throughout.
+    F32,
+    /// bfloat16 products, float32 elsewhere.
+    Bf16,
 }
 
 #[cfg(feature = "torch")]
 pub fn run(a: Args) -> Result<()> {
-    use anyhow::{bail, Context};
-    use mimic_trainer::shift::Method;
-    use mimic_trainer::task::{Task, Template};
-    use mimic_trainer::train::{AlignLoss, TrainConfig, Trainer};
+    use anyhow::Context;
+    use mimic_trainer::train::{AlignLoss, Precision, TrainConfig, Trainer};
 
-    let method: Method = a.method.parse().map_err(anyhow::Error::msg)?;
-    let model = super::open_model(a.model.as_deref())?;
-    let task = Task::load(&a.task, Template::new(&a.template)?, a.test_size, a.seed)?;
-    if a.threads > 0 {
-        tch::set_num_threads(a.threads as i32);
-    }
-    let device = mimic_trainer::parse_device(&a.device)?;
+    let method = a.method;
+    let model = a.model.open()?;
+    let task = a.task.load()?;
+    a.threads.apply_to_torch();
+    let device = a.device.torch()?;
     let tm = mimic_trainer::TorchModel::new(&model, device)?;
     let mut cfg = TrainConfig::for_method(method);
     cfg.shots = a.shots;
     cfg.steps = a.steps;
     cfg.batch = a.batch;
-    cfg.seed = a.seed;
+    cfg.seed = a.task.seed;
     cfg.site = a.site.clone();
-    cfg.align = match a.align.as_str() {
-        "mse" => AlignLoss::Mse,
-        "cosine" => AlignLoss::Cosine,
-        other => bail!("unknown alignment loss `{other}` (mse, cosine)"),
+    cfg.align = match a.align {
+        Align::Mse => AlignLoss::Mse,
+        Align::Cosine => AlignLoss::Cosine,
     };
     if let Some(lr) = a.lr {
         cfg.optim.lr = lr;
@@ -116,20 +148,18 @@ pub fn run(a: Args) -> Result<()> {
     cfg.lora.rank = a.lora_rank;
     cfg.lora.alpha = a.lora_alpha;
     cfg.lora.targets = a.lora_targets.clone();
-    cfg.shared_demos = match a.demos.as_str() {
-        "auto" => mimic_trainer::train::can_share_demos(&tm.config),
-        d => d == "shared",
+    cfg.shared_demos = match a.demos {
+        Demos::Auto => mimic_trainer::train::can_share_demos(&tm.config),
+        Demos::PerQuery => false,
+        Demos::Shared => true,
     };
-    cfg.precision = match a.precision.as_str() {
-        "auto" => mimic_trainer::train::Precision::fastest(device),
-        p => p.parse().map_err(anyhow::Error::msg)?,
+    cfg.precision = match a.precision {
+        PrecisionChoice::Auto => Precision::fastest(device),
+        PrecisionChoice::F32 => Precision::F32,
+        PrecisionChoice::Bf16 => Precision::Bf16,
     };
     tracing::info!(precision = ?cfg.precision, shared_demos = cfg.shared_demos, "training step");
-    let stem = a
-        .task
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let stem = mimic_models::task::task_name(&a.task.task);
     let out = a
         .out
         .clone()
@@ -146,7 +176,7 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!(
         "training {} on {} ({} train / {} test pairs, {} shots, {} trainable parameters)",
         method.name(),
-        a.task.display(),
+        a.task.task.display(),
         task.train.len(),
         task.test.len(),
         a.shots,

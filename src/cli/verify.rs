@@ -7,18 +7,24 @@ use mimic_compiler::AttentionImpl;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// A heads file from `mimic train` (without it, the base model is checked).
-    #[arg(long)]
-    heads: Option<PathBuf>,
+    #[command(flatten)]
+    heads: super::HeadsArgs,
     /// Attention forms to compile and check.
-    #[arg(long, value_delimiter = ',', default_value = "fused,unfused,kernel")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fused,unfused,kernel",
+        value_parser = super::one_of::<AttentionImpl>(super::values::ATTENTION)
+    )]
     attention: Vec<AttentionImpl>,
     /// Prompts: a task's test queries (zero-shot, with the template) instead of the 20 built-in
-    /// prompts.
-    #[arg(long)]
+    /// prompts; a JSON file of {"input", "output"} pairs or a built-in task set's name.
+    #[arg(long, value_name = "FILE|NAME")]
     task: Option<PathBuf>,
+    /// Prompt template of `--task`, with `{input}` and then `{output}`.
     #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
     template: String,
     /// How many prompts.
@@ -28,17 +34,17 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     steps: usize,
     /// fp32 or fp16 compiled models.
-    #[arg(long, default_value = "fp32")]
+    #[arg(long, default_value = "fp32", value_parser = super::one_of::<mimic_compiler::Dtype>(super::values::DTYPE))]
     dtype: mimic_compiler::Dtype,
-    /// Fail (exit 1) when the logits' relative error exceeds this (default 1e-4 for fp32,
-    /// 1e-2 for fp16). fp32 must also give identical greedy tokens; fp16 reports agreement.
+    /// Fail (exit status 3) when the logits' relative error exceeds this (default 1e-4 for
+    /// fp32, 1e-2 for fp16). fp32 must also give identical greedy tokens; fp16 reports
+    /// agreement.
     #[arg(long)]
     tolerance: Option<f32>,
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Also write the results as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    threads: super::ThreadsArgs,
+    #[command(flatten)]
+    json: super::JsonArgs,
 }
 
 #[cfg(feature = "torch")]
@@ -54,27 +60,25 @@ struct Row {
 
 #[cfg(feature = "torch")]
 pub fn run(a: Args) -> Result<()> {
-    use anyhow::bail;
     use mimic_compiler::CompileOptions;
     use mimic_models::generate::relative_error as rel_err;
     use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
     use mimic_trainer::shift::Shift;
     use mimic_trainer::{TorchLm, TorchModel};
+    use std::io::Write;
 
     let _guard = tch::no_grad_guard();
-    if a.threads > 0 {
-        tch::set_num_threads(a.threads as i32);
-    }
-    let model = super::open_model(a.model.as_deref())?;
+    a.threads.apply_to_torch();
+    let model = a.model.open()?;
     let tok = model.tokenizer()?;
-    let heads = super::read_heads(&model, a.heads.as_deref())?;
+    let heads = a.heads.read(&model)?;
     let shift = match &heads {
         Some(h) => Some(Shift::from_heads(h, &model.config, tch::Device::Cpu)?.0),
         None => None,
     };
     let prompts: Vec<Vec<u32>> = match &a.task {
         Some(path) => {
-            use mimic_trainer::task::{start_token, Encoded, Task, Template};
+            use mimic_models::task::{start_token, Encoded, Task, Template};
             let task = Task::load(path, Template::new(&a.template)?, a.prompts, 0)?;
             let start = start_token(tok);
             task.test
@@ -89,12 +93,23 @@ pub fn run(a: Args) -> Result<()> {
             .map(|p| Ok(tok.encode(p)?))
             .collect::<Result<_>>()?,
     };
+    let exact_tokens = a.dtype == mimic_compiler::Dtype::Fp32;
     let tolerance = a.tolerance.unwrap_or(match a.dtype {
         mimic_compiler::Dtype::Fp32 => 1e-4,
         mimic_compiler::Dtype::Fp16 => 1e-2,
     });
     let tm = TorchModel::new(&model, tch::Device::Cpu)?;
     let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
+    let checked = a
+        .attention
+        .iter()
+        .filter(|&&at| !(at == AttentionImpl::Kernel && a.dtype == mimic_compiler::Dtype::Fp16))
+        .count();
+    let bar = indicatif::ProgressBar::new((prompts.len() * (1 + checked)) as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} prompts {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("trainer's forward");
     let mut reference = Vec::with_capacity(prompts.len());
     for p in &prompts {
         reference.push(mimic_models::generate::greedy_with_logits(
@@ -102,6 +117,7 @@ pub fn run(a: Args) -> Result<()> {
             p,
             a.steps,
         )?);
+        bar.inc(1);
     }
     let mut rows = Vec::new();
     for &attention in &a.attention {
@@ -116,14 +132,16 @@ pub fn run(a: Args) -> Result<()> {
             last_only: true,
             ..Default::default()
         };
+        bar.set_message(format!("{attention:?} attention: compiling"));
         let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
         let mut cm = CompiledModel::load(
             &dir,
             &SessionOptions {
-                threads: a.threads,
+                threads: a.threads.threads,
                 ..Default::default()
             },
         )?;
+        bar.set_message(format!("{attention:?} attention"));
         let mut row = Row {
             attention: format!("{attention:?} {}", a.dtype.name()).to_lowercase(),
             prompts: prompts.len(),
@@ -154,51 +172,63 @@ pub fn run(a: Args) -> Result<()> {
                     tok.decode(want_tokens)?
                 ));
             }
+            bar.inc(1);
         }
         rows.push(row);
     }
-    let what = match &a.heads {
+    bar.finish_and_clear();
+    let mut out = a.json.table();
+    let what = match &a.heads.heads {
         Some(p) => format!("{} with {}", model.source.display(), p.display()),
         None => model.source.display().to_string(),
     };
-    println!("{what}: ONNX Runtime against the trainer's forward");
-    println!(
+    writeln!(out, "{what}: ONNX Runtime against the trainer's forward")?;
+    writeln!(
+        out,
         "| {:<12} | {:>7} | {:>5} | {:>16} | {:>18} |",
         "attention", "prompts", "steps", "identical tokens", "max rel. error"
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "|{:-<14}|{:->9}|{:->7}|{:->18}|{:->20}|",
         "", "", "", "", ""
-    );
+    )?;
     for r in &rows {
-        println!(
+        writeln!(
+            out,
             "| {:<12} | {:>7} | {:>5} | {:>16} | {:>18.2e} |",
             r.attention,
             r.prompts,
             r.steps,
             format!("{}/{}", r.identical_tokens, r.prompts),
             r.max_relative_error
-        );
+        )?;
         if let Some(d) = &r.first_difference {
-            println!("  first difference ({}): {d}", r.attention);
+            writeln!(out, "  first difference ({}): {d}", r.attention)?;
         }
     }
-    if let Some(path) = &a.json {
-        let v = serde_json::json!({"model": model.source, "heads": a.heads, "tolerance": tolerance, "rows": rows});
-        mimic_models::files::write_atomically(path, serde_json::to_string_pretty(&v)?.as_bytes())?;
-    }
-    let exact_tokens = a.dtype == mimic_compiler::Dtype::Fp32;
+    let passed = !rows.iter().any(|r| {
+        r.max_relative_error > tolerance || (exact_tokens && r.identical_tokens < r.prompts)
+    });
+    a.json.write(&serde_json::json!({
+        "model": model.source,
+        "heads": a.heads.heads,
+        "tolerance": tolerance,
+        "passed": passed,
+        "rows": rows
+    }))?;
     if let Some(r) = rows.iter().find(|r| {
         r.max_relative_error > tolerance || (exact_tokens && r.identical_tokens < r.prompts)
     }) {
-        bail!(
-            "{} attention: relative error {:.2e} (tolerance {:.0e}), identical tokens on {}/{} prompts",
+        return Err(super::CheckFailed(format!(
+            "verification failed: {} attention: relative error {:.2e} (tolerance {:.0e}), identical tokens on {}/{} prompts",
             r.attention,
             r.max_relative_error,
             tolerance,
             r.identical_tokens,
             r.prompts
-        );
+        ))
+        .into());
     }
     Ok(())
 }

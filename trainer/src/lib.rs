@@ -2,12 +2,12 @@
 //! ([`torch_backend`]), with the hooks training needs (record activations, shift attention).
 pub mod eval;
 pub mod optim;
-pub mod rng;
 pub mod shift;
-pub mod task;
 pub mod torch_backend;
 pub mod train;
 
+// Tasks and the sampler need no libtorch: they live in the models crate.
+pub use mimic_models::{rng, task};
 pub use torch_backend::{
     AttentionShift, Forward, ForwardOutput, KvCache, SiteShift, TorchLm, TorchModel,
 };

@@ -38,7 +38,7 @@ pub struct Contender<'a> {
 /// each, `rounds` times over. Batches are cut from the queries in order of prompt length, so
 /// they pad least. Contenders take turns batch by batch, so the machine's drift falls on all
 /// alike; each contender's rate is that of its median round. Each contender has `copies`
-/// sessions loaded in mirrored order ([`super::bench::load_mirrored`]), which take the
+/// sessions loaded in mirrored order ([`super::harness::load_mirrored`]), which take the
 /// batches in turn.
 /// Every answer is exactly `answer_tokens` long (the same work for every method); accuracy
 /// reads the answer up to its first newline.
@@ -58,7 +58,7 @@ pub fn time_batched(
     let pad = tok.pad_id().unwrap_or(0);
     let never = |_: usize, _: &[u32]| false;
     let dirs: Vec<&Path> = contenders.iter().map(|c| c.dir).collect();
-    let mut models: Vec<Vec<CompiledModel>> = super::bench::load_mirrored(&dirs, copies, &opts)?;
+    let mut models: Vec<Vec<CompiledModel>> = super::harness::load_mirrored(&dirs, copies, &opts)?;
     for (c, sessions) in contenders.iter().zip(models.iter_mut()) {
         let warm: Vec<Vec<u32>> = c.queries.iter().take(batch).map(|q| q.0.clone()).collect();
         for m in sessions.iter_mut() {
@@ -121,7 +121,7 @@ pub fn time_batched(
             exact += (cut.trim() == expected.trim()) as usize;
         }
         let n = c.queries.len().max(1) as f64;
-        let median = super::bench::median(&mut seconds[j].clone());
+        let median = super::harness::median(&mut seconds[j].clone());
         rows.push(BatchRow {
             method: c.method.clone(),
             batch,
@@ -134,40 +134,4 @@ pub fn time_batched(
         });
     }
     Ok(rows)
-}
-
-pub fn print_batch_table(rows: &[BatchRow]) {
-    println!(
-        "| {:<18} | {:>5} | {:>7} | {:>10} | {:>24} | {:>10} | {:>14} | {:>11} |",
-        "method",
-        "batch",
-        "queries",
-        "queries/s",
-        "each round",
-        "ms/query",
-        "tokens/query",
-        "exact match"
-    );
-    println!(
-        "|{:-<20}|{:->7}|{:->9}|{:->12}|{:->26}|{:->12}|{:->16}|{:->13}|",
-        "", "", "", "", "", "", "", ""
-    );
-    for r in rows {
-        let each: Vec<String> = r
-            .rounds_queries_per_s
-            .iter()
-            .map(|q| format!("{q:.2}"))
-            .collect();
-        println!(
-            "| {:<18} | {:>5} | {:>7} | {:>10.2} | {:>24} | {:>10.1} | {:>14.1} | {:>11.3} |",
-            r.method,
-            r.batch,
-            r.queries,
-            r.queries_per_s,
-            each.join(" / "),
-            r.seconds_per_query * 1e3,
-            r.tokens_per_query,
-            r.exact_match
-        );
-    }
 }

@@ -1,14 +1,65 @@
 //! In-context learning tasks: a JSON list of `{input, output}` pairs, a prompt template, a
 //! seeded train/test split, and prompts with demonstrations drawn from the training part.
+//!
+//! Five task sets ship inside the binary ([`BUILTIN_TASKS`], from `data/icl-tasks/`): a task
+//! is named by a file path or by one of their names.
 use std::path::{Path, PathBuf};
 
-use mimic_models::tokenizer::TextTokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::SplitMix64;
-use crate::{Result, TrainerError};
+use crate::tokenizer::TextTokenizer;
+use crate::{ModelError, Result};
 
-pub use mimic_models::prompt::DEFAULT_TEMPLATE;
+pub use crate::prompt::DEFAULT_TEMPLATE;
+
+/// The task sets of `data/icl-tasks/` (MIT, from the function_vectors project; provenance in
+/// that folder's README), embedded so that a binary needs no data folder beside it.
+pub const BUILTIN_TASKS: [(&str, &str); 5] = [
+    (
+        "country-capital",
+        include_str!("../../data/icl-tasks/country-capital.json"),
+    ),
+    ("antonym", include_str!("../../data/icl-tasks/antonym.json")),
+    ("synonym", include_str!("../../data/icl-tasks/synonym.json")),
+    (
+        "english-french",
+        include_str!("../../data/icl-tasks/english-french.json"),
+    ),
+    (
+        "singular-plural",
+        include_str!("../../data/icl-tasks/singular-plural.json"),
+    ),
+];
+
+/// The names of the built-in task sets.
+pub fn builtin_task_names() -> Vec<&'static str> {
+    BUILTIN_TASKS.iter().map(|(n, _)| *n).collect()
+}
+
+/// A task's pairs as JSON text: the file at `spec` if there is one, else the built-in task set
+/// of that name.
+pub fn read_task_text(spec: &Path) -> Result<String> {
+    if spec.exists() {
+        return std::fs::read_to_string(spec).map_err(|e| ModelError::io(spec, e));
+    }
+    let name = spec.to_str().unwrap_or_default();
+    match BUILTIN_TASKS.iter().find(|(n, _)| *n == name) {
+        Some((_, text)) => Ok(text.to_string()),
+        None => Err(ModelError::Other(format!(
+            "{}: no such file, nor a built-in task set ({})",
+            spec.display(),
+            builtin_task_names().join(", ")
+        ))),
+    }
+}
+
+/// The short name of a task: a built-in task's name, or a file's stem.
+pub fn task_name(spec: &Path) -> String {
+    spec.file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pair {
@@ -38,7 +89,7 @@ impl Template {
             (Some(i), Some(o)) if i < o => Ok(Template {
                 text: text.to_string(),
             }),
-            _ => Err(TrainerError::Other(format!(
+            _ => Err(ModelError::Other(format!(
                 "template {text:?} must contain {{input}} and then {{output}}"
             ))),
         }
@@ -63,19 +114,19 @@ impl Template {
 }
 
 impl Task {
-    /// Reads a task file and splits it: `test_size` pairs held out (at most all but one),
-    /// the rest for training, shuffled with `seed`.
+    /// Reads a task (a file, or a built-in task set's name: [`read_task_text`]) and splits it:
+    /// `test_size` pairs held out (at most all but one), the rest for training, shuffled with
+    /// `seed`.
     pub fn load(path: &Path, template: Template, test_size: usize, seed: u64) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TrainerError::Other(format!("{}: {e}", path.display())))?;
+        let text = read_task_text(path)?;
         let pairs: Vec<Pair> = serde_json::from_str(&text).map_err(|e| {
-            TrainerError::Other(format!(
+            ModelError::Other(format!(
                 "{}: not a JSON list of {{\"input\", \"output\"}} pairs: {e}",
                 path.display()
             ))
         })?;
         if pairs.len() < 2 {
-            return Err(TrainerError::Other(format!(
+            return Err(ModelError::Other(format!(
                 "{}: {} pairs; a task needs at least 2 (one to train on, one to test)",
                 path.display(),
                 pairs.len()
@@ -86,7 +137,7 @@ impl Task {
             .enumerate()
             .find(|(_, p)| p.input.trim().is_empty() || p.output.trim().is_empty())
         {
-            return Err(TrainerError::Other(format!(
+            return Err(ModelError::Other(format!(
                 "{}: pair {i} has an empty input or output",
                 path.display()
             )));
@@ -125,7 +176,7 @@ impl Task {
     ) -> Result<Vec<Pair>> {
         let pool: Vec<&Pair> = self.train.iter().filter(|p| !queries.contains(p)).collect();
         if k > pool.len() {
-            return Err(TrainerError::Other(format!(
+            return Err(ModelError::Other(format!(
                 "{}: {k} shots asked for but the training part holds {} other pairs",
                 self.path.display(),
                 pool.len()
@@ -211,5 +262,19 @@ mod tests {
         );
         assert!(Template::new("{output} then {input}").is_err());
         assert!(Template::new("no fields").is_err());
+    }
+
+    #[test]
+    fn builtin_task_sets_load_by_name() {
+        let t = Template::new(DEFAULT_TEMPLATE).unwrap();
+        for name in builtin_task_names() {
+            let task = Task::load(Path::new(name), t.clone(), 100, 0).unwrap();
+            assert_eq!(task.test.len(), 100, "{name}");
+            assert!(task.train.len() >= 97, "{name}: {}", task.train.len());
+        }
+        let cc = Task::load(Path::new("country-capital"), t.clone(), 100, 0).unwrap();
+        assert_eq!(cc.train.len() + cc.test.len(), 197);
+        let err = Task::load(Path::new("no-such-task"), t, 100, 0).unwrap_err();
+        assert!(err.to_string().contains("country-capital"), "{err}");
     }
 }
