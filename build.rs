@@ -30,7 +30,10 @@ fn main() {
 
 /// `to` relative to `from` (both absolute, without symbolic links resolved).
 fn relative(from: &Path, to: &Path) -> Option<PathBuf> {
-    let (from, to) = (std::fs::canonicalize(from).ok()?, std::fs::canonicalize(to).ok()?);
+    let (from, to) = (
+        std::fs::canonicalize(from).ok()?,
+        std::fs::canonicalize(to).ok()?,
+    );
     let from: Vec<Component> = from.components().collect();
     let to: Vec<Component> = to.components().collect();
     let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();

@@ -579,21 +579,13 @@ mod tests {
     fn default_attention_is_one_rule() {
         use mimic_compiler::{AttentionImpl, Dtype};
         use mimic_runtime::ExecutionProvider as Ep;
-        assert_eq!(
-            default_attention(Ep::Cpu, Dtype::Fp32),
-            AttentionImpl::Kernel
-        );
-        assert_eq!(
-            default_attention(Ep::Cpu, Dtype::Fp16),
-            AttentionImpl::Fused
-        );
-        assert_eq!(
-            default_attention(Ep::Cuda, Dtype::Fp32),
-            AttentionImpl::Fused
-        );
-        assert_eq!(
-            default_attention(Ep::TensorRt, Dtype::Fp16),
-            AttentionImpl::Fused
-        );
+        for (ep, dtype, want) in [
+            (Ep::Cpu, Dtype::Fp32, AttentionImpl::Kernel),
+            (Ep::Cpu, Dtype::Fp16, AttentionImpl::Fused),
+            (Ep::Cuda, Dtype::Fp32, AttentionImpl::Fused),
+            (Ep::TensorRt, Dtype::Fp16, AttentionImpl::Fused),
+        ] {
+            assert_eq!(default_attention(ep, dtype), want, "{ep:?} {dtype:?}");
+        }
     }
 }
