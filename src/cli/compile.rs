@@ -17,8 +17,8 @@ pub struct Args {
     /// from `--heads`' file.
     #[arg(long)]
     heads_as_inputs: bool,
-    /// The method of `--heads-as-inputs` graphs.
-    #[arg(long, value_parser = super::one_of::<Method>(super::values::HEADS_INPUT_METHOD))]
+    /// The method of `--heads-as-inputs` graphs (not lora: LoRA merges into the weights).
+    #[arg(long, value_parser = super::one_of::<Method>(super::values::METHOD))]
     method: Option<Method>,
     /// `fused` (the opset-23 Attention operator), `unfused` (MatMul-Softmax-MatMul) or
     /// `kernel` (mimic's CPU kernel, `ai.mimic:MimicAttention`, which `mimic run` and the

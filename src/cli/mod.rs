@@ -113,7 +113,6 @@ where
 /// The values of the option enums the library crates define (parsed by their `FromStr`).
 pub mod values {
     pub const METHOD: &[&str] = &["mimic", "mimic-convex", "live", "lora"];
-    pub const HEADS_INPUT_METHOD: &[&str] = &["mimic", "mimic-convex", "live"];
     pub const ATTENTION: &[&str] = &["fused", "unfused", "kernel"];
     pub const DTYPE: &[&str] = &["fp32", "fp16"];
     pub const EP: &[&str] = &["cpu", "cuda", "tensorrt"];
