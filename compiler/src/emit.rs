@@ -10,55 +10,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mimic_models::backend::{AttentionSpec, Backend, Site};
+use mimic_models::contract::MASK_MIN;
+pub use mimic_models::contract::{
+    past_key, past_value, present_key, present_value, AttentionImpl, ATTENTION_MASK, INPUT_IDS,
+    LOGITS, POSITION_IDS,
+};
 use mimic_models::{HostTensor, LlamaConfig, Method, Weights};
 
 use crate::fold::HeadsSource;
-use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder, MASK_MIN};
+use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder};
 use crate::onnx::tensor_proto::DataType;
-use crate::Result;
-
-/// How attention is expressed in the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttentionImpl {
-    /// The opset-23 `Attention` operator, with the cache as its past/present state.
-    Fused,
-    /// MatMul, Softmax, MatMul (grouped-query heads by reshaping queries, not copying keys).
-    Unfused,
-    /// mimic's own CPU kernel, the custom operator `ai.mimic:MimicAttention` that the runtime
-    /// registers ([`crate::fold`] `attention_kernel`): MimIC heads computed inside it, no
-    /// cache slots, value channels or epilogue. Float32, CPU provider.
-    Kernel,
-}
-
-impl std::str::FromStr for AttentionImpl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fused" => Ok(Self::Fused),
-            "unfused" => Ok(Self::Unfused),
-            "kernel" => Ok(Self::Kernel),
-            _ => Err(format!("unknown attention `{s}` (fused, unfused, kernel)")),
-        }
-    }
-}
-
-pub const INPUT_IDS: &str = "input_ids";
-pub const ATTENTION_MASK: &str = "attention_mask";
-pub const POSITION_IDS: &str = "position_ids";
-pub const LOGITS: &str = "logits";
-pub fn past_key(l: usize) -> String {
-    format!("past_key_values.{l}.key")
-}
-pub fn past_value(l: usize) -> String {
-    format!("past_key_values.{l}.value")
-}
-pub fn present_key(l: usize) -> String {
-    format!("present.{l}.key")
-}
-pub fn present_value(l: usize) -> String {
-    format!("present.{l}.value")
-}
 
 impl OnnxBackend<'_> {
     /// A weight by HF name (merged LoRA projections first), if the model has it.

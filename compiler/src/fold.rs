@@ -1,4 +1,5 @@
-//! Trained heads folded into the graph (DESIGN.md section 3).
+//! Trained heads folded into the graph (docs/design.md section 3, "Attention forms and the
+//! fold").
 //!
 //! MimIC, per layer and query head, on post-rotary queries `q`: `f = w . q + b`,
 //! `mu = sigmoid(f - LSE)` with LSE the log-sum-exp of the head's masked, scaled scores, and
@@ -46,8 +47,9 @@ use mimic_models::{Heads, LlamaConfig, Method};
 use crate::emit::{
     past_key, past_value, present_key, present_value, AttentionImpl, OnnxBackend, INPUT_IDS,
 };
-use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, MASK_MIN};
+use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim};
 use crate::onnx::tensor_proto::DataType;
+use mimic_models::contract::MASK_MIN;
 
 /// Whether a graph carries MimIC slots in its cache, and of which form: `Some(convex)` for
 /// fused MimIC, `None` otherwise.
@@ -442,8 +444,8 @@ impl OnnxBackend<'_> {
         let y = self.g.fresh("attn");
         let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         self.g.node_in_domain(
-            crate::graph::KERNEL_DOMAIN,
-            crate::graph::KERNEL_ATTENTION,
+            mimic_models::kernel_op::DOMAIN,
+            mimic_models::kernel_op::ATTENTION,
             &refs,
             &[&y, &present_key(l), &present_value(l)],
             attrs,

@@ -15,10 +15,9 @@ pub mod onnx {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use compile::{compile_model, CompileOptions, Dtype, DEFAULT_PASSES};
-pub use emit::AttentionImpl;
+pub use compile::{compile_model, CompileOptions, DEFAULT_PASSES};
 pub use fold::HeadsSource;
-pub use mimic_models::contract::Contract;
+pub use mimic_models::contract::{AttentionImpl, Contract, Dtype};
 pub use passes::Pass;
 
 /// Errors of the compiler crate.

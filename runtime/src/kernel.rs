@@ -24,13 +24,9 @@ use ort::operator::{
 };
 use ort::value::TensorElementType;
 
-/// The custom operator domain of mimic's kernels.
-pub const DOMAIN: &str = "ai.mimic";
-/// The attention operator's name in [`DOMAIN`].
-pub const ATTENTION: &str = "MimicAttention";
-
-/// The `attention` a folder's contract names for graphs that use the kernel.
-pub const CONTRACT_ATTENTION: &str = "kernel";
+/// The custom operator domain of mimic's kernels, and the attention operator's name in it
+/// ([`mimic_models::kernel_op`], which the compiler emits too).
+pub use mimic_models::kernel_op::{ATTENTION, DOMAIN};
 
 /// Held while a session that registers [`DOMAIN`] is built (see `CompiledModel::load`).
 pub static REGISTRATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
