@@ -1,7 +1,10 @@
-//! From a model (and, next, trained heads) to an ONNX folder the runtime executes:
-//! [`emit`] records the model definition as ONNX nodes, [`graph`] builds protobuf graphs with
-//! weights as external data, [`check`] verifies the result before it is written, and
-//! [`compile`] writes the folder with its contract.
+//! From a model and trained heads to an ONNX folder the runtime executes: [`emit`] records
+//! the model definition as ONNX nodes, [`attention`] writes each layer's attention in the
+//! form asked for (fused, unfused, or mimic's kernel, each with MimIC heads or without),
+//! [`fold`] brings the other heads in (LIVE, LoRA, heads as graph inputs), [`graph`] builds
+//! protobuf graphs with weights as external data, [`check`] verifies the result before it
+//! is written, and [`compile`] writes the folder with its contract.
+pub mod attention;
 pub mod check;
 pub mod compile;
 pub mod emit;
