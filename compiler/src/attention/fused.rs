@@ -36,7 +36,7 @@ use mimic_models::contract::{
 use mimic_models::heads::bias_in_key;
 use mimic_models::Method;
 
-use super::{expect_packed, MimicForm};
+use super::{expect_packed, MimicForm, Operands};
 use crate::emit::{OnnxBackend, Packed, Value};
 use crate::fold::{HeadParam, HeadsSource};
 use crate::graph::{attr_float, attr_int, GraphBuilder};
@@ -50,17 +50,10 @@ pub(crate) fn slot_form(method: Option<Method>, attention: AttentionImpl) -> Opt
 }
 
 /// Fused attention of one layer, with the MimIC slots of `mimic` heads.
-pub(super) fn attention(
-    b: &mut OnnxBackend,
-    q: &Value,
-    k: &Value,
-    v: &Value,
-    spec: &AttentionSpec,
-    mimic: Option<MimicForm>,
-) -> Value {
+pub(super) fn attention(b: &mut OnnxBackend, x: Operands, mimic: Option<MimicForm>) -> Value {
     match mimic {
-        None => base(b, q, k, v, spec),
-        Some(form) => with_slots(b, q, k, v, spec, form),
+        None => base(b, x),
+        Some(form) => with_slots(b, x, form),
     }
 }
 
@@ -95,7 +88,7 @@ fn attention_node(
 }
 
 /// The base model: one `Attention` node.
-fn base(b: &mut OnnxBackend, q: &Value, k: &Value, v: &Value, spec: &AttentionSpec) -> Value {
+fn base(b: &mut OnnxBackend, Operands { q, k, v, spec }: Operands) -> Value {
     let mask = super::mask(b, spec.window);
     let y = b.g.fresh("attn");
     let all_packed = [q, k, v].iter().all(|x| x.packed.is_some());
@@ -118,14 +111,7 @@ fn base(b: &mut OnnxBackend, q: &Value, k: &Value, v: &Value, spec: &AttentionSp
 /// `sqrt(D) [w, b]` scores `w . q + b`, and the cache's keys are `D + 1` wide. Additive:
 /// values get the two channels of the module docs and attention returns per head `h` scaled
 /// by the real keys' weight, that weight, and the slot's weight times its `mu` channel.
-fn with_slots(
-    b: &mut OnnxBackend,
-    q: &Value,
-    k: &Value,
-    v: &Value,
-    spec: &AttentionSpec,
-    form: MimicForm,
-) -> Value {
+fn with_slots(b: &mut OnnxBackend, Operands { q, k, v, spec }: Operands, form: MimicForm) -> Value {
     let (h, d) = (spec.num_heads, spec.head_dim);
     expect_packed(b, [q, k, v], "MimIC fused attention expects packed q/k/v");
     let mask = slot_mask(b, spec);

@@ -2,11 +2,10 @@
 //! `mimic_runtime::kernel` computes it): one node a layer, with the `Attention` operator's six
 //! inputs and, for MimIC heads, the layer's `w`, `b` and `u`. The kernel computes `mu` and the
 //! head's output itself, so the cache has no slots and the projections no extra channels.
-use mimic_models::backend::AttentionSpec;
 use mimic_models::contract::{past_key, past_value, present_key, present_value};
 use mimic_models::kernel_op;
 
-use super::{expect_packed, MimicForm};
+use super::{expect_packed, MimicForm, Operands};
 use crate::emit::{OnnxBackend, Value};
 use crate::fold::HeadParam;
 use crate::graph::{attr_float, attr_int};
@@ -15,10 +14,7 @@ use crate::graph::{attr_float, attr_int};
 /// (`[1, H, ..]`) or per batch row (`[B, H, ..]`), and the form as an attribute.
 pub(super) fn attention(
     b: &mut OnnxBackend,
-    q: &Value,
-    k: &Value,
-    v: &Value,
-    spec: &AttentionSpec,
+    Operands { q, k, v, spec }: Operands,
     mimic: Option<MimicForm>,
 ) -> Value {
     let l = spec.layer;

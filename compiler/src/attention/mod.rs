@@ -70,6 +70,16 @@ pub struct Masks {
     slots: HashMap<Window, String>,
 }
 
+/// What one layer's attention reads: the queries `q` and new keys `k` (both rotated), the new
+/// values `v`, and the layer's shape facts.
+#[derive(Debug, Clone, Copy)]
+pub struct Operands<'a> {
+    pub q: &'a Value,
+    pub k: &'a Value,
+    pub v: &'a Value,
+    pub spec: &'a AttentionSpec,
+}
+
 /// Layer `spec.layer`'s attention over queries `q` and new keys and values `k`, `v`, in the
 /// backend's form, with the backend's MimIC heads if it has any: `[batch, heads, seq, dim]`
 /// (packed or not, as the returned [`Value`] says). Also produces the layer's `present.*`
@@ -81,11 +91,12 @@ pub(crate) fn emit(
     v: &Value,
     spec: &AttentionSpec,
 ) -> Value {
+    let x = Operands { q, k, v, spec };
     let mimic = MimicForm::of(b.heads.method());
     match b.attention {
-        AttentionImpl::Fused => fused::attention(b, q, k, v, spec, mimic),
-        AttentionImpl::Unfused => unfused::attention(b, q, k, v, spec, mimic),
-        AttentionImpl::Kernel => kernel::attention(b, q, k, v, spec, mimic),
+        AttentionImpl::Fused => fused::attention(b, x, mimic),
+        AttentionImpl::Unfused => unfused::attention(b, x, mimic),
+        AttentionImpl::Kernel => kernel::attention(b, x, mimic),
     }
 }
 

@@ -4,55 +4,61 @@
 //! `mu` as explicit nodes, then the form's epilogue.
 use mimic_models::backend::AttentionSpec;
 
-use super::MimicForm;
+use super::{MimicForm, Operands};
 use crate::emit::{OnnxBackend, Value};
 use crate::fold::HeadParam;
 use crate::graph::attr_int;
 
+/// A layer's operands as the unfused forms read them: queries `[B, H, T, D]`, the present
+/// keys and values `[B, KV, S, D]` and the mask.
+struct Unpacked<'a> {
+    q: &'a str,
+    keys: &'a str,
+    values: &'a str,
+    mask: &'a str,
+    spec: &'a AttentionSpec,
+}
+
 /// Unfused attention of one layer, with `mimic` heads.
 pub(super) fn attention(
     b: &mut OnnxBackend,
-    q: &Value,
-    k: &Value,
-    v: &Value,
-    spec: &AttentionSpec,
+    Operands { q, k, v, spec }: Operands,
     mimic: Option<MimicForm>,
 ) -> Value {
     let mask = super::mask(b, spec.window);
     let q = b.unpacked(q);
     let (keys, values) = super::present(b, k, v, spec.layer);
+    let x = Unpacked {
+        q: &q,
+        keys: &keys,
+        values: &values,
+        mask: &mask,
+        spec,
+    };
     match mimic {
-        None => base(b, &q, &keys, &values, &mask, spec),
-        Some(form) => with_mu(b, &q, &keys, &values, &mask, spec, form),
+        None => base(b, x),
+        Some(form) => with_mu(b, x, form),
     }
 }
 
 /// The base model: softmax of the scores, applied to the values.
-fn base(
-    b: &mut OnnxBackend,
-    q: &str,
-    keys: &str,
-    values: &str,
-    mask: &str,
-    spec: &AttentionSpec,
-) -> Value {
+fn base(b: &mut OnnxBackend, x: Unpacked) -> Value {
     let g = &mut b.g;
-    let scores = super::scores(g, q, keys, mask, spec);
+    let scores = super::scores(g, x.q, x.keys, x.mask, x.spec);
     // Softmax stays float32 in a float16 graph (the pass keeps the operator).
     let probs = g.node("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-    Value::new(super::weighted_values(g, &probs, values, spec))
+    Value::new(super::weighted_values(g, &probs, x.values, x.spec))
 }
 
 /// MimIC with explicit nodes: scores, log-sum-exp, softmax, `mu`, then the form's epilogue.
-fn with_mu(
-    b: &mut OnnxBackend,
-    q: &str,
-    keys: &str,
-    values: &str,
-    mask: &str,
-    spec: &AttentionSpec,
-    form: MimicForm,
-) -> Value {
+fn with_mu(b: &mut OnnxBackend, x: Unpacked, form: MimicForm) -> Value {
+    let Unpacked {
+        q,
+        keys,
+        values,
+        mask,
+        spec,
+    } = x;
     let l = spec.layer;
     let (w, bias, u) = (
         b.head_param(HeadParam::W, l),
