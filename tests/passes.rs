@@ -85,7 +85,7 @@ fn float16_pass_converts_products_and_keeps_normalisation_in_float32() {
     let compile = |opts: CompileOptions, tag: &str| {
         let out = tmp.path().join(tag);
         let contract = compile_model(&model, HeadsSource::None, &opts, &out).unwrap();
-        assert_eq!(contract.dtype, "fp16", "{tag}");
+        assert_eq!(contract.dtype, Dtype::Fp16, "{tag}");
         assert_eq!(
             contract.passes,
             ["constant-folding", "float16", "dead-nodes"],

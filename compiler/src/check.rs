@@ -147,11 +147,15 @@ pub fn check_model(model: &ModelProto) -> Vec<String> {
             }
         } else if domain == KERNEL_DOMAIN {
             // mimic's kernel: the Attention operator's six inputs, with MimIC heads nine.
+            use mimic_models::kernel_op::{HEADS_INPUTS, INPUTS, OUTPUTS};
+            let with_heads = INPUTS + HEADS_INPUTS;
             if op != KERNEL_ATTENTION {
                 problems.push(format!("{label}: not an operator of domain {domain}"));
-            } else if ![6, 9].contains(&node.input.len()) || node.output.len() != 3 {
+            } else if ![INPUTS, with_heads].contains(&node.input.len())
+                || node.output.len() != OUTPUTS
+            {
                 problems.push(format!(
-                    "{label}: {} inputs and {} outputs, expected 6 or 9 and 3",
+                    "{label}: {} inputs and {} outputs, expected {INPUTS} or {with_heads} and {OUTPUTS}",
                     node.input.len(),
                     node.output.len()
                 ));

@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use mimic_models::contract::{
-    Contract, HeadsContract, KvCacheLayout, CONTRACT_FILE, CONTRACT_VERSION, DATA_FILE, MODEL_FILE,
+    AttentionImpl, Contract, Dtype, HeadsContract, KvCacheLayout, Logits, CONTRACT_FILE,
+    CONTRACT_VERSION, DATA_FILE, MODEL_FILE, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE,
     TOKENIZER_FILE,
 };
 use mimic_models::{llama, Model};
 use prost::Message;
 
-use crate::emit::{AttentionImpl, OnnxBackend};
+use crate::emit::OnnxBackend;
 use crate::fold::{heads_inputs, HeadsSource};
 use crate::graph::{GraphBuilder, IR_VERSION, OPSET};
 use crate::onnx::{ModelProto, OperatorSetIdProto};
@@ -29,34 +30,6 @@ pub struct CompileOptions {
     pub last_only: bool,
     /// Graph passes run on the emitted graph, in order.
     pub passes: Vec<Pass>,
-}
-
-/// The floating-point type of a compiled model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    Fp32,
-    Fp16,
-}
-
-impl std::str::FromStr for Dtype {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fp32" | "float32" => Ok(Dtype::Fp32),
-            "fp16" | "float16" => Ok(Dtype::Fp16),
-            _ => Err(format!("unknown dtype `{s}` (fp32, fp16)")),
-        }
-    }
-}
-
-impl Dtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            Dtype::Fp32 => "fp32",
-            Dtype::Fp16 => "fp16",
-        }
-    }
 }
 
 /// The passes run unless asked otherwise: attention fusion is left out, because `--attention`
@@ -155,7 +128,7 @@ pub fn emit_model(
         domain: Some(String::new()),
         version: Some(OPSET),
     }];
-    let kernel = crate::graph::KERNEL_DOMAIN;
+    let kernel = mimic_models::kernel_op::DOMAIN;
     if graph
         .node
         .iter()
@@ -163,7 +136,7 @@ pub fn emit_model(
     {
         opset_import.push(OperatorSetIdProto {
             domain: Some(kernel.into()),
-            version: Some(crate::graph::KERNEL_DOMAIN_VERSION),
+            version: Some(mimic_models::kernel_op::DOMAIN_VERSION),
         });
     }
     let m = ModelProto {
@@ -268,11 +241,12 @@ fn write_folder(
         source: model.source.clone(),
         fingerprint: model.fingerprint(),
         config: cfg.clone(),
-        attention: serde_json::to_value(opts.attention)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        logits: if opts.last_only { "last" } else { "all" }.into(),
+        attention: opts.attention,
+        logits: if opts.last_only {
+            Logits::Last
+        } else {
+            Logits::All
+        },
         inputs: names(&graph.input),
         outputs: names(&graph.output),
         kv_cache: KvCacheLayout {
@@ -282,10 +256,10 @@ fn write_folder(
             slots,
             key_dim,
             value_dim,
-            past_key: "past_key_values.{layer}.key".into(),
-            past_value: "past_key_values.{layer}.value".into(),
-            present_key: "present.{layer}.key".into(),
-            present_value: "present.{layer}.value".into(),
+            past_key: PAST_KEY.into(),
+            past_value: PAST_VALUE.into(),
+            present_key: PRESENT_KEY.into(),
+            present_value: PRESENT_VALUE.into(),
         },
         eos_token_ids: eos,
         bos_token_id: tok.and_then(|t| t.bos_id()).or(cfg.bos_token_id),
@@ -297,7 +271,7 @@ fn write_folder(
             .iter()
             .map(|p| p.name().to_string())
             .collect(),
-        dtype: opts.effective_dtype().name().to_string(),
+        dtype: opts.effective_dtype(),
     };
     let path = dir.join(CONTRACT_FILE);
     let text =

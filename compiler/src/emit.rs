@@ -1,63 +1,97 @@
 //! The ONNX backend of the model definition: every [`Backend`] operation becomes graph nodes,
 //! so `llama::forward` over an [`OnnxBackend`] is the model's ONNX graph.
 //!
-//! Graph interface (the layout Hugging Face exporters use):
+//! Graph interface (the layout Hugging Face exporters use, named in
+//! [`mimic_models::contract`]):
 //! - inputs `input_ids [batch, seq]`, `attention_mask [batch, total_seq]` (1 = token, 0 = pad,
 //!   covering cached and new positions), `position_ids [batch, seq]`, and per layer
 //!   `past_key_values.{l}.key|value [batch, kv_heads, past_seq, head_dim]`;
 //! - outputs `logits [batch, seq or 1, vocab]` and `present.{l}.key|value
 //!   [batch, kv_heads, total_seq, head_dim]`.
-use std::collections::{BTreeMap, HashMap, HashSet};
+//!
+//! Attention is written by [`crate::attention`], the heads other than MimIC by
+//! [`crate::fold`].
+use std::collections::{BTreeMap, HashSet};
 
 use mimic_models::backend::{AttentionSpec, Backend, Site};
+use mimic_models::contract::{
+    past_key, past_value, present_key, present_value, AttentionImpl, ATTENTION_MASK, INPUT_IDS,
+    LOGITS, POSITION_IDS,
+};
 use mimic_models::{HostTensor, LlamaConfig, Method, Weights};
 
+use crate::attention::{fused, Masks};
 use crate::fold::HeadsSource;
-use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder, MASK_MIN};
+use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder};
 use crate::onnx::tensor_proto::DataType;
-use crate::Result;
 
-/// How attention is expressed in the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttentionImpl {
-    /// The opset-23 `Attention` operator, with the cache as its past/present state.
-    Fused,
-    /// MatMul, Softmax, MatMul (grouped-query heads by reshaping queries, not copying keys).
-    Unfused,
-    /// mimic's own CPU kernel, the custom operator `ai.mimic:MimicAttention` that the runtime
-    /// registers ([`crate::fold`] `attention_kernel`): MimIC heads computed inside it, no
-    /// cache slots, value channels or epilogue. Float32, CPU provider.
-    Kernel,
+/// A value of the graph being emitted: its name, and what the emitter knows of it that the
+/// graph's types do not say (how its heads are laid out, whether it is the residual stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Value {
+    pub name: String,
+    /// Heads kept packed as `[batch, seq, heads * dim]` where the model definition means
+    /// `[batch, heads, seq, dim]`: `split_heads` only marks them, and the `RotaryEmbedding`
+    /// and `Attention` operators read that layout directly, which saves a Reshape and a
+    /// Transpose per projection ([`OnnxBackend::unpacked`] gives the 4-D layout).
+    pub packed: Option<Packed>,
+    /// Channels each head carries after the model's own (fused MimIC's q, k and v, see
+    /// [`fused::slot_channels`]); 0 for every other value.
+    pub extra_channels: usize,
+    /// Set on fused additive MimIC's attention output of this layer, `[h, _, mu]` per head:
+    /// its `o_proj` adds `mu W_o u` itself ([`fused::o_proj_weight_adding_mu`]).
+    pub adds_mu_of_layer: Option<usize>,
+    /// On the residual stream. Its Adds are marked float32, so that in a float16 graph every
+    /// layer adds its attention and MLP outputs to the stream in float32 (and normalises it in
+    /// float32), and rounding does not accumulate over the layers.
+    pub residual: bool,
 }
 
-impl std::str::FromStr for AttentionImpl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fused" => Ok(Self::Fused),
-            "unfused" => Ok(Self::Unfused),
-            "kernel" => Ok(Self::Kernel),
-            _ => Err(format!("unknown attention `{s}` (fused, unfused, kernel)")),
+/// How a packed value's heads are laid out: `heads` of `dim` channels each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    pub heads: usize,
+    pub dim: usize,
+}
+
+impl Value {
+    /// A value with nothing known of it beyond its name.
+    pub fn new(name: impl Into<String>) -> Self {
+        Value {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A value whose `heads` heads of `dim` channels are packed `[batch, seq, heads * dim]`.
+    pub fn packed(name: impl Into<String>, heads: usize, dim: usize) -> Self {
+        Value {
+            packed: Some(Packed { heads, dim }),
+            ..Value::new(name)
         }
     }
 }
 
-pub const INPUT_IDS: &str = "input_ids";
-pub const ATTENTION_MASK: &str = "attention_mask";
-pub const POSITION_IDS: &str = "position_ids";
-pub const LOGITS: &str = "logits";
-pub fn past_key(l: usize) -> String {
-    format!("past_key_values.{l}.key")
+/// An initializer the backend derives from the model's weights (written once).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Initializer {
+    /// A weight as the model holds it, under its Hugging Face name.
+    Weight(String),
+    /// 2-D weights `[out_i, in]` stacked along `out` and transposed to `[in, sum(out_i)]`
+    /// for MatMul, named `a+b.T`.
+    Transposed(Vec<String>),
+    /// Biases concatenated, named `a+b`.
+    Biases(Vec<String>),
 }
-pub fn past_value(l: usize) -> String {
-    format!("past_key_values.{l}.value")
-}
-pub fn present_key(l: usize) -> String {
-    format!("present.{l}.key")
-}
-pub fn present_value(l: usize) -> String {
-    format!("present.{l}.value")
+
+impl Initializer {
+    fn name(&self) -> String {
+        match self {
+            Initializer::Weight(name) => name.clone(),
+            Initializer::Transposed(names) => format!("{}.T", names.join("+")),
+            Initializer::Biases(names) => names.join("+"),
+        }
+    }
 }
 
 impl OnnxBackend<'_> {
@@ -83,31 +117,16 @@ pub struct OnnxBackend<'w> {
     weights: &'w Weights,
     pub(crate) attention: AttentionImpl,
     last_only: bool,
-    /// Weight names already emitted (in the layout the graph uses).
-    emitted: HashSet<String>,
-    /// Additive masks `[batch, 1, seq, total_seq]` by sliding window.
-    masks: HashMap<Option<usize>, String>,
-    /// Values that hold heads packed as `[batch, seq, heads * dim]`: `split_heads` only marks
-    /// them, and the `RotaryEmbedding` and `Attention` operators read that layout directly,
-    /// which saves a Reshape and a Transpose per projection.
-    pub(crate) packed: HashMap<String, (usize, usize)>,
+    /// Initializers written from the model's weights.
+    emitted: HashSet<Initializer>,
+    /// The attention masks, built once per window and shared by the layers.
+    pub(crate) masks: Masks,
     /// Trained heads folded in or taken as inputs.
     pub(crate) heads: HeadsSource<'w>,
     /// Weights replaced before emission (LoRA merged into its projections).
     merged: BTreeMap<String, HostTensor>,
-    /// Values built once and shared by every layer (shapes, broadcast masks), by key.
-    pub(crate) memo: HashMap<String, String>,
-    /// Values whose heads carry extra channels (fused MimIC's q, k and v), and how many.
-    pub(crate) widened: HashMap<String, usize>,
-    /// Additive MimIC attention outputs `[h, _, mu]` per head, by layer: their `o_proj` adds
-    /// `mu W_o u` (see `additive_divided`).
-    pub(crate) adds_mu: HashMap<String, usize>,
     pub(crate) head_dim: usize,
     pub(crate) error: Option<crate::CompileError>,
-    /// The residual stream's values. Their Adds are marked float32, so that in a float16
-    /// graph every layer adds its attention and MLP outputs to the stream in float32 (and
-    /// normalises it in float32), and rounding does not accumulate over the layers.
-    residual: HashSet<String>,
     /// The graph is to be converted to float16: guard what float16 caches cannot hold (the
     /// additive MimIC divisor is clamped, see [`mimic_models::heads::keep_floor`], and the
     /// slots score their bias through the keys, see [`mimic_models::heads::bias_in_key`]).
@@ -134,16 +153,11 @@ impl<'w> OnnxBackend<'w> {
             attention,
             last_only,
             emitted: HashSet::new(),
-            masks: HashMap::new(),
-            packed: HashMap::new(),
+            masks: Masks::default(),
             heads,
             merged,
-            memo: HashMap::new(),
-            widened: HashMap::new(),
-            adds_mu: HashMap::new(),
             head_dim: cfg.head_dim,
             error: None,
-            residual: HashSet::new(),
             fp16_guards,
         };
         b.declare_io(cfg);
@@ -222,7 +236,8 @@ impl<'w> OnnxBackend<'w> {
 
     /// A weight in HF layout, emitted once.
     fn weight(&mut self, name: &str) -> String {
-        if self.emitted.insert(name.to_string()) {
+        let init = Initializer::Weight(name.to_string());
+        if self.emitted.insert(init) {
             let t = host_weight(&self.merged, self.weights, name)
                 .expect("weights checked against the config");
             // `t` borrows `self.merged`: the graph and the error are borrowed apart.
@@ -241,8 +256,9 @@ impl<'w> OnnxBackend<'w> {
     /// 2-D weights `[out_i, in]` stacked along `out` and transposed to `[in, sum(out_i)]`, so
     /// one MatMul computes every projection.
     fn weights_t(&mut self, names: &[&str]) -> String {
-        let tname = format!("{}.T", names.join("+"));
-        if self.emitted.insert(tname.clone()) {
+        let init = Initializer::Transposed(names.iter().map(|n| n.to_string()).collect());
+        let tname = init.name();
+        if self.emitted.insert(init) {
             let (mut rows, mut cols, mut data) = (0, 0, Vec::new());
             for name in names {
                 let t = host_weight(&self.merged, self.weights, name)
@@ -259,8 +275,9 @@ impl<'w> OnnxBackend<'w> {
 
     /// Biases concatenated, emitted once.
     fn biases(&mut self, names: &[&str]) -> String {
-        let name = names.join("+");
-        if self.emitted.insert(name.clone()) {
+        let init = Initializer::Biases(names.iter().map(|n| n.to_string()).collect());
+        let name = init.name();
+        if self.emitted.insert(init) {
             let mut data = Vec::new();
             for n in names {
                 data.extend_from_slice(&self.weights.get(n).expect("weights checked").data);
@@ -271,168 +288,59 @@ impl<'w> OnnxBackend<'w> {
     }
 
     /// `[batch, seq, heads * dim] -> [batch, heads, seq, dim]` for values still packed.
-    pub(crate) fn unpacked(&mut self, x: &str) -> String {
-        match self.packed.get(x).copied() {
-            Some((heads, dim)) => {
+    pub(crate) fn unpacked(&mut self, x: &Value) -> String {
+        match x.packed {
+            Some(Packed { heads, dim }) => {
                 let shape = self.g.const_i64(&[0, 0, heads as i64, dim as i64]);
-                let r = self.g.node("Reshape", &[x, &shape], vec![]);
+                let r = self.g.node("Reshape", &[&x.name, &shape], vec![]);
                 self.g
                     .node("Transpose", &[&r], vec![attr_ints("perm", &[0, 2, 1, 3])])
             }
-            None => x.to_string(),
+            None => x.name.clone(),
         }
-    }
-
-    /// `0` where a query may attend a key, [`MASK_MIN`] elsewhere: keys must be real tokens,
-    /// at or before the query's cache index `past + i`, and within the window.
-    pub(crate) fn mask(&mut self, window: Option<usize>) -> String {
-        if let Some(m) = self.masks.get(&window) {
-            return m.clone();
-        }
-        let g = &mut self.g;
-        let zero = g.scalar_i64(0);
-        let one = g.scalar_i64(1);
-        let shape_mask = g.node("Shape", &[ATTENTION_MASK], vec![]);
-        let total = g.node("Gather", &[&shape_mask, &one], vec![attr_int("axis", 0)]);
-        let shape_ids = g.node("Shape", &[INPUT_IDS], vec![]);
-        let seq = g.node("Gather", &[&shape_ids, &one], vec![attr_int("axis", 0)]);
-        let past = g.node("Sub", &[&total, &seq], vec![]);
-        let k_idx = g.node("Range", &[&zero, &total, &one], vec![]); // [S]
-        let q_idx = g.node("Range", &[&past, &total, &one], vec![]); // [T]
-        let axes1 = g.const_i64(&[1]);
-        let q_col = g.node("Unsqueeze", &[&q_idx, &axes1], vec![]); // [T, 1]
-        let mut allowed = g.node("LessOrEqual", &[&k_idx, &q_col], vec![]); // [T, S]
-        if let Some(w) = window {
-            let dist = g.node("Sub", &[&q_col, &k_idx], vec![]);
-            let w = g.scalar_i64(w as i64);
-            let near = g.node("Less", &[&dist, &w], vec![]);
-            allowed = g.node("And", &[&allowed, &near], vec![]);
-        }
-        let pad = g.node(
-            "Cast",
-            &[ATTENTION_MASK],
-            vec![attr_int("to", DataType::Bool as i64)],
-        );
-        let axes12 = g.const_i64(&[1, 2]);
-        let pad = g.node("Unsqueeze", &[&pad, &axes12], vec![]); // [B, 1, 1, S]
-        let allowed = g.node("And", &[&allowed, &pad], vec![]); // [B, 1, T, S]
-        let zero_f = g.scalar_f32(0.0);
-        let neg = g.scalar_f32(MASK_MIN);
-        let mask = g.node("Where", &[&allowed, &zero_f, &neg], vec![]);
-        self.masks.insert(window, mask.clone());
-        mask
-    }
-
-    fn attention_fused(&mut self, q: &str, k: &str, v: &str, spec: &AttentionSpec) -> String {
-        let mask = self.mask(spec.window);
-        let l = spec.layer;
-        let y = self.g.fresh("attn");
-        let scale = 1.0 / (spec.head_dim as f32).sqrt();
-        let mut attrs = vec![attr_int("is_causal", 0), attr_float("scale", scale)];
-        let all_packed = [q, k, v].iter().all(|x| self.packed.contains_key(*x));
-        let (q, k, v) = if all_packed {
-            attrs.push(attr_int("q_num_heads", spec.num_heads as i64));
-            attrs.push(attr_int("kv_num_heads", spec.num_kv_heads as i64));
-            (q.to_string(), k.to_string(), v.to_string())
-        } else {
-            (self.unpacked(q), self.unpacked(k), self.unpacked(v))
-        };
-        self.g.node_named(
-            "Attention",
-            &[&q, &k, &v, &mask, &past_key(l), &past_value(l)],
-            &[&y, &present_key(l), &present_value(l)],
-            attrs,
-        );
-        if all_packed {
-            self.packed
-                .insert(y.clone(), (spec.num_heads, spec.head_dim));
-        }
-        y
-    }
-
-    fn attention_unfused(&mut self, q: &str, k: &str, v: &str, spec: &AttentionSpec) -> String {
-        let mask = self.mask(spec.window);
-        let l = spec.layer;
-        let (q, k, v) = (self.unpacked(q), self.unpacked(k), self.unpacked(v));
-        let (q, k, v) = (q.as_str(), k.as_str(), v.as_str());
-        let g = &mut self.g;
-        g.node_named(
-            "Concat",
-            &[&past_key(l), k],
-            &[&present_key(l)],
-            vec![attr_int("axis", 2)],
-        );
-        g.node_named(
-            "Concat",
-            &[&past_value(l), v],
-            &[&present_value(l)],
-            vec![attr_int("axis", 2)],
-        );
-        let (h, kv, d) = (
-            spec.num_heads as i64,
-            spec.num_kv_heads as i64,
-            spec.head_dim as i64,
-        );
-        // Query head h reads KV head h / G: fold the G heads of a group into the query rows.
-        let grouped = g.const_i64(&[0, kv, -1, d]);
-        let qg = g.node("Reshape", &[q, &grouped], vec![]); // [B, KV, G*T, D]
-        let kt = g.node(
-            "Transpose",
-            &[&present_key(l)],
-            vec![attr_ints("perm", &[0, 1, 3, 2])],
-        );
-        let scores = g.node("MatMul", &[&qg, &kt], vec![]); // [B, KV, G*T, S]
-        let per_head = g.const_i64(&[0, h, -1, 0]);
-        let scores = g.node("Reshape", &[&scores, &per_head], vec![]); // [B, H, T, S]
-        let scale = g.scalar_f32(1.0 / (d as f32).sqrt());
-        let scores = g.node("Mul", &[&scores, &scale], vec![]);
-        let scores = g.node("Add", &[&scores, &mask], vec![]);
-        // Softmax stays float32 in a float16 graph (the pass keeps the operator).
-        let probs = g.node("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        let grouped_probs = g.const_i64(&[0, kv, -1, 0]);
-        let probs = g.node("Reshape", &[&probs, &grouped_probs], vec![]); // [B, KV, G*T, S]
-        let out = g.node("MatMul", &[&probs, &present_value(l)], vec![]); // [B, KV, G*T, D]
-        let heads = g.const_i64(&[0, h, -1, d]);
-        g.node("Reshape", &[&out, &heads], vec![])
     }
 }
 
 impl Backend for OnnxBackend<'_> {
-    type Tensor = String;
+    type Tensor = Value;
 
-    fn input_ids(&mut self) -> String {
-        INPUT_IDS.into()
+    fn input_ids(&mut self) -> Value {
+        Value::new(INPUT_IDS)
     }
 
-    fn embed(&mut self, ids: &String, table: &str) -> String {
+    fn embed(&mut self, ids: &Value, table: &str) -> Value {
         let w = self.weight(table);
-        let h = self.g.node("Gather", &[&w, ids], vec![attr_int("axis", 0)]);
-        self.residual.insert(h.clone());
-        h
-    }
-
-    fn linear(&mut self, x: &String, module: &str, bias: bool) -> String {
-        let w = match self.adds_mu.contains_key(x) {
-            true => self.o_proj_weight_adding_mu(x, module),
-            false => self.weight_t(&format!("{module}.weight")),
-        };
-        let y = self.g.node("MatMul", &[x, &w], vec![]);
-        if bias {
-            let b = self.weight(&format!("{module}.bias"));
-            self.g.node("Add", &[&y, &b], vec![])
-        } else {
-            y
+        let h = self
+            .g
+            .node("Gather", &[&w, &ids.name], vec![attr_int("axis", 0)]);
+        Value {
+            residual: true,
+            ..Value::new(h)
         }
     }
 
-    fn linears(&mut self, x: &String, modules: &[&str], bias: bool) -> Vec<String> {
-        if let Some(fills) = self.slot_channels(modules) {
-            return self.linears_widened(x, modules, bias, fills);
+    fn linear(&mut self, x: &Value, module: &str, bias: bool) -> Value {
+        let w = match x.adds_mu_of_layer {
+            Some(layer) => fused::o_proj_weight_adding_mu(self, layer, module),
+            None => self.weight_t(&format!("{module}.weight")),
+        };
+        let y = self.g.node("MatMul", &[&x.name, &w], vec![]);
+        if bias {
+            let b = self.weight(&format!("{module}.bias"));
+            Value::new(self.g.node("Add", &[&y, &b], vec![]))
+        } else {
+            Value::new(y)
+        }
+    }
+
+    fn linears(&mut self, x: &Value, modules: &[&str], bias: bool) -> Vec<Value> {
+        if let Some(fills) = fused::slot_channels(self, modules) {
+            return fused::linears_widened(self, x, modules, bias, fills);
         }
         let weights: Vec<String> = modules.iter().map(|m| format!("{m}.weight")).collect();
         let refs: Vec<&str> = weights.iter().map(String::as_str).collect();
         let w = self.weights_t(&refs);
-        let mut y = self.g.node("MatMul", &[x, &w], vec![]);
+        let mut y = self.g.node("MatMul", &[&x.name, &w], vec![]);
         if bias {
             let names: Vec<String> = modules.iter().map(|m| format!("{m}.bias")).collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -444,67 +352,75 @@ impl Backend for OnnxBackend<'_> {
             .map(|w| self.weights.get(w).map_or(0, |t| t.shape[0] as i64))
             .collect();
         let split = self.g.const_i64(&sizes);
-        self.g.node_n(
+        let outs = self.g.node_n(
             "Split",
             &[&y, &split],
             modules.len(),
             vec![attr_int("axis", -1)],
-        )
+        );
+        outs.into_iter().map(Value::new).collect()
     }
 
-    fn rms_norm(&mut self, x: &String, weight: &str, eps: f64) -> String {
+    fn rms_norm(&mut self, x: &Value, weight: &str, eps: f64) -> Value {
         let w = self.weight(weight);
         // stash_type 1: the mean of squares is computed in float32 whatever the input type
         // (and the float16 pass keeps the operator in float32).
-        self.g.node(
+        Value::new(self.g.node(
             "RMSNormalization",
-            &[x, &w],
+            &[&x.name, &w],
             vec![
                 attr_int("axis", -1),
                 attr_float("epsilon", eps as f32),
                 attr_int("stash_type", 1),
             ],
-        )
+        ))
     }
 
-    fn silu(&mut self, x: &String) -> String {
-        let s = self.g.node("Sigmoid", &[x], vec![]);
-        self.g.node("Mul", &[x, &s], vec![])
+    fn silu(&mut self, x: &Value) -> Value {
+        let s = self.g.node("Sigmoid", &[&x.name], vec![]);
+        Value::new(self.g.node("Mul", &[&x.name, &s], vec![]))
     }
 
-    fn mul(&mut self, a: &String, b: &String) -> String {
-        self.g.node("Mul", &[a, b], vec![])
+    fn mul(&mut self, a: &Value, b: &Value) -> Value {
+        Value::new(self.g.node("Mul", &[&a.name, &b.name], vec![]))
     }
 
-    fn add(&mut self, a: &String, b: &String) -> String {
+    fn add(&mut self, a: &Value, b: &Value) -> Value {
         let mark = self.g.mark();
-        let y = self.g.node("Add", &[a, b], vec![]);
-        if self.residual.contains(a) || self.residual.contains(b) {
+        let y = self.g.node("Add", &[&a.name, &b.name], vec![]);
+        let residual = a.residual || b.residual;
+        if residual {
             // A layer's output joins the residual stream, in float32.
             self.g.keep_fp32_since(mark);
-            self.residual.insert(y.clone());
         }
-        y
+        Value {
+            residual,
+            ..Value::new(y)
+        }
     }
 
-    fn split_heads(&mut self, x: &String, heads: usize, dim: usize) -> String {
-        let dim = dim + self.widened.get(x).copied().unwrap_or(0);
-        self.packed.insert(x.clone(), (heads, dim));
-        x.clone()
+    fn split_heads(&mut self, x: &Value, heads: usize, dim: usize) -> Value {
+        let dim = dim + x.extra_channels;
+        Value {
+            packed: Some(Packed { heads, dim }),
+            ..x.clone()
+        }
     }
 
-    fn merge_heads(&mut self, x: &String, heads: usize, dim: usize) -> String {
-        if self.packed.contains_key(x) {
+    fn merge_heads(&mut self, x: &Value, heads: usize, dim: usize) -> Value {
+        if x.packed.is_some() {
             return x.clone();
         }
-        let t = self
-            .g
-            .node("Transpose", &[x], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let t = self.g.node(
+            "Transpose",
+            &[&x.name],
+            vec![attr_ints("perm", &[0, 2, 1, 3])],
+        );
         let shape = self.g.const_i64(&[0, 0, (heads * dim) as i64]);
-        self.g.node("Reshape", &[&t, &shape], vec![])
+        Value::new(self.g.node("Reshape", &[&t, &shape], vec![]))
     }
 
-    fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (String, String) {
+    fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (Value, Value) {
         let g = &mut self.g;
         let mark = g.mark();
         let pos = g.node(
@@ -526,49 +442,35 @@ impl Backend for OnnxBackend<'_> {
         }
         // Positions and angles in float32 (float16 holds integers exactly only to 2048).
         g.keep_fp32_since(mark);
-        (cos, sin)
+        (Value::new(cos), Value::new(sin))
     }
 
-    fn apply_rotary(&mut self, x: &String, cos: &String, sin: &String) -> String {
+    fn apply_rotary(&mut self, x: &Value, cos: &Value, sin: &Value) -> Value {
         // interleaved 0: the rotate-half convention of HF Llama.
         let mut attrs = vec![attr_int("interleaved", 0)];
-        let packed = self.packed.get(x).copied();
-        if let Some((heads, _)) = packed {
-            attrs.push(attr_int("num_heads", heads as i64));
-        }
-        let widened = self.widened.get(x).copied();
-        if let (Some(extra), Some((_, dim))) = (widened, packed) {
-            // The extra channels pass through unrotated.
-            attrs.push(attr_int("rotary_embedding_dim", (dim - extra) as i64));
-        }
-        let y = self.g.node("RotaryEmbedding", &[x, cos, sin], attrs);
-        if let Some(p) = packed {
-            self.packed.insert(y.clone(), p);
-        }
-        if let Some(extra) = widened {
-            self.widened.insert(y.clone(), extra);
-        }
-        y
-    }
-
-    fn attention(&mut self, q: &String, k: &String, v: &String, spec: &AttentionSpec) -> String {
-        let mimic = self.heads.method().filter(|m| m.is_mimic());
-        match (self.attention, mimic) {
-            (AttentionImpl::Fused, None) => self.attention_fused(q, k, v, spec),
-            (AttentionImpl::Unfused, None) => self.attention_unfused(q, k, v, spec),
-            (AttentionImpl::Fused, Some(m)) => {
-                self.attention_mimic_fused(q, k, v, spec, m == Method::MimicConvex)
+        if let Some(p) = x.packed {
+            attrs.push(attr_int("num_heads", p.heads as i64));
+            if x.extra_channels > 0 {
+                // The extra channels pass through unrotated.
+                let rotated = p.dim - x.extra_channels;
+                attrs.push(attr_int("rotary_embedding_dim", rotated as i64));
             }
-            (AttentionImpl::Unfused, Some(m)) => {
-                self.attention_mimic_unfused(q, k, v, spec, m == Method::MimicConvex)
-            }
-            (AttentionImpl::Kernel, m) => {
-                self.attention_kernel(q, k, v, spec, m.map(|m| m == Method::MimicConvex))
-            }
+        }
+        let y = self
+            .g
+            .node("RotaryEmbedding", &[&x.name, &cos.name, &sin.name], attrs);
+        Value {
+            packed: x.packed,
+            extra_channels: x.extra_channels,
+            ..Value::new(y)
         }
     }
 
-    fn observe(&mut self, layer: usize, site: Site, x: String) -> String {
+    fn attention(&mut self, q: &Value, k: &Value, v: &Value, spec: &AttentionSpec) -> Value {
+        crate::attention::emit(self, q, k, v, spec)
+    }
+
+    fn observe(&mut self, layer: usize, site: Site, x: Value) -> Value {
         if site == Site::MlpOutput && self.heads.method() == Some(Method::Live) {
             self.live(&x, layer)
         } else {
@@ -576,19 +478,19 @@ impl Backend for OnnxBackend<'_> {
         }
     }
 
-    fn logits(&mut self, h: &String, weight: &str) -> String {
+    fn logits(&mut self, h: &Value, weight: &str) -> Value {
         let h = if self.last_only {
             let g = &mut self.g;
             let start = g.const_i64(&[-1]);
             let end = g.const_i64(&[i64::MAX]);
             let axes = g.const_i64(&[1]);
-            g.node("Slice", &[h, &start, &end, &axes], vec![])
+            g.node("Slice", &[&h.name, &start, &end, &axes], vec![])
         } else {
-            h.clone()
+            h.name.clone()
         };
         let w = self.weight_t(weight);
         // Logits leave the graph in float32 (in a float16 graph too, see `float16::is_cache`).
         self.g.node_named("MatMul", &[&h, &w], &[LOGITS], vec![]);
-        LOGITS.into()
+        Value::new(LOGITS)
     }
 }

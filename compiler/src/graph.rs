@@ -18,10 +18,10 @@ pub const IR_VERSION: i64 = 11;
 /// Default-domain opset: 23 brings the `Attention` operator.
 pub const OPSET: i64 = 23;
 /// The custom operator domain of mimic's runtime kernels (`mimic_runtime::kernel`), its
-/// version, and the attention operator in it.
-pub const KERNEL_DOMAIN: &str = "ai.mimic";
-pub const KERNEL_DOMAIN_VERSION: i64 = 1;
-pub const KERNEL_ATTENTION: &str = "MimicAttention";
+/// version, and the attention operator in it ([`mimic_models::kernel_op`]).
+pub use mimic_models::kernel_op::{
+    ATTENTION as KERNEL_ATTENTION, DOMAIN as KERNEL_DOMAIN, DOMAIN_VERSION as KERNEL_DOMAIN_VERSION,
+};
 /// Weights at or above this many bytes go to the external-data file.
 const EXTERNAL_MIN_BYTES: usize = 1024;
 /// External tensors start at multiples of this, so ONNX Runtime can map them.
@@ -104,12 +104,6 @@ pub struct GraphBuilder {
     consts: HashMap<(i32, Vec<i64>, Vec<u8>), String>,
     external: Option<ExternalData>,
 }
-
-/// The additive mask value that hides a key. Not float32's minimum: the float16 pass stores
-/// it in float16, where adding a score to a value near float16's limit would overflow to
-/// minus infinity (and a row with every key hidden would turn into NaN). `exp(-30000)` is 0
-/// in float32 as in float16, so nothing else changes.
-pub const MASK_MIN: f32 = -30000.0;
 
 /// The external-data file being written beside the model.
 struct ExternalData {

@@ -1,7 +1,10 @@
-//! From a model (and, next, trained heads) to an ONNX folder the runtime executes:
-//! [`emit`] records the model definition as ONNX nodes, [`graph`] builds protobuf graphs with
-//! weights as external data, [`check`] verifies the result before it is written, and
-//! [`compile`] writes the folder with its contract.
+//! From a model and trained heads to an ONNX folder the runtime executes: [`emit`] records
+//! the model definition as ONNX nodes, [`attention`] writes each layer's attention in the
+//! form asked for (fused, unfused, or mimic's kernel, each with MimIC heads or without),
+//! [`fold`] brings the other heads in (LIVE, LoRA, heads as graph inputs), [`graph`] builds
+//! protobuf graphs with weights as external data, [`check`] verifies the result before it
+//! is written, and [`compile`] writes the folder with its contract.
+pub mod attention;
 pub mod check;
 pub mod compile;
 pub mod emit;
@@ -15,10 +18,9 @@ pub mod onnx {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use compile::{compile_model, CompileOptions, Dtype, DEFAULT_PASSES};
-pub use emit::AttentionImpl;
+pub use compile::{compile_model, CompileOptions, DEFAULT_PASSES};
 pub use fold::HeadsSource;
-pub use mimic_models::contract::Contract;
+pub use mimic_models::contract::{AttentionImpl, Contract, Dtype};
 pub use passes::Pass;
 
 /// Errors of the compiler crate.

@@ -14,6 +14,159 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Bumped whenever the graph interface or the contract changes.
 pub const CONTRACT_VERSION: u32 = 2;
 
+// The graph interface (the layout Hugging Face exporters use), as the compiler emits it and
+// the runtime feeds it.
+pub const INPUT_IDS: &str = "input_ids";
+pub const ATTENTION_MASK: &str = "attention_mask";
+pub const POSITION_IDS: &str = "position_ids";
+pub const LOGITS: &str = "logits";
+/// The KV-cache inputs and outputs of each layer, `{layer}` standing for its index (as the
+/// contract's [`KvCacheLayout`] records them).
+pub const PAST_KEY: &str = "past_key_values.{layer}.key";
+pub const PAST_VALUE: &str = "past_key_values.{layer}.value";
+pub const PRESENT_KEY: &str = "present.{layer}.key";
+pub const PRESENT_VALUE: &str = "present.{layer}.value";
+
+fn of_layer(pattern: &str, layer: usize) -> String {
+    pattern.replace("{layer}", &layer.to_string())
+}
+/// Layer `layer`'s [`PAST_KEY`] input.
+pub fn past_key(layer: usize) -> String {
+    of_layer(PAST_KEY, layer)
+}
+/// Layer `layer`'s [`PAST_VALUE`] input.
+pub fn past_value(layer: usize) -> String {
+    of_layer(PAST_VALUE, layer)
+}
+/// Layer `layer`'s [`PRESENT_KEY`] output.
+pub fn present_key(layer: usize) -> String {
+    of_layer(PRESENT_KEY, layer)
+}
+/// Layer `layer`'s [`PRESENT_VALUE`] output.
+pub fn present_value(layer: usize) -> String {
+    of_layer(PRESENT_VALUE, layer)
+}
+
+/// The additive mask value that hides a key, in the compiled graphs' masks (and the value the
+/// runtime's kernel is tested with). Not float32's minimum: the float16 pass stores it in
+/// float16, where adding a score to a value near float16's limit would overflow to minus
+/// infinity (and a row with every key hidden would turn into NaN). `exp(-30000)` is 0 in
+/// float32 as in float16, so nothing else changes.
+pub const MASK_MIN: f32 = -30000.0;
+
+/// How attention is expressed in a compiled graph (`--attention`; the contract's
+/// `attention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionImpl {
+    /// The opset-23 `Attention` operator, with the cache as its past/present state.
+    Fused,
+    /// MatMul, Softmax, MatMul (grouped-query heads by reshaping queries, not copying keys).
+    Unfused,
+    /// mimic's own CPU kernel, the custom operator `ai.mimic:MimicAttention` that the runtime
+    /// registers ([`crate::kernel_op`]): MimIC heads computed inside it, no cache slots, value
+    /// channels or epilogue. Float32, CPU provider.
+    Kernel,
+}
+
+impl AttentionImpl {
+    /// Every form, in the order the command line lists them.
+    pub const ALL: &[Self] = &[Self::Fused, Self::Unfused, Self::Kernel];
+
+    /// The name on the command line and in the contract.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fused => "fused",
+            Self::Unfused => "unfused",
+            Self::Kernel => "kernel",
+        }
+    }
+}
+
+impl std::str::FromStr for AttentionImpl {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fused" => Ok(Self::Fused),
+            "unfused" => Ok(Self::Unfused),
+            "kernel" => Ok(Self::Kernel),
+            _ => Err(format!("unknown attention `{s}` (fused, unfused, kernel)")),
+        }
+    }
+}
+
+impl std::fmt::Display for AttentionImpl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The floating-point type of a compiled model (`--dtype`; the contract's `dtype`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// Also what a contract without the field means.
+    #[default]
+    Fp32,
+    Fp16,
+}
+
+impl Dtype {
+    /// Every type, in the order the command line lists them.
+    pub const ALL: &[Self] = &[Self::Fp32, Self::Fp16];
+
+    /// The name on the command line and in the contract.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::Fp32 => "fp32",
+            Dtype::Fp16 => "fp16",
+        }
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fp32" | "float32" => Ok(Dtype::Fp32),
+            "fp16" | "float16" => Ok(Dtype::Fp16),
+            _ => Err(format!("unknown dtype `{s}` (fp32, fp16)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which positions a compiled graph's `logits` output covers (the contract's `logits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Logits {
+    /// The last position only (generation).
+    Last,
+    /// Every position (`--all-logits`).
+    All,
+}
+
+impl Logits {
+    /// The name in the contract.
+    pub fn name(self) -> &'static str {
+        match self {
+            Logits::Last => "last",
+            Logits::All => "all",
+        }
+    }
+}
+
+impl std::fmt::Display for Logits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What the runtime needs to know about a compiled folder.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Contract {
@@ -23,10 +176,10 @@ pub struct Contract {
     pub source: PathBuf,
     pub fingerprint: String,
     pub config: LlamaConfig,
-    /// "fused" or "unfused".
-    pub attention: String,
+    /// "fused", "unfused" or "kernel".
+    pub attention: AttentionImpl,
     /// "last" or "all": which positions `logits` covers.
-    pub logits: String,
+    pub logits: Logits,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     /// Per layer `[batch, kv_heads, seq, head_dim]` float32, fed back from `present.*` outputs.
@@ -42,9 +195,9 @@ pub struct Contract {
     #[serde(default)]
     pub passes: Vec<String>,
     /// "fp32" or "fp16": the type of weights, activations and the KV cache (logits are
-    /// always float32). Empty in older contracts: fp32.
+    /// always float32). Absent in older contracts: fp32.
     #[serde(default)]
-    pub dtype: String,
+    pub dtype: Dtype,
 }
 
 /// The heads of a compiled model: folded into its weights, or graph inputs the runtime feeds
@@ -86,7 +239,7 @@ pub struct KvCacheLayout {
 impl Contract {
     /// Whether the KV cache is float16.
     pub fn is_fp16(&self) -> bool {
-        self.dtype == "fp16"
+        self.dtype == Dtype::Fp16
     }
 
     pub fn read(dir: &Path) -> Result<Self> {

@@ -54,7 +54,7 @@ pub fn greedy_batch(
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(RuntimeError::Other(format!("prompt {i} is empty")));
     }
-    if model.contract.logits != "last" {
+    if model.contract.logits != mimic_models::contract::Logits::Last {
         return Err(RuntimeError::Other(format!(
             "{}: batched generation needs a graph with last-position logits (compiled without --all-logits)",
             model.dir.display()

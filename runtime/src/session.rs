@@ -1,7 +1,10 @@
 //! A compiled folder loaded into an ONNX Runtime session, run with a key/value cache.
 use std::path::{Path, PathBuf};
 
-use mimic_models::contract::{Contract, MODEL_FILE};
+use mimic_models::contract::{
+    past_key, past_value, present_key, present_value, AttentionImpl, Contract, ATTENTION_MASK,
+    INPUT_IDS, LOGITS, MODEL_FILE, POSITION_IDS,
+};
 use mimic_models::generate::CausalLm;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::{DynValue, Tensor};
@@ -137,7 +140,7 @@ impl CompiledModel {
         let mut builder =
             Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
         // mimic's own operators, for graphs compiled with `--attention kernel`.
-        let kernel = contract.attention == crate::kernel::CONTRACT_ATTENTION;
+        let kernel = contract.attention == AttentionImpl::Kernel;
         if kernel {
             if provider != ExecutionProvider::Cpu {
                 tracing::warn!(
@@ -309,20 +312,20 @@ impl CompiledModel {
         let n = self.contract.kv_cache.num_layers;
         let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * n);
         inputs.push((
-            "input_ids".into(),
+            INPUT_IDS.into(),
             Tensor::from_array(([batch, seq], ids.to_vec()))?.into_dyn(),
         ));
         inputs.push((
-            "attention_mask".into(),
+            ATTENTION_MASK.into(),
             Tensor::from_array(([batch, total], mask.to_vec()))?.into_dyn(),
         ));
         inputs.push((
-            "position_ids".into(),
+            POSITION_IDS.into(),
             Tensor::from_array(([batch, seq], positions.to_vec()))?.into_dyn(),
         ));
         for (l, (k, v)) in state.layers.into_iter().enumerate() {
-            inputs.push((format!("past_key_values.{l}.key"), k));
-            inputs.push((format!("past_key_values.{l}.value"), v));
+            inputs.push((past_key(l), k));
+            inputs.push((past_value(l), v));
         }
         let takes_inputs = self
             .contract
@@ -337,7 +340,7 @@ impl CompiledModel {
             }
         }
         let mut outputs = self.session.run(inputs)?;
-        let (shape, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
+        let (shape, logits) = outputs[LOGITS].try_extract_tensor::<f32>()?;
         let logits_shape = shape.iter().map(|&d| d as usize).collect();
         let logits = logits.to_vec();
         let mut layers = Vec::with_capacity(n);
@@ -345,11 +348,11 @@ impl CompiledModel {
             let missing =
                 |name: String| RuntimeError::Other(format!("graph output {name} missing"));
             let k = outputs
-                .remove(format!("present.{l}.key"))
-                .ok_or_else(|| missing(format!("present.{l}.key")))?;
+                .remove(present_key(l))
+                .ok_or_else(|| missing(present_key(l)))?;
             let v = outputs
-                .remove(format!("present.{l}.value"))
-                .ok_or_else(|| missing(format!("present.{l}.value")))?;
+                .remove(present_value(l))
+                .ok_or_else(|| missing(present_value(l)))?;
             layers.push((k, v));
         }
         Ok(RunOutput {
