@@ -543,8 +543,22 @@ mod tests {
         for &n in values::METHOD {
             assert_eq!(n.parse::<mimic_models::Method>().unwrap().name(), n);
         }
+        // Every form and dtype the library knows is offered, and nothing else.
+        let forms: Vec<&str> = mimic_compiler::AttentionImpl::ALL
+            .iter()
+            .map(|a| a.name())
+            .collect();
+        assert_eq!(values::ATTENTION, forms.as_slice());
+        let dtypes: Vec<&str> = mimic_compiler::Dtype::ALL
+            .iter()
+            .map(|d| d.name())
+            .collect();
+        assert_eq!(values::DTYPE, dtypes.as_slice());
         for &n in values::ATTENTION {
-            n.parse::<mimic_compiler::AttentionImpl>().unwrap();
+            assert_eq!(
+                n.parse::<mimic_compiler::AttentionImpl>().unwrap().name(),
+                n
+            );
         }
         for &n in values::DTYPE {
             assert_eq!(n.parse::<mimic_compiler::Dtype>().unwrap().name(), n);
