@@ -9,6 +9,7 @@ pub mod files;
 pub mod generate;
 pub mod gguf;
 pub mod heads;
+pub mod image;
 pub mod llama;
 pub mod prompt;
 pub mod rng;
