@@ -312,6 +312,8 @@ mod tests {
     fn idefics3_rules() {
         let l = Idefics3Size::LongestEdge(1456);
         assert_eq!(idefics3_size(&l, 133, 200), (968, 1456));
-        assert_eq!(idefics3_size(&l, 259, 167), (1456, 940));
+        assert_eq!(idefics3_size(&l, 259, 167), (1456, 938));
+        // The short side is truncated, then rounded up to even: int(1456 * 3 / 5) = 873 -> 874.
+        assert_eq!(idefics3_size(&l, 5, 3), (1456, 874));
     }
 }
