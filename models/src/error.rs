@@ -27,6 +27,8 @@ pub enum ModelError {
         tensor: String,
         msg: String,
     },
+    #[error("image {path}: {msg}")]
+    Image { path: PathBuf, msg: String },
     #[error("tokenizer {path}: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
     #[error("{0}")]
@@ -42,6 +44,12 @@ impl ModelError {
             ModelError::NotFound { path }
         } else {
             ModelError::Io { path, source }
+        }
+    }
+    pub fn image(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        ModelError::Image {
+            path: path.into(),
+            msg: msg.into(),
         }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

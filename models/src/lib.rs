@@ -9,6 +9,7 @@ pub mod files;
 pub mod generate;
 pub mod gguf;
 pub mod heads;
+pub mod image;
 pub mod kernel_op;
 pub mod llama;
 pub mod prompt;
