@@ -77,3 +77,4 @@ reference-env: .venv-ref/.installed
 fixtures: reference-env setup
 	.venv-ref/bin/python scripts/make_fixtures.py
 	.venv-ref/bin/python scripts/reference_default_model.py
+	.venv-ref/bin/python scripts/make_image_fixtures.py

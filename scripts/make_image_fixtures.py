@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """Writes the image-processor parity fixtures in models/tests/fixtures/images/.
 
-Run in a torch-free venv:
-    python3 -m venv /work/venv-img
-    /work/venv-img/bin/pip install transformers==5.24.0 "pillow<13" numpy scikit-image
-    /work/venv-img/bin/python scripts/make_image_fixtures.py
+Run by `make fixtures` in the reference environment (.venv-ref, requirements-ref.txt), or in
+any venv with transformers==5.24.0, "pillow<13", numpy and scikit-image (torch not needed):
+    .venv-ref/bin/python scripts/make_image_fixtures.py
 
 Pillow must be < 13: Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first when the
 height shrinks much more than the width, which changes some u8 values by one; mimic reproduces
