@@ -297,10 +297,7 @@ fn heads_contract(
         HeadsSource::Inputs(m) => Some(HeadsContract {
             method: *m,
             folded_from: None,
-            inputs: heads_inputs(*m, cfg, attention)
-                .into_iter()
-                .map(|(n, s)| (n.to_string(), s))
-                .collect(),
+            inputs: heads_inputs(*m, cfg, attention),
         }),
     }
 }

@@ -13,7 +13,7 @@
 //! a batch axis (`--heads-as-inputs`), one set per batch row, gathered per layer
 //! ([`OnnxBackend::head_param`]); fused MimIC takes `w` and `b` (and the convex `u`) through
 //! the cache slots the runtime fills per row.
-use mimic_models::contract::AttentionImpl;
+use mimic_models::contract::{AttentionImpl, HeadParam};
 use mimic_models::{Heads, LlamaConfig, Method};
 
 use crate::attention::fused::slot_form;
@@ -65,28 +65,6 @@ impl HeadsSource<'_> {
     }
 }
 
-/// One of the heads' tensors, per layer: MimIC's `w`, `b`, `u`, or LIVE's shift `a v`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HeadParam {
-    W,
-    B,
-    U,
-    Live,
-}
-
-impl HeadParam {
-    /// Its name in graph inputs (`heads.{name}`) and folded initializers
-    /// (`heads.{name}.{layer}`); MimIC's are `mimic.{name}` in the heads file.
-    fn name(self) -> &'static str {
-        match self {
-            HeadParam::W => "w",
-            HeadParam::B => "b",
-            HeadParam::U => "u",
-            HeadParam::Live => "live",
-        }
-    }
-}
-
 /// Graph input names of `--heads-as-inputs` graphs, with their per-row shapes after the batch
 /// axis. MimIC: `w`, `b`, `u` as in the heads file; LIVE: the product `a v` per layer.
 ///
@@ -96,19 +74,19 @@ pub fn heads_inputs(
     method: Method,
     cfg: &LlamaConfig,
     attention: AttentionImpl,
-) -> Vec<(&'static str, Vec<usize>)> {
+) -> Vec<(HeadParam, Vec<usize>)> {
     let (l, h, d) = (cfg.num_layers, cfg.num_heads, cfg.head_dim);
     match (method, attention) {
-        (Method::Mimic, AttentionImpl::Fused) => vec![("heads.u", vec![l, h, d])],
+        (Method::Mimic, AttentionImpl::Fused) => vec![(HeadParam::U, vec![l, h, d])],
         (Method::MimicConvex, AttentionImpl::Fused) => vec![],
         (Method::Mimic | Method::MimicConvex, AttentionImpl::Unfused | AttentionImpl::Kernel) => {
             vec![
-                ("heads.w", vec![l, h, d]),
-                ("heads.b", vec![l, h]),
-                ("heads.u", vec![l, h, d]),
+                (HeadParam::W, vec![l, h, d]),
+                (HeadParam::B, vec![l, h]),
+                (HeadParam::U, vec![l, h, d]),
             ]
         }
-        (Method::Live, _) => vec![("heads.live", vec![l, cfg.hidden_size])],
+        (Method::Live, _) => vec![(HeadParam::Live, vec![l, cfg.hidden_size])],
         (Method::Lora, _) => vec![],
     }
 }
@@ -116,17 +94,19 @@ pub fn heads_inputs(
 impl OnnxBackend<'_> {
     /// Declares the `heads.*` graph inputs of a heads-as-inputs graph.
     pub(crate) fn declare_heads_inputs(&mut self, method: Method, cfg: &LlamaConfig) {
-        for (name, shape) in heads_inputs(method, cfg, self.attention) {
+        for (param, shape) in heads_inputs(method, cfg, self.attention) {
             let mut dims = vec![Dim::Named("batch")];
             dims.extend(shape.iter().map(|&s| Dim::Fixed(s as i64)));
-            self.g.inputs.push(value_info(name, DataType::Float, &dims));
+            self.g
+                .inputs
+                .push(value_info(param.input_name(), DataType::Float, &dims));
         }
     }
 
     /// Layer `l`'s part of a heads tensor: `[1, rest..]` folded or `[batch, rest..]` from the
     /// graph input.
     pub(crate) fn head_param(&mut self, param: HeadParam, l: usize) -> String {
-        let kind = param.name();
+        let kind = param.kind();
         match self.heads {
             HeadsSource::Folded(h) => {
                 let name = format!("heads.{kind}.{l}");
@@ -151,7 +131,7 @@ impl OnnxBackend<'_> {
                 let mark = self.g.mark();
                 let x = self.g.node(
                     "Gather",
-                    &[&format!("heads.{kind}"), &idx],
+                    &[param.input_name(), &idx],
                     vec![attr_int("axis", 1)],
                 );
                 self.g.keep_fp32_since(mark);

@@ -39,6 +39,14 @@ pub fn past_value(layer: usize) -> String {
     of_layer(PAST_VALUE, layer)
 }
 /// Layer `layer`'s [`PRESENT_KEY`] output.
+/// Whether `name` is a KV-cache input or output (`past_key_values.*`, `present.*`).
+pub fn is_kv_cache(name: &str) -> bool {
+    [PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE]
+        .iter()
+        .filter_map(|pattern| pattern.split_once("{layer}"))
+        .any(|(prefix, _)| name.starts_with(prefix))
+}
+
 pub fn present_key(layer: usize) -> String {
     of_layer(PRESENT_KEY, layer)
 }
@@ -209,7 +217,45 @@ pub struct HeadsContract {
     /// inputs, and for fused MimIC the cache slots).
     pub folded_from: Option<PathBuf>,
     /// Graph inputs `(name, shape after the batch axis)`; empty when folded.
-    pub inputs: Vec<(String, Vec<usize>)>,
+    pub inputs: Vec<(HeadParam, Vec<usize>)>,
+}
+
+/// One of the heads' tensors, all layers together: MimIC's `w`, `b`, `u`, or LIVE's shift
+/// `a v`. A heads-as-inputs graph takes it as the input `heads.{kind}` (`[batch, layers, ..]`);
+/// a graph with heads folded in holds layer `l`'s part as the initializer `heads.{kind}.{l}`;
+/// the heads file holds MimIC's as `mimic.{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeadParam {
+    #[serde(rename = "heads.w")]
+    W,
+    #[serde(rename = "heads.b")]
+    B,
+    #[serde(rename = "heads.u")]
+    U,
+    #[serde(rename = "heads.live")]
+    Live,
+}
+
+impl HeadParam {
+    /// `w`, `b`, `u` or `live`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            HeadParam::W => "w",
+            HeadParam::B => "b",
+            HeadParam::U => "u",
+            HeadParam::Live => "live",
+        }
+    }
+
+    /// The graph input's name, `heads.{kind}`.
+    pub fn input_name(self) -> &'static str {
+        match self {
+            HeadParam::W => "heads.w",
+            HeadParam::B => "heads.b",
+            HeadParam::U => "heads.u",
+            HeadParam::Live => "heads.live",
+        }
+    }
 }
 
 impl HeadsContract {

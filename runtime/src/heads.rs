@@ -1,6 +1,6 @@
 //! Heads fed per request to a graph compiled with `--heads-as-inputs`: each batch row gets the
 //! `heads.*` inputs of its own heads file, or none (the base model's behaviour).
-use mimic_models::contract::Contract;
+use mimic_models::contract::{Contract, HeadParam};
 use mimic_models::heads::cache_slots;
 use mimic_models::{Heads, Method};
 
@@ -16,24 +16,23 @@ pub struct HeadsBatch {
     pub slots: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
-/// One row's values of input `name` when it has no heads: MimIC `w = u = 0` and `b` at the
+/// One row's values of input `param` when it has no heads: MimIC `w = u = 0` and `b` at the
 /// float minimum (the slot gets no weight, `mu = 0`); LIVE a zero shift.
-fn neutral(name: &str, len: usize) -> Vec<f32> {
-    let fill = if name == "heads.b" { f32::MIN } else { 0.0 };
+fn neutral(param: HeadParam, len: usize) -> Vec<f32> {
+    let fill = if param == HeadParam::B { f32::MIN } else { 0.0 };
     vec![fill; len]
 }
 
-/// One row's values of input `name` from a heads file.
-fn from_file(h: &Heads, name: &str) -> Vec<f32> {
-    match name {
-        "heads.w" => h.tensor("mimic.w").data.clone(),
-        "heads.b" => h.tensor("mimic.b").data.clone(),
-        "heads.u" => h.tensor("mimic.u").data.clone(),
-        "heads.live" => {
+/// One row's values of input `param` from a heads file.
+fn from_file(h: &Heads, param: HeadParam) -> Vec<f32> {
+    match param {
+        HeadParam::W | HeadParam::B | HeadParam::U => {
+            h.tensor(&format!("mimic.{}", param.kind())).data.clone()
+        }
+        HeadParam::Live => {
             let layers = h.tensor("live.a").shape[0];
             (0..layers).flat_map(|l| h.live_shift(l)).collect()
         }
-        _ => unreachable!("unknown heads input {name}"),
     }
 }
 
@@ -64,18 +63,18 @@ impl HeadsBatch {
         let tensors = contract
             .inputs
             .iter()
-            .map(|(name, shape)| {
+            .map(|&(param, ref shape)| {
                 let len: usize = shape.iter().product();
                 let mut data = Vec::with_capacity(len * rows.len());
                 for row in rows {
                     match row {
-                        Some(h) => data.extend(from_file(h, name)),
-                        None => data.extend(neutral(name, len)),
+                        Some(h) => data.extend(from_file(h, param)),
+                        None => data.extend(neutral(param, len)),
                     }
                 }
                 let mut dims = vec![rows.len()];
                 dims.extend(shape);
-                (name.clone(), dims, data)
+                (param.input_name().to_string(), dims, data)
             })
             .collect();
         let mut slots = Vec::new();

@@ -38,8 +38,9 @@ use mimic_models::Method;
 
 use super::{expect_packed, MimicForm, Operands};
 use crate::emit::{OnnxBackend, Packed, Value};
-use crate::fold::{HeadParam, HeadsSource};
+use crate::fold::HeadsSource;
 use crate::graph::{attr_float, attr_int, GraphBuilder};
+use mimic_models::contract::HeadParam;
 
 /// The form of the MimIC slots a graph carries in its cache: fused MimIC's, `None` otherwise.
 pub(crate) fn slot_form(method: Option<Method>, attention: AttentionImpl) -> Option<MimicForm> {

@@ -7,8 +7,8 @@ use mimic_models::kernel_op;
 
 use super::{expect_packed, MimicForm, Operands};
 use crate::emit::{OnnxBackend, Value};
-use crate::fold::HeadParam;
 use crate::graph::{attr_float, attr_int};
+use mimic_models::contract::HeadParam;
 
 /// The kernel's node of one layer: with `mimic` heads, their `w`, `b` and `u`, folded
 /// (`[1, H, ..]`) or per batch row (`[B, H, ..]`), and the form as an attribute.

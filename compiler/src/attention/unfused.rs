@@ -6,8 +6,8 @@ use mimic_models::backend::AttentionSpec;
 
 use super::{MimicForm, Operands};
 use crate::emit::{OnnxBackend, Value};
-use crate::fold::HeadParam;
 use crate::graph::attr_int;
+use mimic_models::contract::HeadParam;
 
 /// A layer's operands as the unfused forms read them: queries `[B, H, T, D]`, the present
 /// keys and values `[B, KV, S, D]` and the mask.

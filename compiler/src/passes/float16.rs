@@ -41,7 +41,7 @@ const TYPE_AGNOSTIC: &[&str] = &["Cast", "Shape", "Size", "Constant"];
 
 /// The KV cache's graph inputs and outputs: float16 in a float16 graph.
 pub fn is_cache(name: &str) -> bool {
-    name.starts_with("past_key_values.") || name.starts_with("present.")
+    mimic_models::contract::is_kv_cache(name)
 }
 
 /// Whether the node is marked to stay in float32.
