@@ -163,6 +163,23 @@ fn eval_reports_a_table_and_json() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
     assert_eq!(v["results"][0]["queries"], 4);
+    // Each accuracy with its 95% interval around it, and the two methods compared pairwise.
+    for r in v["results"].as_array().unwrap() {
+        let x = r["exact_match"].as_f64().unwrap();
+        let (lo, hi) = (
+            r["exact_match_interval"][0].as_f64().unwrap(),
+            r["exact_match_interval"][1].as_f64().unwrap(),
+        );
+        assert!(lo <= x && x <= hi && hi - lo > 0.3, "{r}");
+    }
+    let paired = &v["paired_exact_match"][0];
+    assert_eq!(
+        (paired["a"].as_str(), paired["b"].as_str()),
+        (Some("icl-2"), Some("zero-shot"))
+    );
+    let p = paired["p_value"].as_f64().unwrap();
+    assert!(p > 0.0 && p <= 1.0, "{paired}");
+    assert!(out.contains("McNemar"), "{out}");
 }
 
 #[test]

@@ -148,31 +148,75 @@ pub fn run(a: Args) -> Result<()> {
         results.push(r);
     }
     let mut out = a.json.table();
+    // Accuracies with their 95% Wilson intervals.
+    let with_interval = |x: f64, (lo, hi): (f64, f64)| format!("{x:.3} [{lo:.2}, {hi:.2}]");
     writeln!(
         out,
-        "| {:<15} | {:<20} | {:>7} | {:>11} | {:>11} | {:>10} | {:>13} |",
+        "| {:<15} | {:<20} | {:>7} | {:>19} | {:>19} | {:>10} | {:>13} |",
         "task", "method", "queries", "first-token", "exact match", "params", "prompt tokens"
     )?;
     writeln!(
         out,
-        "|{:-<17}|{:-<22}|{:->9}|{:->13}|{:->13}|{:->12}|{:->15}|",
+        "|{:-<17}|{:-<22}|{:->9}|{:->21}|{:->21}|{:->12}|{:->15}|",
         "", "", "", "", "", "", ""
     )?;
     for r in &results {
         writeln!(
             out,
-            "| {:<15} | {:<20} | {:>7} | {:>11.3} | {:>11.3} | {:>10} | {:>13.1} |",
+            "| {:<15} | {:<20} | {:>7} | {:>19} | {:>19} | {:>10} | {:>13.1} |",
             r.task,
             r.method,
             r.queries,
-            r.first_token_accuracy,
-            r.exact_match,
+            with_interval(r.first_token_accuracy, r.first_token_interval),
+            with_interval(r.exact_match, r.exact_match_interval),
             r.trainable_params,
             r.mean_prompt_tokens
         )?;
     }
-    a.json
-        .write(&serde_json::json!({"results": results, "answers": all_answers}))?;
+    writeln!(
+        out,
+        "accuracy [95% Wilson interval]; below, exact match of each later method against each \
+         earlier one on the same queries (exact McNemar test)"
+    )?;
+    // Every pair of methods, each later row against each earlier one: queries only one of
+    // them answered exactly, and the p-value of "equally accurate".
+    let exact: Vec<Vec<bool>> = all_answers
+        .iter()
+        .map(|answers| answers.iter().map(|x| x.exact).collect())
+        .collect();
+    let mut paired = Vec::new();
+    for i in 0..results.len() {
+        for j in 0..i {
+            paired.push(mimic_trainer::stats::PairedComparison::new(
+                (&results[i].method, &exact[i]),
+                (&results[j].method, &exact[j]),
+            ));
+        }
+    }
+    if !paired.is_empty() {
+        writeln!(
+            out,
+            "| {:<20} | {:<20} | {:>6} | {:>6} | {:>10} | {:>9} |",
+            "A", "B", "A only", "B only", "A - B", "p"
+        )?;
+        writeln!(
+            out,
+            "|{:-<22}|{:-<22}|{:->8}|{:->8}|{:->12}|{:->11}|",
+            "", "", "", "", "", ""
+        )?;
+        for c in &paired {
+            writeln!(
+                out,
+                "| {:<20} | {:<20} | {:>6} | {:>6} | {:>+10.3} | {:>9.2e} |",
+                c.a, c.b, c.only_a, c.only_b, c.difference, c.p_value
+            )?;
+        }
+    }
+    a.json.write(&serde_json::json!({
+        "results": results,
+        "paired_exact_match": paired,
+        "answers": all_answers
+    }))?;
     Ok(())
 }
 

@@ -29,6 +29,11 @@ pub struct EvalResult {
     pub queries: usize,
     pub first_token_accuracy: f64,
     pub exact_match: f64,
+    /// 95% Wilson intervals of the two accuracies ([`crate::stats::wilson`]).
+    #[serde(default)]
+    pub first_token_interval: (f64, f64),
+    #[serde(default)]
+    pub exact_match_interval: (f64, f64),
     pub trainable_params: i64,
     pub mean_prompt_tokens: f64,
     pub seconds: f64,
@@ -158,6 +163,7 @@ where
         on_done(i + 1, task.test.len());
     }
     let n = task.test.len().max(1) as f64;
+    let interval = |k| crate::stats::wilson(k, task.test.len(), crate::stats::Z95);
     Ok((
         EvalResult {
             task: task
@@ -169,6 +175,8 @@ where
             queries: task.test.len(),
             first_token_accuracy: first as f64 / n,
             exact_match: exact as f64 / n,
+            first_token_interval: interval(first),
+            exact_match_interval: interval(exact),
             trainable_params: run.trainable_params,
             mean_prompt_tokens: prompt_tokens as f64 / n,
             seconds: t0.elapsed().as_secs_f64(),

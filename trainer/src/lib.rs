@@ -3,6 +3,7 @@
 pub mod eval;
 pub mod optim;
 pub mod shift;
+pub mod stats;
 pub mod torch_backend;
 pub mod train;
 
