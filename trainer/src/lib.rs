@@ -4,6 +4,7 @@ pub mod eval;
 pub mod optim;
 pub mod shift;
 pub mod torch_backend;
+pub mod torch_vision;
 pub mod train;
 
 // Tasks and the sampler need no libtorch: they live in the models crate.
@@ -11,6 +12,7 @@ pub use mimic_models::{rng, task};
 pub use torch_backend::{
     AttentionShift, Forward, ForwardOutput, KvCache, SiteShift, TorchLm, TorchModel,
 };
+pub use torch_vision::{TorchVision, VisionForward, VisionOutput};
 
 /// Errors of the trainer crate.
 #[derive(Debug, thiserror::Error)]
