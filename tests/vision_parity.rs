@@ -142,3 +142,47 @@ fn idefics2_padded_batch_matches_transformers() {
     let gap = rel_err(&unmasked[image1.clone()], &want[image1]);
     assert!(gap > 1e-2, "the patch mask changes nothing ({gap:e})");
 }
+
+/// The compiled tower in ONNX Runtime against the libtorch backend, both fixtures.
+#[test]
+fn onnx_matches_torch() {
+    use mimic_compiler::vision::{compile_vision, VisionCompileOptions};
+    use mimic_models::HostTensor;
+    use mimic_runtime::{SessionOptions, VisionModel};
+    let _guard = tch::no_grad_guard();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, variable_size) in [("siglip", false), ("idefics2", true)] {
+        let (tower, reference) = vision_fixture(name);
+        let tv = TorchVision::new(&tower, Device::Cpu).unwrap();
+        let px = &reference["pixel_values"];
+        let pixels = tensor_f32(px);
+        let mut f = VisionForward::new(&pixels);
+        let (ids, ids_t, mask_t);
+        let mut patches = None;
+        if variable_size {
+            let mask = &reference["patch_attention_mask"];
+            let side = tower.config.patches_per_side();
+            let real: Vec<bool> = mask.i64.iter().map(|&x| x != 0).collect();
+            ids = bucketed_position_ids(&real, mask.shape[0], side, side, side);
+            ids_t = Tensor::from_slice(&ids).view([mask.shape[0] as i64, -1]);
+            mask_t = tensor_i64(mask);
+            f.position_ids = Some(&ids_t);
+            f.patch_mask = Some(&mask_t);
+            patches = Some((ids.as_slice(), mask.i64.as_slice()));
+        }
+        let torch = to_vec(&tv.forward(&f).unwrap().hidden);
+        let dir = tmp.path().join(name);
+        let opts = VisionCompileOptions {
+            variable_size,
+            ..Default::default()
+        };
+        compile_vision(&tower, &opts, &dir).unwrap();
+        let mut m = VisionModel::load(&dir, &SessionOptions::default()).unwrap();
+        let onnx = m
+            .run(&HostTensor::new(px.shape.clone(), px.f32.clone()), patches)
+            .unwrap();
+        let err = rel_err(&onnx.hidden.data, &torch);
+        eprintln!("{name}: onnx vs torch last_hidden_state relative error {err:.2e}");
+        assert!(err <= TOL, "{name}: onnx vs torch relative error {err:e}");
+    }
+}
