@@ -13,7 +13,9 @@ reference.safetensors for a decoder, do not see them).
             last_hidden_state (after post_layernorm).
   idefics2  Idefics2VisionTransformer on a padded batch (image 1 has 5x7 real patches of an
             8x8 grid): pixel_values, patch_attention_mask, the bucketed position_ids the
-            embeddings computed, and last_hidden_state.
+            embeddings computed, and last_hidden_state; and for grids of 26, 27 and 70
+            patches a side, torch's float32 boundaries and the buckets of every count of
+            real patches along a side, as transformers 5.24 and 4.4x compute them.
 
 Everything is offline and deterministic (fixed seeds, eager attention, float32, CPU).
 Regenerate with:
@@ -167,7 +169,9 @@ def build_idefics2(out_root, seed):
     # The bucketing at real grid sizes (Idefics3 26, LLaVA 27, Idefics2 70 patches a side):
     # the buckets of every count of real patches along a side, one row per count.
     for grid in BUCKET_GRIDS:
+        out[f"boundaries_{grid}"] = torch.arange(1 / grid, 1.0, 1 / grid)
         out[f"buckets_{grid}"] = side_buckets(grid)
+        out[f"buckets_v4_{grid}"] = side_buckets_v4(grid)
     write("idefics2", model, out, out_root, Idefics2VisionTransformer, px,
           load_kwargs=dict(patch_attention_mask=mask))
 
@@ -182,6 +186,19 @@ def side_buckets(grid):
         coords = torch.arange(grid, dtype=torch.float32)[None, :] * step[:, None]
         coords = torch.clamp(coords, max=(1.0 - 1e-6))
         out[n - 1, :n] = torch.bucketize(coords, boundaries, right=True)[0, :n]
+    return out
+
+
+def side_buckets_v4(grid):
+    """The same with transformers 4.4x's fractions (what MimIC ran): `torch.arange(0, 1 - 1e-6,
+    1 / nb)` with `nb` the mask's sum, a tensor, so the step is float32."""
+    boundaries = torch.arange(1 / grid, 1.0, 1 / grid)
+    out = torch.full((grid, grid), -1, dtype=torch.int64)
+    for n in range(1, grid + 1):
+        nb = torch.ones(n, dtype=torch.bool).sum()
+        coords = torch.arange(0, 1 - 1e-6, 1 / nb)
+        assert coords.shape == (n,) and coords.dtype == torch.float32
+        out[n - 1, :n] = torch.bucketize(coords, boundaries, right=True)
     return out
 
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use mimic_compiler::vision::{compile_vision, VisionCompileOptions};
-use mimic_models::vision::patches::bucketed_position_ids;
+use mimic_models::vision::patches::{bucketed_position_ids, Bucketing};
 use mimic_models::vision::{Features, SiglipVision};
 use mimic_models::HostTensor;
 use mimic_runtime::{SessionOptions, VisionModel};
@@ -81,7 +81,14 @@ fn idefics2_padded_batch_onnx_matches_transformers() {
     let mask = &reference["patch_attention_mask"];
     let side = tower.config.patches_per_side();
     let real: Vec<bool> = mask.i64.iter().map(|&x| x != 0).collect();
-    let ids = bucketed_position_ids(&real, mask.shape[0], side, side, side);
+    let ids = bucketed_position_ids(
+        &real,
+        mask.shape[0],
+        side,
+        side,
+        side,
+        Bucketing::Transformers5,
+    );
     let out = m
         .run(&host(&reference["pixel_values"]), Some((&ids, &mask.i64)))
         .unwrap();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::*;
-use mimic_models::vision::patches::bucketed_position_ids;
+use mimic_models::vision::patches::{bucketed_position_ids, Bucketing};
 use mimic_models::vision::{Activation, Features, SiglipVision};
 use mimic_trainer::torch_vision::{TorchVision, VisionForward};
 use tch::{Device, Kind, Tensor};
@@ -118,7 +118,7 @@ fn idefics2_padded_batch_matches_transformers() {
     let (n, patches) = (mask_ref.shape[0], mask_ref.shape[1]);
     let side = cfg.patches_per_side();
     let mask: Vec<bool> = mask_ref.i64.iter().map(|&m| m != 0).collect();
-    let ids = bucketed_position_ids(&mask, n, side, side, side);
+    let ids = bucketed_position_ids(&mask, n, side, side, side, Bucketing::Transformers5);
     assert_eq!(ids, reference["position_ids"].i64, "bucketed position ids");
 
     let tv = TorchVision::new(&tower, Device::Cpu).unwrap();
@@ -163,7 +163,14 @@ fn onnx_matches_torch() {
             let mask = &reference["patch_attention_mask"];
             let side = tower.config.patches_per_side();
             let real: Vec<bool> = mask.i64.iter().map(|&x| x != 0).collect();
-            ids = bucketed_position_ids(&real, mask.shape[0], side, side, side);
+            ids = bucketed_position_ids(
+                &real,
+                mask.shape[0],
+                side,
+                side,
+                side,
+                Bucketing::Transformers5,
+            );
             ids_t = Tensor::from_slice(&ids).view([mask.shape[0] as i64, -1]);
             mask_t = tensor_i64(mask);
             f.position_ids = Some(&ids_t);

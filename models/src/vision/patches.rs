@@ -1,34 +1,73 @@
 //! Patch masks and position ids of padded image batches (Idefics2, Idefics3 / SmolVLM),
 //! computed on the host so that every backend takes them as inputs.
 //!
-//! transformers (`Idefics2VisionEmbeddings.forward`, 5.24): for an image with `nb_h x nb_w`
-//! real patches, patch `(i, j)` takes the row `bucket(i / nb_h) * S + bucket(j / nb_w)` of
-//! the `S x S` position table (`S = image_size / patch_size`), where `bucket` counts the
-//! boundaries `arange(1/S, 1, 1/S)` at or below its argument (`bucketize(right=True)`) after a
-//! clamp to `1 - 1e-6`. All of it in float32, as transformers computes it (the boundaries in
-//! float64 then rounded, as `torch.arange` fills float32 tensors), so that float rounding
-//! picks the same buckets. Padded patches take row 0.
+//! For an image with `nb_h x nb_w` real patches, patch `(i, j)` takes the row
+//! `bucket(i / nb_h) * S + bucket(j / nb_w)` of the `S x S` position table
+//! (`S = image_size / patch_size`), where `bucket` counts the boundaries
+//! `arange(1/S, 1, 1/S)` at or below its argument (`bucketize(right=True)`). Padded patches
+//! take row 0. The fractions are float32, and transformers computes them two ways
+//! ([`Bucketing`]) that pick different buckets for a few sizes (3 of the 3,214 patch
+//! coordinates of the 26, 27 and 70 grids), so both are ported to the bit.
 
-/// `torch.arange(1/S, 1.0, 1/S)` in float32: length `ceil((1 - 1/S) / (1/S))` and values
-/// `1/S + i/S` computed in float64 (libtorch's accumulation type for float32 on the CPU).
-fn boundaries(grid: usize) -> Vec<f32> {
-    let step = 1.0 / grid as f64;
-    let len = ((1.0 - step) / step).ceil().max(0.0) as usize;
-    (0..len).map(|i| (step + step * i as f64) as f32).collect()
+/// How the fractions `i / nb` are computed: transformers changed it between 4.x and 5.x.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucketing {
+    /// transformers 4.4x (what MimIC ran): `torch.arange(0, 1 - 1e-6, 1 / nb)` with the
+    /// step a float32 tensor (`nb` is the mask's sum).
+    Transformers4,
+    /// transformers 5.x: `arange(rows, float32) * (1.0 / nb)` clamped to `1 - 1e-6`.
+    Transformers5,
 }
 
-/// The buckets of the first `len` patches along a side of `real` real patches.
-fn side_buckets(real: usize, len: usize, bounds: &[f32]) -> Vec<i64> {
-    let step = 1.0f32 / real as f32;
-    let max = (1.0f64 - 1e-6) as f32;
+/// `torch.arange(start, .., step)` of `len` float32 values as libtorch fills them on the
+/// CPU: in runs of two 8-wide vectors, each vector `f32(f32(start + step * base) + j * step)`
+/// (`base` its first index), the remainder one by one as `f32(start + step * i)`, all in
+/// float64. Checked bit for bit against torch 2.11 (tests/vision_positions.rs).
+fn torch_arange_f32(start: f64, step: f64, len: usize) -> Vec<f32> {
+    const VEC: usize = 8;
+    let vectorized = len / (2 * VEC) * (2 * VEC);
     (0..len)
         .map(|i| {
-            let x = (i as f32 * step).min(max);
-            bounds.partition_point(|&b| b <= x) as i64
+            if i < vectorized {
+                let base = i / VEC * VEC;
+                let b = (start + step * base as f64) as f32;
+                (b as f64 + (i - base) as f64 * step) as f32
+            } else {
+                (start + step * i as f64) as f32
+            }
         })
         .collect()
 }
 
+/// `torch.arange(1/S, 1.0, 1/S)` in float32: `ceil((1 - 1/S) / (1/S))` values (in float64,
+/// so 27 of them for S = 27).
+pub fn boundaries(grid: usize) -> Vec<f32> {
+    let step = 1.0 / grid as f64;
+    let len = ((1.0 - step) / step).ceil().max(0.0) as usize;
+    torch_arange_f32(step, step, len)
+}
+
+/// The buckets of the first `len` patches along a side of `real` real patches (indices at
+/// or past `real` are padding; their buckets are not used).
+fn side_buckets(real: usize, len: usize, bounds: &[f32], rule: Bucketing) -> Vec<i64> {
+    let step = 1.0f32 / real as f32;
+    let coords: Vec<f32> = match rule {
+        Bucketing::Transformers4 => {
+            let n = ((1.0 - 1e-6) / step as f64).ceil() as usize;
+            let mut c = torch_arange_f32(0.0, step as f64, n);
+            c.resize(len.max(n), 0.0);
+            c
+        }
+        Bucketing::Transformers5 => {
+            let max = (1.0f64 - 1e-6) as f32;
+            (0..len).map(|i| (i as f32 * step).min(max)).collect()
+        }
+    };
+    coords[..len]
+        .iter()
+        .map(|&x| bounds.partition_point(|&b| b <= x) as i64)
+        .collect()
+}
 /// Position ids `[n_images, rows * cols]` of a batch of patch grids `[n_images, rows, cols]`
 /// (`true` for a real patch), for a position table of `grid x grid`. Real patches count from
 /// the top left, as the processors pad bottom and right: an image's real rows are those
@@ -39,6 +78,7 @@ pub fn bucketed_position_ids(
     rows: usize,
     cols: usize,
     grid: usize,
+    rule: Bucketing,
 ) -> Vec<i64> {
     assert_eq!(patch_mask.len(), n_images * rows * cols, "patch mask shape");
     let bounds = boundaries(grid);
@@ -52,8 +92,8 @@ pub fn bucketed_position_ids(
         if nb_h == 0 || nb_w == 0 {
             continue; // no real patch: every id stays 0
         }
-        let bh = side_buckets(nb_h, rows, &bounds);
-        let bw = side_buckets(nb_w, cols, &bounds);
+        let bh = side_buckets(nb_h, rows, &bounds, rule);
+        let bw = side_buckets(nb_w, cols, &bounds, rule);
         for r in 0..rows {
             for c in 0..cols {
                 if mask[r * cols + c] {
@@ -111,9 +151,11 @@ mod tests {
 
     #[test]
     fn full_images_count_up() {
-        let ids = bucketed_position_ids(&[true; 2 * 4 * 4], 2, 4, 4, 4);
-        let want: Vec<i64> = (0..16).chain(0..16).collect();
-        assert_eq!(ids, want);
+        for rule in [Bucketing::Transformers4, Bucketing::Transformers5] {
+            let ids = bucketed_position_ids(&[true; 2 * 4 * 4], 2, 4, 4, 4, rule);
+            let want: Vec<i64> = (0..16).chain(0..16).collect();
+            assert_eq!(ids, want);
+        }
     }
 
     #[test]
@@ -126,10 +168,12 @@ mod tests {
                 mask[r * 4 + c] = true;
             }
         }
-        let ids = bucketed_position_ids(&mask, 1, 4, 4, 4);
-        assert_eq!(&ids[..4], &[0, 1, 2, 0]);
-        assert_eq!(&ids[4..8], &[8, 9, 10, 0]);
-        assert!(ids[8..].iter().all(|&x| x == 0));
+        for rule in [Bucketing::Transformers4, Bucketing::Transformers5] {
+            let ids = bucketed_position_ids(&mask, 1, 4, 4, 4, rule);
+            assert_eq!(&ids[..4], &[0, 1, 2, 0]);
+            assert_eq!(&ids[4..8], &[8, 9, 10, 0]);
+            assert!(ids[8..].iter().all(|&x| x == 0));
+        }
     }
 
     #[test]
