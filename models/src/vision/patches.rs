@@ -105,8 +105,16 @@ pub fn bucketed_position_ids(
     out
 }
 
-/// The patch mask of a pixel mask `[n_images, height, width]` (nonzero = real pixel): a
-/// patch is real only if all its pixels are (Idefics2/3's `unfold(...).sum() == patch^2`).
+/// When a patch counts as real, given its pixels' mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchRule {
+    /// All its pixels are real (Idefics2: `unfold(..).sum() == patch^2`).
+    AllPixels,
+    /// Any of its pixels is (Idefics3 / SmolVLM: `unfold(..).sum() > 0`).
+    AnyPixel,
+}
+
+/// The patch mask of a pixel mask `[n_images, height, width]` (nonzero = real pixel):
 /// `[n_images, height / patch, width / patch]`, row-major.
 pub fn patch_mask_from_pixels(
     pixel_mask: &[u8],
@@ -114,6 +122,7 @@ pub fn patch_mask_from_pixels(
     height: usize,
     width: usize,
     patch: usize,
+    rule: PatchRule,
 ) -> Vec<bool> {
     assert_eq!(
         pixel_mask.len(),
@@ -125,11 +134,12 @@ pub fn patch_mask_from_pixels(
     for img in pixel_mask.chunks_exact(height * width) {
         for r in 0..rows {
             for c in 0..cols {
-                let real = (0..patch).all(|y| {
-                    let row = &img[(r * patch + y) * width + c * patch..][..patch];
-                    row.iter().all(|&p| p != 0)
+                let mut pixels = (0..patch)
+                    .flat_map(|y| img[(r * patch + y) * width + c * patch..][..patch].iter());
+                out.push(match rule {
+                    PatchRule::AllPixels => pixels.all(|&p| p != 0),
+                    PatchRule::AnyPixel => pixels.any(|&p| p != 0),
                 });
-                out.push(real);
             }
         }
     }
@@ -177,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn a_patch_is_real_only_if_all_its_pixels_are() {
+    fn patches_from_pixels_idefics2_all_idefics3_any() {
         // One 4x6 image, patch 2: the last pixel column is padding, and one pixel of the
         // top-left patch.
         let mut px = vec![1u8; 4 * 6];
@@ -185,7 +195,10 @@ mod tests {
             px[y * 6 + 5] = 0;
         }
         px[6] = 0; // (1, 0)
-        let m = patch_mask_from_pixels(&px, 1, 4, 6, 2);
+        let m = patch_mask_from_pixels(&px, 1, 4, 6, 2, PatchRule::AllPixels);
         assert_eq!(m, [false, true, false, true, true, false]);
+        // Idefics3: one real pixel is enough.
+        let m = patch_mask_from_pixels(&px, 1, 4, 6, 2, PatchRule::AnyPixel);
+        assert_eq!(m, [true; 6]);
     }
 }
