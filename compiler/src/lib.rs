@@ -3,7 +3,8 @@
 //! form asked for (fused, unfused, or mimic's kernel, each with MimIC heads or without),
 //! [`fold`] brings the other heads in (LIVE, LoRA, heads as graph inputs), [`graph`] builds
 //! protobuf graphs with weights as external data, [`check`] verifies the result before it
-//! is written, and [`compile`] writes the folder with its contract.
+//! is written, and [`compile`] writes the folder with its contract. [`vision`] emits the
+//! vision towers the same way.
 pub mod attention;
 pub mod check;
 pub mod compile;
@@ -11,6 +12,7 @@ pub mod emit;
 pub mod fold;
 pub mod graph;
 pub mod passes;
+pub mod vision;
 
 /// The ONNX protobuf types, generated from the vendored `proto/onnx.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -16,6 +16,7 @@ pub mod prompt;
 pub mod rng;
 pub mod task;
 pub mod tokenizer;
+pub mod vision;
 pub mod weights;
 
 pub use config::{Architecture, LlamaConfig};

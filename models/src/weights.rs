@@ -60,7 +60,15 @@ impl Weights {
 
     /// Checks that every tensor the config needs is present with the right shape.
     pub fn check_against(&self, cfg: &LlamaConfig) -> Result<()> {
-        for (name, shape) in cfg.expected_tensors() {
+        self.check_shapes(cfg.expected_tensors())
+    }
+
+    /// Checks that every named tensor is present with its shape.
+    pub fn check_shapes(
+        &self,
+        expected: impl IntoIterator<Item = (String, Vec<usize>)>,
+    ) -> Result<()> {
+        for (name, shape) in expected {
             let t = self.get(&name)?;
             if t.shape != shape {
                 return Err(ModelError::Tensor {

@@ -1,15 +1,18 @@
 //! Executes compiled folders with ONNX Runtime: finding and loading the library
-//! ([`environment`]), sessions with a key/value cache for generation ([`session`]).
+//! ([`environment`]), sessions with a key/value cache for generation ([`session`]), vision
+//! towers ([`vision`]).
 //! No libtorch here: a deployment needs ONNX Runtime and the compiled folder only.
 pub mod batch;
 pub mod environment;
 pub mod heads;
 pub mod kernel;
 pub mod session;
+pub mod vision;
 
 pub use environment::{init_onnxruntime, OrtInfo};
 pub use heads::HeadsBatch;
 pub use session::{CompiledModel, ExecutionProvider, OnnxLm, SessionOptions};
+pub use vision::VisionModel;
 
 /// Errors of the runtime crate.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@ pub mod optim;
 pub mod shift;
 pub mod stats;
 pub mod torch_backend;
+pub mod torch_vision;
 pub mod train;
 
 // Tasks and the sampler need no libtorch: they live in the models crate.
@@ -12,6 +13,7 @@ pub use mimic_models::{rng, task};
 pub use torch_backend::{
     AttentionShift, Forward, ForwardOutput, KvCache, SiteShift, TorchLm, TorchModel,
 };
+pub use torch_vision::{TorchVision, VisionForward, VisionOutput};
 
 /// Errors of the trainer crate.
 #[derive(Debug, thiserror::Error)]

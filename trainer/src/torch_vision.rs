@@ -1,0 +1,291 @@
+//! The vision towers executed by libtorch: [`TorchVision`] holds a SigLIP tower's weights on
+//! a device, and one forward pass is a [`VisionBackend`] over `tch::Tensor`.
+use std::collections::HashMap;
+
+use mimic_models::vision::backend::{Activation, VisionAttentionSpec, VisionBackend};
+use mimic_models::vision::siglip::{self, Features, SiglipVision, SiglipVisionConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::{Result, TrainerError};
+
+/// A SigLIP vision tower's weights on a device, float32, in HF layout (under its prefix).
+pub struct TorchVision {
+    pub config: SiglipVisionConfig,
+    pub prefix: String,
+    params: HashMap<String, Tensor>,
+    pub device: Device,
+}
+
+/// One forward pass's inputs and options.
+pub struct VisionForward<'a> {
+    /// `[n_images, channels, height, width]` float32; height and width multiples of the patch.
+    pub pixel_values: &'a Tensor,
+    /// `[n_images, n_patches]` int64; `0..n_patches` when `None`, which needs images of the
+    /// config's `image_size` (no position interpolation).
+    pub position_ids: Option<&'a Tensor>,
+    /// `[n_images, n_patches]`, nonzero for a real patch: padded patches are masked as keys.
+    /// All patches are real when `None`.
+    pub patch_mask: Option<&'a Tensor>,
+    pub features: Features,
+    /// Return every hidden state (`hidden_states[0..=k]` in transformers' numbering).
+    pub record: bool,
+}
+
+impl<'a> VisionForward<'a> {
+    pub fn new(pixel_values: &'a Tensor) -> Self {
+        VisionForward {
+            pixel_values,
+            position_ids: None,
+            patch_mask: None,
+            features: Features::LastHiddenState,
+            record: false,
+        }
+    }
+}
+
+pub struct VisionOutput {
+    /// `[n_images, n_patches, hidden]`.
+    pub hidden: Tensor,
+    /// The hidden states the pass went through, by index, when `record` was set.
+    pub hidden_states: Vec<Tensor>,
+}
+
+/// The name under which the stacked q/k/v weights of a layer are kept.
+fn fused_name(modules: &[&str]) -> String {
+    modules.join("+")
+}
+
+impl TorchVision {
+    /// Copies a loaded tower's tensors onto `device`, each layer's q/k/v weights and biases
+    /// stacked into one matrix (the single ones are views of it).
+    pub fn new(tower: &SiglipVision, device: Device) -> Result<Self> {
+        let cfg = &tower.config;
+        let mut params = HashMap::new();
+        for (name, _) in cfg.expected_tensors(&tower.prefix) {
+            let t = tower.weights.get(&name)?;
+            let shape: Vec<i64> = t.shape.iter().map(|&x| x as i64).collect();
+            let tensor = Tensor::f_from_slice(&t.data)?
+                .f_reshape(&shape)?
+                .f_to_device(device)?;
+            params.insert(name, tensor);
+        }
+        for l in 0..cfg.num_layers {
+            let qkv: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+                .iter()
+                .map(|m| format!("{}encoder.layers.{l}.self_attn.{m}", tower.prefix))
+                .collect();
+            let refs: Vec<&str> = qkv.iter().map(String::as_str).collect();
+            for suffix in [".weight", ".bias"] {
+                let names: Vec<String> = qkv.iter().map(|m| format!("{m}{suffix}")).collect();
+                let parts: Vec<&Tensor> = names.iter().map(|n| &params[n]).collect();
+                let fused = Tensor::cat(&parts, 0);
+                let mut start = 0;
+                for n in &names {
+                    let rows = params[n].size()[0];
+                    params.insert(n.clone(), fused.narrow(0, start, rows));
+                    start += rows;
+                }
+                params.insert(format!("{}{suffix}", fused_name(&refs)), fused);
+            }
+        }
+        Ok(TorchVision {
+            config: cfg.clone(),
+            prefix: tower.prefix.clone(),
+            params,
+            device,
+        })
+    }
+
+    fn param(&self, name: &str) -> &Tensor {
+        // `new` copied every tensor the config implies, checked by `SiglipVision::open`.
+        self.params
+            .get(name)
+            .unwrap_or_else(|| panic!("vision weight {name} missing after load-time check"))
+    }
+
+    /// Runs the tower; errors on inputs whose shapes do not fit the config.
+    pub fn forward(&self, f: &VisionForward) -> Result<VisionOutput> {
+        let cfg = &self.config;
+        let size = f.pixel_values.size();
+        let bad = |msg: String| Err(TrainerError::Other(format!("vision input: {msg}")));
+        if size.len() != 4 || size[1] != cfg.num_channels as i64 {
+            return bad(format!(
+                "pixel_values of shape {size:?}, expected [n, {}, height, width]",
+                cfg.num_channels
+            ));
+        }
+        let p = cfg.patch_size as i64;
+        if size[2] % p != 0 || size[3] % p != 0 {
+            return bad(format!(
+                "image {}x{} is not a whole number of {p}x{p} patches",
+                size[2], size[3]
+            ));
+        }
+        let (n, patches) = (size[0], (size[2] / p) * (size[3] / p));
+        let position_ids = match f.position_ids {
+            Some(ids) => {
+                if ids.size() != [n, patches] {
+                    return bad(format!(
+                        "position_ids of shape {:?}, expected [{n}, {patches}]",
+                        ids.size()
+                    ));
+                }
+                ids.to_kind(Kind::Int64).to_device(self.device)
+            }
+            None => {
+                if patches != cfg.num_positions() as i64 {
+                    return bad(format!(
+                        "{}x{} images give {patches} patches, the position table has {} \
+                         (pass position ids; interpolation is not supported)",
+                        size[2],
+                        size[3],
+                        cfg.num_positions()
+                    ));
+                }
+                Tensor::arange(patches, (Kind::Int64, self.device))
+                    .unsqueeze(0)
+                    .expand([n, patches], false)
+            }
+        };
+        let mask = match f.patch_mask {
+            Some(m) => {
+                if m.size() != [n, patches] {
+                    return bad(format!(
+                        "patch_mask of shape {:?}, expected [{n}, {patches}]",
+                        m.size()
+                    ));
+                }
+                let valid = m.ne(0).to_device(self.device);
+                // transformers drops the mask when every patch is real.
+                if bool::try_from(valid.all())? {
+                    None
+                } else {
+                    let zeros = Tensor::zeros([1], (Kind::Float, self.device));
+                    Some(
+                        zeros
+                            .where_scalarother(&valid, f32::MIN as f64)
+                            .view([n, 1, 1, patches]),
+                    )
+                }
+            }
+            None => None,
+        };
+        let mut pass = TorchVisionPass {
+            model: self,
+            pixels: f.pixel_values.to_kind(Kind::Float).to_device(self.device),
+            position_ids,
+            mask,
+            record: f.record,
+            hidden_states: Vec::new(),
+        };
+        let hidden = siglip::forward(cfg, &self.prefix, f.features, &mut pass);
+        Ok(VisionOutput {
+            hidden,
+            hidden_states: pass.hidden_states,
+        })
+    }
+}
+
+struct TorchVisionPass<'m> {
+    model: &'m TorchVision,
+    pixels: Tensor,
+    position_ids: Tensor,
+    /// Additive key mask `[n, 1, 1, patches]`, when some patches are padding.
+    mask: Option<Tensor>,
+    record: bool,
+    hidden_states: Vec<Tensor>,
+}
+
+impl VisionBackend for TorchVisionPass<'_> {
+    type Tensor = Tensor;
+
+    fn pixel_values(&mut self) -> Tensor {
+        self.pixels.shallow_clone()
+    }
+
+    fn patch_position_ids(&mut self) -> Tensor {
+        self.position_ids.shallow_clone()
+    }
+
+    fn patch_embed(&mut self, pixels: &Tensor, module: &str, patch: usize) -> Tensor {
+        let w = self.model.param(&format!("{module}.weight"));
+        let b = self.model.param(&format!("{module}.bias"));
+        let p = patch as i64;
+        // [n, hidden, H/p, W/p] -> [n, patches, hidden]
+        pixels
+            .conv2d(w, Some(b), [p, p], [0, 0], [1, 1], 1)
+            .flatten(2, 3)
+            .transpose(1, 2)
+    }
+
+    fn embed(&mut self, ids: &Tensor, table: &str) -> Tensor {
+        Tensor::embedding(self.model.param(table), ids, -1, false, false)
+    }
+
+    fn linear(&mut self, x: &Tensor, module: &str, bias: bool) -> Tensor {
+        let w = self.model.param(&format!("{module}.weight"));
+        let b = bias.then(|| self.model.param(&format!("{module}.bias")));
+        x.linear(w, b)
+    }
+
+    fn linears(&mut self, x: &Tensor, modules: &[&str], bias: bool) -> Vec<Tensor> {
+        let fused = fused_name(modules);
+        if !self.model.params.contains_key(&format!("{fused}.weight")) {
+            return modules.iter().map(|m| self.linear(x, m, bias)).collect();
+        }
+        let sizes: Vec<i64> = modules
+            .iter()
+            .map(|m| self.model.param(&format!("{m}.weight")).size()[0])
+            .collect();
+        self.linear(x, &fused, bias).split_with_sizes(&sizes, -1)
+    }
+
+    fn layer_norm(&mut self, x: &Tensor, module: &str, eps: f64) -> Tensor {
+        let w = self.model.param(&format!("{module}.weight"));
+        let b = self.model.param(&format!("{module}.bias"));
+        let width = *x.size().last().expect("activations have a last axis");
+        x.layer_norm([width], Some(w), Some(b), eps, false)
+    }
+
+    fn activation(&mut self, x: &Tensor, act: Activation) -> Tensor {
+        match act {
+            Activation::GeluTanh => x.gelu("tanh"),
+            Activation::Gelu => x.gelu("none"),
+        }
+    }
+
+    fn add(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        a + b
+    }
+
+    fn split_heads(&mut self, x: &Tensor, heads: usize, dim: usize) -> Tensor {
+        let (b, s) = (x.size()[0], x.size()[1]);
+        x.view([b, s, heads as i64, dim as i64]).transpose(1, 2)
+    }
+
+    fn merge_heads(&mut self, x: &Tensor, heads: usize, dim: usize) -> Tensor {
+        let (b, s) = (x.size()[0], x.size()[2]);
+        x.transpose(1, 2)
+            .contiguous()
+            .view([b, s, (heads * dim) as i64])
+    }
+
+    fn attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        spec: &VisionAttentionSpec,
+    ) -> Tensor {
+        let scale = 1.0 / (spec.head_dim as f64).sqrt();
+        Tensor::scaled_dot_product_attention(q, k, v, self.mask.as_ref(), 0.0, false, scale, false)
+    }
+
+    fn observe(&mut self, hidden_state: usize, x: Tensor) -> Tensor {
+        if self.record {
+            debug_assert_eq!(self.hidden_states.len(), hidden_state);
+            self.hidden_states.push(x.shallow_clone());
+        }
+        x
+    }
+}
