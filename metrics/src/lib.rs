@@ -44,9 +44,11 @@
 //! Rust port of the lexer rules that matter for captions plus that filter.
 
 pub mod cider;
+pub mod ptb;
 pub mod vqa;
 
 pub use cider::{cider_d, CiderScores};
+pub use ptb::{ptb_tokenize, ptb_tokenize_line};
 pub use vqa::{vqa_accuracy, VqaQuestion, VqaReport, VqaVariant};
 
 /// Errors from the metrics.

@@ -1,6 +1,6 @@
 //! CIDEr-D against pycocoevalcap 1.2 (fixtures/cider.json, scripts/make_metric_fixtures.py).
 
-use mimic_metrics::cider_d;
+use mimic_metrics::{cider_d, ptb_tokenize};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -13,6 +13,8 @@ struct Fixture {
 #[derive(Deserialize)]
 struct Image {
     id: String,
+    refs: Vec<String>,
+    hyp: String,
     refs_tokenized: Vec<String>,
     hyp_tokenized: String,
     score: f64,
@@ -70,4 +72,29 @@ fn subsets_use_their_own_document_frequencies() {
         }
         assert!((s.corpus - sub.corpus).abs() < TOL);
     }
+}
+
+#[test]
+fn end_to_end_from_raw_captions() {
+    // pycocoevalcap tokenizes all references in one jar run (image by image) and all
+    // hypotheses in another; the port does the same and scores its own tokens.
+    let f = fixture();
+    let flat: Vec<&str> = f
+        .images
+        .iter()
+        .flat_map(|i| i.refs.iter().map(String::as_str))
+        .collect();
+    let mut toks = ptb_tokenize(&flat).into_iter();
+    let refs: Vec<Vec<String>> = f
+        .images
+        .iter()
+        .map(|i| toks.by_ref().take(i.refs.len()).collect())
+        .collect();
+    let hyps = ptb_tokenize(&f.images.iter().map(|i| i.hyp.as_str()).collect::<Vec<_>>());
+    for (img, (r, h)) in f.images.iter().zip(refs.iter().zip(&hyps)) {
+        assert_eq!(r, &img.refs_tokenized, "{}", img.id);
+        assert_eq!(h, &img.hyp_tokenized, "{}", img.id);
+    }
+    let s = cider_d(&hyps, &refs).unwrap();
+    assert!((s.corpus - f.corpus).abs() < TOL);
 }
