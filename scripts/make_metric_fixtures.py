@@ -105,13 +105,16 @@ CAPTIONS = [
     "A J. Mr. Smith and T. He was there",
     "x No.",
     "He said (--) twice.",
-    "1,000people and cat1.5x and he'd@user",
+    "1,000people and cat1.5x at 12:00pm",
+    "It's a bird!It's a plane!",
+    "A pizza w/ cheese and a b&w photo of a TV, 1950's, M&M's, R&B and AT&T's logo.",
+    "Mail he'd@user now",
 ]
 
 # Captions the Rust port does not reproduce (asserted as differences in ptb_parity.rs).
 KNOWN_PTB_DIFFERENCES = [
     "He said (--) twice.",
-    "1,000people and cat1.5x and he'd@user",
+    "Mail he'd@user now",
 ]
 
 

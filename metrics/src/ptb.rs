@@ -498,7 +498,8 @@ impl Lexer {
             return j;
         }
         let mut j = body;
-        // Inside a decimal number ("3.5"), a letter right after a digit ends the token ("1.5x").
+        // Inside a number ("3.5", "12:00"), a letter right after a digit ends the token ("1.5x",
+        // "12:00pm").
         let mut decimal = false;
         loop {
             let seg_start = j;
@@ -517,10 +518,10 @@ impl Lexer {
             let before = self.s[j - 1];
             let join = match conn {
                 '-' => is_alnum(before) && is_alnum(after),
-                '.' => {
-                    (is_digit(before) && is_digit(after)) || (is_letter(before) && is_letter(after))
-                }
-                ',' | ':' => {
+                // Letters around `.`, `!` or `?` stay one word ("www.example.com", "bird!It").
+                '.' | '!' | '?' if is_letter(before) && is_letter(after) => true,
+                // Digits around `.`, `,` or `:` only inside a number ("3.5", "1,000", "10:30").
+                '.' | ',' | ':' => {
                     is_digit(before)
                         && is_digit(after)
                         && self.s[body..j]
@@ -542,7 +543,7 @@ impl Lexer {
             if !join {
                 break;
             }
-            decimal = conn == '.' && is_digit(before) || (decimal && matches!(conn, ',' | ':'));
+            decimal = matches!(conn, '.' | ',' | ':') && is_digit(before);
             j += 1;
         }
         // "4 1/2": an integer, one space and a fraction are one token (with a no-break space).
