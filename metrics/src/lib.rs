@@ -40,8 +40,20 @@
 //!
 //! pycocoevalcap tokenizes every caption with Stanford CoreNLP 3.4.1's `PTBTokenizer
 //! -preserveLines -lowerCase` and then drops the tokens `''`, `'`, ` `` `, `` ` ``, `-LRB-`,
-//! `-RRB-`, `-LCB-`, `-RCB-`, `.`, `?`, `!`, `,`, `:`, `-`, `--`, `...`, `;`. [`ptb`] is a
-//! Rust port of the lexer rules that matter for captions plus that filter.
+//! `-RRB-`, `-LCB-`, `-RCB-`, `.`, `?`, `!`, `,`, `:`, `-`, `--`, `...`, `;` (after
+//! lower-casing, brackets read `-lrb-` and so survive the filter). [`ptb`] is a hand-written
+//! Rust port of the lexer rules captions exercise plus that filter. pycocoevalcap runs the jar
+//! once over all captions, one a line, and a few lexer lookaheads see the next line:
+//! [`ptb_tokenize`] takes the captions in that order (image by image, caption by caption).
+//!
+//! # Pipeline
+//!
+//! ```text
+//! refs  = ptb_tokenize(all references, image by image)   // one jar run in pycocoevalcap
+//! hyps  = ptb_tokenize(all hypotheses, image by image)   // a second run
+//! cider = cider_d(&hyps, &refs grouped per image)
+//! vqa   = vqa_accuracy(&questions, VqaVariant::Official) // raw answers, no PTB step
+//! ```
 
 pub mod cider;
 pub mod ptb;
