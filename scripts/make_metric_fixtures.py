@@ -151,6 +151,33 @@ def generated_captions(seed, count):
     return out
 
 
+def generated_sentences(seed, count):
+    """Several short sentences a line: abbreviations and single letters before capitals."""
+    rng = random.Random(seed)
+    words = (
+        "a an the man woman dog cat people two black white red on in of with next to near street "
+        "table plate pizza bus train clock tower sky it's don't there's that's dog's kids' I A T U.S. "
+        "Dr. Mr. No. St. 5 10 3.5 1,000 x y z b c etc. vs. e.g. i.e. Jan. Mon. Inc. Co. Mass. mass "
+        "Pa. pa Fig. fig. ca. approx. al. Ltd. Sun. May. US UK OK TV DVD NYC LA Ave. Rd. Blvd. Ft. "
+        "ft. oz. lbs. Pty."
+    ).split()
+    starters = (
+        "The A An We You They She He It This That These There Then Their Her Our In At As If But "
+        "So When What While After Since Some Many One Here Now However Yet Such I Two Mr. Ms. Dr. No"
+    ).split()
+    out = []
+    for _ in range(count):
+        sents = []
+        for _ in range(rng.randint(1, 4)):
+            n = rng.randint(1, 7)
+            sents.append(
+                " ".join(rng.choice(starters if k == 0 and rng.random() < 0.6 else words) for k in range(n))
+            )
+        sep = rng.choice([". ", ".  ", "! ", "? ", ", ", " ", "; "])
+        out.append(sep.join(sents) + rng.choice([".", "", "!", " ."]))
+    return out
+
+
 def ptb_run(captions):
     """One PTBTokenizer call (one jar run over all captions, in this order)."""
     out = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
@@ -161,6 +188,7 @@ def ptb_fixture():
     return {
         "handwritten": ptb_run(CAPTIONS),
         "generated": ptb_run(generated_captions(18, 400)),
+        "generated_sentences": ptb_run(generated_sentences(18, 300)),
         "known_differences": KNOWN_PTB_DIFFERENCES,
     }
 

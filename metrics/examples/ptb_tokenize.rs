@@ -14,8 +14,15 @@ fn main() {
     let mut out = std::io::BufWriter::new(std::io::stdout());
     if raw {
         for (k, line) in lines.iter().enumerate() {
-            let next = lines.get(k + 1).map(String::as_str);
-            let t = mimic_metrics::ptb::ptb_tokens_before(line, next).join(" ");
+            let following = (k + 1 < lines.len()).then(|| {
+                lines[k + 1..]
+                    .iter()
+                    .take(2)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            let t = mimic_metrics::ptb::ptb_tokens_before(line, following.as_deref()).join(" ");
             writeln!(out, "{t}").expect("stdout");
         }
     } else {

@@ -734,7 +734,9 @@ impl Lexer {
                     || next_word == "THE"
                     || next_word == "HE");
             // "Mr." and "Ms." after a single letter also start a sentence.
-            let title = matches!(next_word.as_str(), "Mr" | "Ms" | "MR") && self.at(e) == Some('.');
+            let title = matches!(next_word.as_str(), "Mr" | "Ms" | "MR")
+                && self.at(e) == Some('.')
+                && self.at(e + 1).is_some_and(is_space);
             return !(title || starter && cap);
         }
         if ABBREV_ALWAYS.contains(&lower.as_str()) {
@@ -759,15 +761,16 @@ pub fn ptb_tokens(line: &str) -> Vec<String> {
     ptb_tokens_before(line, None)
 }
 
-/// [`ptb_tokens`] for a line followed by `next` in the same input: a few lookahead rules (a
-/// period after `No` before a number, after a single letter before a sentence-initial word)
-/// see the next line, as the jar does.
-pub fn ptb_tokens_before(line: &str, next: Option<&str>) -> Vec<String> {
+/// [`ptb_tokens`] for a line followed, after its newline, by `following` (the next lines of the
+/// same input, joined by `\n`; only their start matters): a few lookahead rules (a period
+/// after `No` before a number, after a single letter before a sentence-initial word) see the
+/// next line, as the jar does.
+pub fn ptb_tokens_before(line: &str, following: Option<&str>) -> Vec<String> {
     let mut s: Vec<char> = line.chars().collect();
     let end = s.len();
-    if let Some(next) = next {
+    if let Some(following) = following {
         s.push('\n');
-        s.extend(next.chars());
+        s.extend(following.chars());
     }
     let mut lx = Lexer {
         s,
@@ -805,8 +808,16 @@ pub fn ptb_tokenize<S: AsRef<str>>(captions: &[S]) -> Vec<String> {
     let lines: Vec<String> = captions.iter().map(|c| one_line(c.as_ref())).collect();
     (0..lines.len())
         .map(|k| {
-            let next = lines.get(k + 1).map(String::as_str);
-            filtered(ptb_tokens_before(&lines[k], next))
+            // Two lines of lookahead are more than any rule reads.
+            let following = (k + 1 < lines.len()).then(|| {
+                lines[k + 1..]
+                    .iter()
+                    .take(2)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            filtered(ptb_tokens_before(&lines[k], following.as_deref()))
         })
         .collect()
 }
@@ -876,6 +887,11 @@ mod tests {
         assert_eq!(ptb_tokenize(&["x No.", "5 a"]), ["x no.", "5 a"]);
         assert_eq!(ptb_tokenize(&["x No.", "a"]), ["x no", "a"]);
         assert_eq!(ptb_tokenize_line("x No."), "x no");
+        // A single letter's period splits before a sentence-initial word on the next line.
+        assert_eq!(
+            ptb_tokenize(&["x b.", "He", "z", "x b.", "Ms., y"]),
+            ["x b", "he", "z", "x b.", "ms. y"]
+        );
     }
 
     #[test]

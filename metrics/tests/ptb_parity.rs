@@ -10,6 +10,7 @@ use serde::Deserialize;
 struct Fixture {
     handwritten: Vec<Case>,
     generated: Vec<Case>,
+    generated_sentences: Vec<Case>,
     known_differences: Vec<String>,
 }
 
@@ -54,4 +55,11 @@ fn generated_captions_match_exactly() {
     let f = fixture();
     assert_eq!(f.generated.len(), 400);
     assert_eq!(differing(&f.generated), Vec::<String>::new());
+}
+
+#[test]
+fn generated_sentences_match_exactly() {
+    let f = fixture();
+    assert_eq!(f.generated_sentences.len(), 300);
+    assert_eq!(differing(&f.generated_sentences), Vec::<String>::new());
 }
