@@ -189,6 +189,7 @@ def ptb_fixture():
         "handwritten": ptb_run(CAPTIONS),
         "generated": ptb_run(generated_captions(18, 400)),
         "generated_sentences": ptb_run(generated_sentences(18, 300)),
+        "generated_upper": ptb_run([c.upper() for c in generated_captions(19, 100) + generated_sentences(19, 100)]),
         "known_differences": KNOWN_PTB_DIFFERENCES,
     }
 

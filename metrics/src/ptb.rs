@@ -420,7 +420,7 @@ impl Lexer {
         // '90s
         if next.is_some_and(|d| ('2'..='9').contains(&d))
             && self.at(i + 2) == Some('0')
-            && self.at(i + 3) == Some('s')
+            && matches!(self.at(i + 3), Some('s' | 'S'))
         {
             self.emit(self.text(i, i + 4));
             return i + 4;
@@ -731,8 +731,7 @@ impl Lexer {
                 && self.at(e).is_some_and(is_space);
             let cap = next_word.chars().next().is_some_and(|c| c.is_uppercase())
                 && (next_word.chars().skip(1).all(|c| c.is_lowercase())
-                    || next_word == "THE"
-                    || next_word == "HE");
+                    || next_word.chars().all(|c| c.is_uppercase()));
             // "Mr." and "Ms." after a single letter also start a sentence.
             let title = matches!(next_word.as_str(), "Mr" | "Ms" | "MR")
                 && self.at(e) == Some('.')
@@ -873,6 +872,7 @@ mod tests {
         assert_eq!(tok("No. 5 and no. x"), "no. 5 and no . x");
         assert_eq!(tok("J. Smith"), "j. smith");
         assert_eq!(tok("a b. He is"), "a b . he is");
+        assert_eq!(tok("A B. THE C. AT&T"), "a b . the c. at&t");
         assert_eq!(tok("dog., cat"), "dog. , cat");
         assert_eq!(tok("Wait... what?!"), "wait ... what ?!");
     }

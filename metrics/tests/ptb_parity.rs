@@ -11,6 +11,7 @@ struct Fixture {
     handwritten: Vec<Case>,
     generated: Vec<Case>,
     generated_sentences: Vec<Case>,
+    generated_upper: Vec<Case>,
     known_differences: Vec<String>,
 }
 
@@ -62,4 +63,7 @@ fn generated_sentences_match_exactly() {
     let f = fixture();
     assert_eq!(f.generated_sentences.len(), 300);
     assert_eq!(differing(&f.generated_sentences), Vec::<String>::new());
+    // The same kinds of lines in capitals (abbreviation and sentence-start rules are case-aware).
+    assert_eq!(f.generated_upper.len(), 200);
+    assert_eq!(differing(&f.generated_upper), Vec::<String>::new());
 }
