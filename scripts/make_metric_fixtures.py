@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Oracle fixtures for the `mimic-metrics` crate (metrics/tests/fixtures/).
 
-Run with the metrics venv:
-    python3 -m venv /work/venv-metrics && /work/venv-metrics/bin/pip install pycocoevalcap
-    /work/venv-metrics/bin/python scripts/make_metric_fixtures.py
+Run by `make fixtures` in the reference environment (.venv-ref, which has pycocoevalcap), or
+in any venv with `pip install pycocoevalcap` (java must be on PATH for its PTB tokenizer):
+    .venv-ref/bin/python scripts/make_metric_fixtures.py
 
 It writes three JSON files:
 - ptb.json:   captions -> pycocoevalcap's PTBTokenizer output (Stanford CoreNLP 3.4.1
