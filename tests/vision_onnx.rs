@@ -4,23 +4,13 @@
 //! Tolerance: relative error `max|a - b| / max|b|` at most 1e-4 in float32.
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 use mimic_compiler::vision::{compile_vision, VisionCompileOptions};
-use mimic_models::vision::patches::{bucketed_position_ids, Bucketing};
-use mimic_models::vision::{Features, SiglipVision};
+use mimic_models::vision::Features;
 use mimic_models::HostTensor;
 use mimic_runtime::{SessionOptions, VisionModel};
 
 const TOL: f32 = 1e-4;
-
-fn fixture(name: &str) -> (SiglipVision, BTreeMap<String, Ref>) {
-    let dir = fixtures_dir().join("vision").join(name);
-    let tower = SiglipVision::open(&dir).unwrap();
-    let reference = read_reference(&dir.join("reference.safetensors"));
-    (tower, reference)
-}
 
 fn host(r: &Ref) -> HostTensor {
     HostTensor::new(r.shape.clone(), r.f32.clone())
@@ -28,7 +18,7 @@ fn host(r: &Ref) -> HostTensor {
 
 #[test]
 fn siglip_onnx_matches_transformers() {
-    let (tower, reference) = fixture("siglip");
+    let (tower, reference) = vision_fixture("siglip");
     let tmp = tempfile::tempdir().unwrap();
     let layers = tower.config.num_layers;
     let opts = VisionCompileOptions {
@@ -70,7 +60,7 @@ fn siglip_onnx_matches_transformers() {
 
 #[test]
 fn idefics2_padded_batch_onnx_matches_transformers() {
-    let (tower, reference) = fixture("idefics2");
+    let (tower, reference) = vision_fixture("idefics2");
     let tmp = tempfile::tempdir().unwrap();
     let opts = VisionCompileOptions {
         variable_size: true,
@@ -79,16 +69,7 @@ fn idefics2_padded_batch_onnx_matches_transformers() {
     compile_vision(&tower, &opts, tmp.path()).unwrap();
     let mut m = VisionModel::load(tmp.path(), &SessionOptions::default()).unwrap();
     let mask = &reference["patch_attention_mask"];
-    let side = tower.config.patches_per_side();
-    let real: Vec<bool> = mask.i64.iter().map(|&x| x != 0).collect();
-    let ids = bucketed_position_ids(
-        &real,
-        mask.shape[0],
-        side,
-        side,
-        side,
-        Bucketing::Transformers5,
-    );
+    let ids = fixture_position_ids(&tower, &reference);
     let out = m
         .run(&host(&reference["pixel_values"]), Some((&ids, &mask.i64)))
         .unwrap();

@@ -5,23 +5,12 @@
 #![cfg(feature = "torch")]
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use common::*;
-use mimic_models::vision::patches::{bucketed_position_ids, Bucketing};
-use mimic_models::vision::{Activation, Features, SiglipVision};
+use mimic_models::vision::{Activation, Features};
 use mimic_trainer::torch_vision::{TorchVision, VisionForward};
 use tch::{Device, Kind, Tensor};
 
 const TOL: f32 = 1e-4;
-
-fn vision_fixture(name: &str) -> (SiglipVision, BTreeMap<String, Ref>) {
-    let dir: PathBuf = fixtures_dir().join("vision").join(name);
-    let tower = SiglipVision::open(&dir).unwrap();
-    let reference = read_reference(&dir.join("reference.safetensors"));
-    (tower, reference)
-}
 
 fn tensor_f32(r: &Ref) -> Tensor {
     let shape: Vec<i64> = r.shape.iter().map(|&d| d as i64).collect();
@@ -116,9 +105,7 @@ fn idefics2_padded_batch_matches_transformers() {
     let cfg = &tower.config;
     let mask_ref = &reference["patch_attention_mask"];
     let (n, patches) = (mask_ref.shape[0], mask_ref.shape[1]);
-    let side = cfg.patches_per_side();
-    let mask: Vec<bool> = mask_ref.i64.iter().map(|&m| m != 0).collect();
-    let ids = bucketed_position_ids(&mask, n, side, side, side, Bucketing::Transformers5);
+    let ids = fixture_position_ids(&tower, &reference);
     assert_eq!(ids, reference["position_ids"].i64, "bucketed position ids");
 
     let tv = TorchVision::new(&tower, Device::Cpu).unwrap();
@@ -161,16 +148,7 @@ fn onnx_matches_torch() {
         let mut patches = None;
         if variable_size {
             let mask = &reference["patch_attention_mask"];
-            let side = tower.config.patches_per_side();
-            let real: Vec<bool> = mask.i64.iter().map(|&x| x != 0).collect();
-            ids = bucketed_position_ids(
-                &real,
-                mask.shape[0],
-                side,
-                side,
-                side,
-                Bucketing::Transformers5,
-            );
+            ids = fixture_position_ids(&tower, &reference);
             ids_t = Tensor::from_slice(&ids).view([mask.shape[0] as i64, -1]);
             mask_t = tensor_i64(mask);
             f.position_ids = Some(&ids_t);

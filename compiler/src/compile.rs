@@ -14,7 +14,7 @@ use prost::Message;
 use crate::emit::OnnxBackend;
 use crate::fold::{heads_inputs, HeadsSource};
 use crate::graph::{GraphBuilder, IR_VERSION, OPSET};
-use crate::onnx::{ModelProto, OperatorSetIdProto};
+use crate::onnx::{GraphProto, ModelProto, OperatorSetIdProto};
 use crate::passes::{run_passes, Pass};
 use crate::{CompileError, Result};
 
@@ -124,6 +124,12 @@ pub fn emit_model(
     if let (true, Some(path)) = (fp16, data_path) {
         crate::graph::externalize(&mut graph, path)?;
     }
+    finish_model(graph)
+}
+
+/// The model around a finished graph: the default opset (and mimic's kernel domain when the
+/// graph uses it), the producer, and the structural check; its first problems are the error.
+pub(crate) fn finish_model(graph: GraphProto) -> Result<ModelProto> {
     let mut opset_import = vec![OperatorSetIdProto {
         domain: Some(String::new()),
         version: Some(OPSET),

@@ -25,9 +25,8 @@ use mimic_models::Weights;
 use prost::Message;
 
 use crate::graph::{attr_float, attr_int, attr_ints, attr_string, value_info, Dim, GraphBuilder};
-use crate::graph::{IR_VERSION, OPSET};
 use crate::onnx::tensor_proto::DataType;
-use crate::onnx::{ModelProto, OperatorSetIdProto};
+use crate::onnx::ModelProto;
 use crate::{CompileError, Result};
 
 /// What the vision graph computes and takes.
@@ -307,22 +306,7 @@ pub fn emit_vision(
     }
     b.g.node_named("Identity", &[&out], &[IMAGE_HIDDEN_STATES], vec![]);
     let graph = b.g.finish("mimic-vision")?;
-    let m = ModelProto {
-        ir_version: Some(IR_VERSION),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(OPSET),
-        }],
-        producer_name: Some("mimic".into()),
-        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    let problems = crate::check::check_model(&m);
-    if !problems.is_empty() {
-        return Err(CompileError::Check(problems.join("; ")));
-    }
-    Ok(m)
+    crate::compile::finish_model(graph)
 }
 
 /// Writes the tower as `dir/vision.onnx` (weights in `dir/vision.onnx.data`).

@@ -13,17 +13,8 @@ fn main() {
         .collect();
     let mut out = std::io::BufWriter::new(std::io::stdout());
     if raw {
-        for (k, line) in lines.iter().enumerate() {
-            let following = (k + 1 < lines.len()).then(|| {
-                lines[k + 1..]
-                    .iter()
-                    .take(2)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-            let t = mimic_metrics::ptb::ptb_tokens_before(line, following.as_deref()).join(" ");
-            writeln!(out, "{t}").expect("stdout");
+        for tokens in mimic_metrics::ptb::ptb_tokens_in_order(&lines) {
+            writeln!(out, "{}", tokens.join(" ")).expect("stdout");
         }
     } else {
         for t in mimic_metrics::ptb_tokenize(&lines) {

@@ -804,6 +804,15 @@ pub fn ptb_tokenize_line(caption: &str) -> String {
 /// pycocoevalcap's `PTBTokenizer().tokenize` over captions in the order it writes them (image
 /// by image, caption by caption): each caption is tokenized with the next one as lookahead.
 pub fn ptb_tokenize<S: AsRef<str>>(captions: &[S]) -> Vec<String> {
+    ptb_tokens_in_order(captions)
+        .into_iter()
+        .map(filtered)
+        .collect()
+}
+
+/// The tokenizer's tokens of each caption, before pycocoevalcap's punctuation filter, the
+/// captions tokenized as one input in this order (each with the next ones as lookahead).
+pub fn ptb_tokens_in_order<S: AsRef<str>>(captions: &[S]) -> Vec<Vec<String>> {
     let lines: Vec<String> = captions.iter().map(|c| one_line(c.as_ref())).collect();
     (0..lines.len())
         .map(|k| {
@@ -816,7 +825,7 @@ pub fn ptb_tokenize<S: AsRef<str>>(captions: &[S]) -> Vec<String> {
                     .collect::<Vec<_>>()
                     .join("\n")
             });
-            filtered(ptb_tokens_before(&lines[k], following.as_deref()))
+            ptb_tokens_before(&lines[k], following.as_deref())
         })
         .collect()
 }

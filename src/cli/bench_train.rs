@@ -127,13 +127,10 @@ fn rust_rows(
     batch: Option<&PythonBatch>,
     round: usize,
 ) -> Result<Vec<Row>> {
+    use super::bench::median;
     use mimic_models::task::{Task, Template, DEFAULT_TEMPLATE};
     use mimic_trainer::shift::Method;
     use mimic_trainer::train::{TrainConfig, Trainer};
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     tch::set_num_threads(a.threads.resolved() as i32);
     let model = a.model.open()?;
     let tm = mimic_trainer::TorchModel::new(&model, tch::Device::Cpu)?;

@@ -120,3 +120,32 @@ pub fn succeeds<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Stri
     assert!(out.status.success(), "mimic {args:?} failed:\n{stderr}");
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// A vision fixture (`tests/fixtures/vision/<name>`, by scripts/make_vision_fixtures.py): the
+/// tower and transformers' reference tensors.
+pub fn vision_fixture(name: &str) -> (mimic_models::vision::SiglipVision, BTreeMap<String, Ref>) {
+    let dir = fixtures_dir().join("vision").join(name);
+    let tower = mimic_models::vision::SiglipVision::open(&dir).unwrap();
+    let reference = read_reference(&dir.join("reference.safetensors"));
+    (tower, reference)
+}
+
+/// Position ids (transformers 5.x bucketing) of a padded vision fixture's images, from its
+/// reference `patch_attention_mask` `[images, patches]`.
+pub fn fixture_position_ids(
+    tower: &mimic_models::vision::SiglipVision,
+    reference: &BTreeMap<String, Ref>,
+) -> Vec<i64> {
+    use mimic_models::vision::patches::{bucketed_position_ids, Bucketing};
+    let mask = &reference["patch_attention_mask"];
+    let side = tower.config.patches_per_side();
+    let real: Vec<bool> = mask.i64.iter().map(|&x| x != 0).collect();
+    bucketed_position_ids(
+        &real,
+        mask.shape[0],
+        side,
+        side,
+        side,
+        Bucketing::Transformers5,
+    )
+}

@@ -238,9 +238,24 @@ impl TorchModel {
     }
 }
 
-/// The name under which [`TorchModel`] keeps the stacked weights of several projections.
-fn fused_name(modules: &[&str]) -> String {
+/// The name under which [`TorchModel`] (and the vision tower) keeps the stacked weights of
+/// several projections.
+pub(crate) fn fused_name(modules: &[&str]) -> String {
     modules.join("+")
+}
+
+/// `[batch, seq, heads * dim] -> [batch, heads, seq, dim]`.
+pub(crate) fn split_heads(x: &Tensor, heads: usize, dim: usize) -> Tensor {
+    let (b, s) = (x.size()[0], x.size()[1]);
+    x.view([b, s, heads as i64, dim as i64]).transpose(1, 2)
+}
+
+/// `[batch, heads, seq, dim] -> [batch, seq, heads * dim]`.
+pub(crate) fn merge_heads(x: &Tensor, heads: usize, dim: usize) -> Tensor {
+    let (b, s) = (x.size()[0], x.size()[2]);
+    x.transpose(1, 2)
+        .contiguous()
+        .view([b, s, (heads * dim) as i64])
 }
 
 /// `0` where query `i` (cache index `past + i`) may see key `j`, a large negative number
@@ -359,15 +374,11 @@ impl Backend for TorchPass<'_, '_, '_> {
     }
 
     fn split_heads(&mut self, x: &Tensor, heads: usize, dim: usize) -> Tensor {
-        let (b, s) = (x.size()[0], x.size()[1]);
-        x.view([b, s, heads as i64, dim as i64]).transpose(1, 2)
+        split_heads(x, heads, dim)
     }
 
     fn merge_heads(&mut self, x: &Tensor, heads: usize, dim: usize) -> Tensor {
-        let (b, s) = (x.size()[0], x.size()[2]);
-        x.transpose(1, 2)
-            .contiguous()
-            .view([b, s, (heads * dim) as i64])
+        merge_heads(x, heads, dim)
     }
 
     fn rotary_tables(&mut self, inv_freq: &[f32], scaling: f32) -> (Tensor, Tensor) {

@@ -6,6 +6,7 @@ use mimic_models::vision::backend::{Activation, VisionAttentionSpec, VisionBacke
 use mimic_models::vision::siglip::{self, Features, SiglipVision, SiglipVisionConfig};
 use tch::{Device, Kind, Tensor};
 
+use crate::torch_backend::fused_name;
 use crate::{Result, TrainerError};
 
 /// A SigLIP vision tower's weights on a device, float32, in HF layout (under its prefix).
@@ -48,11 +49,6 @@ pub struct VisionOutput {
     pub hidden: Tensor,
     /// The hidden states the pass went through, by index, when `record` was set.
     pub hidden_states: Vec<Tensor>,
-}
-
-/// The name under which the stacked q/k/v weights of a layer are kept.
-fn fused_name(modules: &[&str]) -> String {
-    modules.join("+")
 }
 
 impl TorchVision {
@@ -259,15 +255,11 @@ impl VisionBackend for TorchVisionPass<'_> {
     }
 
     fn split_heads(&mut self, x: &Tensor, heads: usize, dim: usize) -> Tensor {
-        let (b, s) = (x.size()[0], x.size()[1]);
-        x.view([b, s, heads as i64, dim as i64]).transpose(1, 2)
+        crate::torch_backend::split_heads(x, heads, dim)
     }
 
     fn merge_heads(&mut self, x: &Tensor, heads: usize, dim: usize) -> Tensor {
-        let (b, s) = (x.size()[0], x.size()[2]);
-        x.transpose(1, 2)
-            .contiguous()
-            .view([b, s, (heads * dim) as i64])
+        crate::torch_backend::merge_heads(x, heads, dim)
     }
 
     fn attention(

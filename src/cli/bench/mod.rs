@@ -13,6 +13,10 @@ mod batch;
 mod harness;
 mod report;
 
+/// `bench-train`'s steps take their medians as the decode rates do.
+#[cfg(feature = "torch")]
+pub use harness::median;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
