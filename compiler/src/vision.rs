@@ -236,6 +236,10 @@ impl VisionBackend for OnnxVision<'_> {
         let approximate = match act {
             Activation::GeluTanh => "tanh",
             Activation::Gelu => "none",
+            Activation::Silu => {
+                let s = self.g.node("Sigmoid", &[x], vec![]);
+                return self.g.node("Mul", &[x, &s], vec![]);
+            }
         };
         self.g
             .node("Gelu", &[x], vec![attr_string("approximate", approximate)])
@@ -267,20 +271,36 @@ impl VisionBackend for OnnxVision<'_> {
         v: &String,
         spec: &VisionAttentionSpec,
     ) -> String {
+        let (k, v) = if spec.num_kv_heads == spec.num_heads {
+            (k.clone(), v.clone())
+        } else {
+            let group = (spec.num_heads / spec.num_kv_heads) as i64;
+            (
+                self.repeat_kv(k, group, spec.num_heads),
+                self.repeat_kv(v, group, spec.num_heads),
+            )
+        };
         let kt = self
             .g
-            .node("Transpose", &[k], vec![attr_ints("perm", &[0, 1, 3, 2])]);
+            .node("Transpose", &[&k], vec![attr_ints("perm", &[0, 1, 3, 2])]);
         let scores = self.g.node("MatMul", &[q, &kt], vec![]);
         let scale = self.g.scalar_f32(1.0 / (spec.head_dim as f32).sqrt());
         let mut scores = self.g.node("Mul", &[&scores, &scale], vec![]);
         if self.variable_size {
-            let mask = self.key_mask();
+            let mut mask = self.key_mask();
+            if spec.extra_keys > 0 {
+                // The perceiver's latents follow the patches as keys, always visible.
+                let pads = self
+                    .g
+                    .const_i64(&[0, 0, 0, 0, 0, 0, 0, spec.extra_keys as i64]);
+                mask = self.g.node("Pad", &[&mask, &pads], vec![]);
+            }
             scores = self.g.node("Add", &[&scores, &mask], vec![]);
         }
         let probs = self
             .g
             .node("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        self.g.node("MatMul", &[&probs, v], vec![])
+        self.g.node("MatMul", &[&probs, &v], vec![])
     }
 
     fn observe(&mut self, hidden_state: usize, x: String) -> String {
@@ -289,6 +309,79 @@ impl VisionBackend for OnnxVision<'_> {
             self.g.node_named("Identity", &[&x], &[&name], vec![]);
         }
         x
+    }
+
+    fn rms_norm(&mut self, x: &String, weight: &str, eps: f64) -> String {
+        let w = self.weight(weight);
+        self.g.node(
+            "RMSNormalization",
+            &[x, &w],
+            vec![
+                attr_int("axis", -1),
+                attr_float("epsilon", eps as f32),
+                attr_int("stash_type", 1),
+            ],
+        )
+    }
+
+    fn mul(&mut self, a: &String, b: &String) -> String {
+        self.g.node("Mul", &[a, b], vec![])
+    }
+
+    fn concat_seq(&mut self, a: &String, b: &String) -> String {
+        self.g.node("Concat", &[a, b], vec![attr_int("axis", 1)])
+    }
+
+    fn broadcast_param(&mut self, name: &str) -> String {
+        let w = self.weight(name);
+        let shape = &self
+            .weights
+            .get(name)
+            .expect("weights checked at load")
+            .shape;
+        let rows = self.g.const_i64(&[shape[0] as i64, shape[1] as i64]);
+        let n = self.g.node(
+            "Shape",
+            &[PIXEL_VALUES],
+            vec![attr_int("start", 0), attr_int("end", 1)],
+        );
+        let target = self
+            .g
+            .node("Concat", &[&n, &rows], vec![attr_int("axis", 0)]);
+        self.g.node("Expand", &[&w, &target], vec![])
+    }
+
+    fn reshape_rows(&mut self, x: &String, dims: &[usize]) -> String {
+        let mut shape = vec![0i64];
+        shape.extend(dims.iter().map(|&d| d as i64));
+        let shape = self.g.const_i64(&shape);
+        self.g.node("Reshape", &[x, &shape], vec![])
+    }
+
+    fn permute(&mut self, x: &String, perm: &[usize]) -> String {
+        let perm: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
+        self.g
+            .node("Transpose", &[x], vec![attr_ints("perm", &perm)])
+    }
+
+    fn skip_tokens(&mut self, x: &String, k: usize) -> String {
+        let starts = self.g.const_i64(&[k as i64]);
+        let ends = self.g.const_i64(&[i64::MAX]);
+        let axes = self.g.const_i64(&[1]);
+        self.g.node("Slice", &[x, &starts, &ends, &axes], vec![])
+    }
+}
+
+impl OnnxVision<'_> {
+    /// Key/value heads repeated for grouped queries: `[n, kv, s, d] -> [n, kv * group, s, d]`,
+    /// query head `h` reading KV head `h / group`.
+    fn repeat_kv(&mut self, x: &String, group: i64, heads: usize) -> String {
+        let axes = self.g.const_i64(&[2]);
+        let x = self.g.node("Unsqueeze", &[x, &axes], vec![]);
+        let reps = self.g.const_i64(&[1, 1, group, 1, 1]);
+        let x = self.g.node("Expand", &[&x, &reps], vec![]);
+        let shape = self.g.const_i64(&[0, heads as i64, -1, 0]);
+        self.g.node("Reshape", &[&x, &shape], vec![])
     }
 }
 

@@ -49,6 +49,13 @@ pub trait Backend {
     fn input_ids(&mut self) -> Self::Tensor;
     /// Rows of the embedding table `table` (`[vocab, hidden]`) for `ids`: `[batch, seq, hidden]`.
     fn embed(&mut self, ids: &Self::Tensor, table: &str) -> Self::Tensor;
+    /// The decoder's input embeddings `[batch, seq, hidden]`: the token embeddings, where a
+    /// vision-language model's backend puts its image tokens in place of the `<image>`
+    /// token's rows (or takes them whole as an input).
+    fn input_embeds(&mut self, table: &str) -> Self::Tensor {
+        let ids = self.input_ids();
+        self.embed(&ids, table)
+    }
     /// `x W^T + b` for the HF `nn.Linear` named `module` (weight `{module}.weight`, `[out, in]`).
     fn linear(&mut self, x: &Self::Tensor, module: &str, bias: bool) -> Self::Tensor;
     /// Several projections of the same input (q/k/v, gate/up): backends may fuse them into one

@@ -1,7 +1,7 @@
 //! The Llama-family decoder (Llama, Mistral, Qwen2), written once over [`Backend`].
 //!
 //! ```text
-//! h = embed(ids)
+//! h = embed(ids)          (image tokens in place of <image>'s, in a vision-language model)
 //! for each layer l:
 //!     x = rms_norm(h);  q, k, v = x Wq (+bq), x Wk (+bk), x Wv (+bv)
 //!     q, k = rotary(q), rotary(k);  a = attention(q, k, v) Wo
@@ -14,8 +14,7 @@ use crate::config::LlamaConfig;
 
 /// Runs the decoder over the backend's input ids and returns its logits.
 pub fn forward<B: Backend>(cfg: &LlamaConfig, b: &mut B) -> B::Tensor {
-    let ids = b.input_ids();
-    let mut h = b.embed(&ids, "model.embed_tokens.weight");
+    let mut h = b.input_embeds("model.embed_tokens.weight");
     let (cos, sin) = b.rotary_tables(&cfg.rope_inv_freq(), 1.0);
     for layer in 0..cfg.num_layers {
         h = decoder_layer(cfg, b, layer, h, &cos, &sin);

@@ -6,6 +6,7 @@ pub mod shift;
 pub mod stats;
 pub mod torch_backend;
 pub mod torch_vision;
+pub mod torch_vlm;
 pub mod train;
 
 // Tasks and the sampler need no libtorch: they live in the models crate.
@@ -14,6 +15,7 @@ pub use torch_backend::{
     AttentionShift, Forward, ForwardOutput, KvCache, SiteShift, TorchLm, TorchModel,
 };
 pub use torch_vision::{TorchVision, VisionForward, VisionOutput};
+pub use torch_vlm::TorchVlm;
 
 /// Errors of the trainer crate.
 #[derive(Debug, thiserror::Error)]

@@ -89,6 +89,16 @@ impl KvCache {
     }
 }
 
+/// Image tokens that take the place of the `<image>` token's embeddings (a vision-language
+/// model's prompt).
+#[derive(Clone, Copy)]
+pub struct ImageTokens<'a> {
+    pub token_id: i64,
+    /// `[n_images, tokens_per_image, hidden]` (or `[n_tokens, hidden]`), in prompt order: as
+    /// many rows in all as the pass's ids hold `token_id`s.
+    pub features: &'a Tensor,
+}
+
 /// One forward pass's inputs and options.
 pub struct Forward<'a> {
     /// `[b, s]` int64.
@@ -106,6 +116,8 @@ pub struct Forward<'a> {
     /// twice the speed where the CPU has bfloat16 dot products (AVX512-BF16, AMX) or on a GPU.
     /// Activations stay float32 between the layers, as under mixed-precision autocast.
     pub matmul: Kind,
+    /// A vision-language model's image tokens for this pass.
+    pub images: Option<ImageTokens<'a>>,
 }
 
 impl<'a> Forward<'a> {
@@ -118,6 +130,7 @@ impl<'a> Forward<'a> {
             record: &[],
             shifts: Shifts::default(),
             matmul: Kind::Float,
+            images: None,
         }
     }
 }
@@ -326,6 +339,19 @@ impl Backend for TorchPass<'_, '_, '_> {
         Tensor::embedding(self.model.param(table), ids, -1, false, false)
     }
 
+    fn input_embeds(&mut self, table: &str) -> Tensor {
+        let ids = self.ids.shallow_clone();
+        let h = self.embed(&ids, table);
+        match self.forward.images {
+            None => h,
+            Some(images) => {
+                let at = ids.eq(images.token_id).unsqueeze(-1);
+                let features = images.features.to_device(self.model.device);
+                h.masked_scatter(&at, &features)
+            }
+        }
+    }
+
     fn linear(&mut self, x: &Tensor, module: &str, bias: bool) -> Tensor {
         let y = self.matmul(x, module, bias);
         match self.forward.shifts.linear.and_then(|s| s.delta(module, x)) {
@@ -460,6 +486,9 @@ impl Backend for TorchPass<'_, '_, '_> {
 pub struct TorchLm<'m> {
     pub model: &'m TorchModel,
     pub shifts: Shifts<'m>,
+    /// A vision-language model's image tokens, for the prompt (the first `extend` after a
+    /// reset).
+    pub images: Option<ImageTokens<'m>>,
     cache: KvCache,
 }
 
@@ -472,6 +501,7 @@ impl<'m> TorchLm<'m> {
         TorchLm {
             model,
             shifts,
+            images: None,
             cache: KvCache::default(),
         }
     }
@@ -493,6 +523,9 @@ impl CausalLm for TorchLm<'_> {
         let mut f = Forward::new(&ids);
         f.logits_last = Some(1);
         f.shifts = self.shifts;
+        if self.cache.is_empty() {
+            f.images = self.images;
+        }
         let out = self.model.forward(&f, Some(&mut self.cache));
         let logits = out
             .logits

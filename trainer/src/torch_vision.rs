@@ -2,17 +2,25 @@
 //! a device, and one forward pass is a [`VisionBackend`] over `tch::Tensor`.
 use std::collections::HashMap;
 
-use mimic_models::vision::backend::{Activation, VisionAttentionSpec, VisionBackend};
+use std::collections::BTreeMap;
+
+use mimic_models::vision::backend::{
+    Activation, ConnectorSite, VisionAttentionSpec, VisionBackend,
+};
 use mimic_models::vision::siglip::{self, Features, SiglipVision, SiglipVisionConfig};
+use mimic_models::vlm::{connector, ImageEncoder, VlmConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::torch_backend::fused_name;
 use crate::{Result, TrainerError};
 
-/// A SigLIP vision tower's weights on a device, float32, in HF layout (under its prefix).
+/// A SigLIP vision tower's weights on a device, float32, in HF layout (under its prefix),
+/// and a vision-language model's connector when it is one's image encoder.
 pub struct TorchVision {
     pub config: SiglipVisionConfig,
     pub prefix: String,
+    /// The model's config and the connector's tensor prefix.
+    connector: Option<(VlmConfig, String)>,
     params: HashMap<String, Tensor>,
     pub device: Device,
 }
@@ -45,19 +53,43 @@ impl<'a> VisionForward<'a> {
 }
 
 pub struct VisionOutput {
-    /// `[n_images, n_patches, hidden]`.
+    /// `[n_images, n_patches, hidden]` from the tower; from [`TorchVision::encode`], the
+    /// image tokens `[n_images, tokens_per_image, text_hidden]`.
     pub hidden: Tensor,
     /// The hidden states the pass went through, by index, when `record` was set.
     pub hidden_states: Vec<Tensor>,
+    /// The connector's intermediate results, when `record` was set.
+    pub connector: BTreeMap<ConnectorSite, Tensor>,
 }
 
 impl TorchVision {
     /// Copies a loaded tower's tensors onto `device`, each layer's q/k/v weights and biases
     /// stacked into one matrix (the single ones are views of it).
     pub fn new(tower: &SiglipVision, device: Device) -> Result<Self> {
+        Self::with_tensors(tower, None, device)
+    }
+
+    /// A vision-language model's image encoder: the tower and the connector.
+    pub fn encoder(encoder: &ImageEncoder, device: Device) -> Result<Self> {
+        Self::with_tensors(
+            &encoder.tower,
+            Some((encoder.config.clone(), encoder.connector_prefix.clone())),
+            device,
+        )
+    }
+
+    fn with_tensors(
+        tower: &SiglipVision,
+        connector: Option<(VlmConfig, String)>,
+        device: Device,
+    ) -> Result<Self> {
         let cfg = &tower.config;
         let mut params = HashMap::new();
-        for (name, _) in cfg.expected_tensors(&tower.prefix) {
+        let mut names = cfg.expected_tensors(&tower.prefix);
+        if let Some((vlm, prefix)) = &connector {
+            names.extend(vlm.connector_tensors(prefix));
+        }
+        for (name, _) in names {
             let t = tower.weights.get(&name)?;
             let shape: Vec<i64> = t.shape.iter().map(|&x| x as i64).collect();
             let tensor = Tensor::f_from_slice(&t.data)?
@@ -87,6 +119,7 @@ impl TorchVision {
         Ok(TorchVision {
             config: cfg.clone(),
             prefix: tower.prefix.clone(),
+            connector,
             params,
             device,
         })
@@ -101,6 +134,26 @@ impl TorchVision {
 
     /// Runs the tower; errors on inputs whose shapes do not fit the config.
     pub fn forward(&self, f: &VisionForward) -> Result<VisionOutput> {
+        let mut pass = self.pass(f)?;
+        let hidden = siglip::forward(&self.config, &self.prefix, f.features, &mut pass);
+        Ok(pass.output(hidden))
+    }
+
+    /// Runs the tower and the connector (`f.features` is the model's own): the image tokens
+    /// `[n_images, tokens_per_image, text_hidden]`. Errors on a bare tower.
+    pub fn encode(&self, f: &VisionForward) -> Result<VisionOutput> {
+        let Some((vlm, prefix)) = &self.connector else {
+            return Err(TrainerError::Other(
+                "this vision tower has no connector (not a vision-language model's)".into(),
+            ));
+        };
+        let mut pass = self.pass(f)?;
+        let hidden = connector::image_features(vlm, &self.prefix, prefix, &mut pass);
+        Ok(pass.output(hidden))
+    }
+
+    /// A pass over checked inputs.
+    fn pass(&self, f: &VisionForward) -> Result<TorchVisionPass<'_>> {
         let cfg = &self.config;
         let size = f.pixel_values.size();
         let bad = |msg: String| Err(TrainerError::Other(format!("vision input: {msg}")));
@@ -166,18 +219,14 @@ impl TorchVision {
             }
             None => None,
         };
-        let mut pass = TorchVisionPass {
+        Ok(TorchVisionPass {
             model: self,
             pixels: f.pixel_values.to_kind(Kind::Float).to_device(self.device),
             position_ids,
             mask,
             record: f.record,
             hidden_states: Vec::new(),
-        };
-        let hidden = siglip::forward(cfg, &self.prefix, f.features, &mut pass);
-        Ok(VisionOutput {
-            hidden,
-            hidden_states: pass.hidden_states,
+            connector: BTreeMap::new(),
         })
     }
 }
@@ -190,6 +239,17 @@ struct TorchVisionPass<'m> {
     mask: Option<Tensor>,
     record: bool,
     hidden_states: Vec<Tensor>,
+    connector: BTreeMap<ConnectorSite, Tensor>,
+}
+
+impl TorchVisionPass<'_> {
+    fn output(self, hidden: Tensor) -> VisionOutput {
+        VisionOutput {
+            hidden,
+            hidden_states: self.hidden_states,
+            connector: self.connector,
+        }
+    }
 }
 
 impl VisionBackend for TorchVisionPass<'_> {
@@ -247,6 +307,7 @@ impl VisionBackend for TorchVisionPass<'_> {
         match act {
             Activation::GeluTanh => x.gelu("tanh"),
             Activation::Gelu => x.gelu("none"),
+            Activation::Silu => x.silu(),
         }
     }
 
@@ -270,13 +331,65 @@ impl VisionBackend for TorchVisionPass<'_> {
         spec: &VisionAttentionSpec,
     ) -> Tensor {
         let scale = 1.0 / (spec.head_dim as f64).sqrt();
-        Tensor::scaled_dot_product_attention(q, k, v, self.mask.as_ref(), 0.0, false, scale, false)
+        // The perceiver's latents follow the patches as keys, always visible.
+        let mask = self.mask.as_ref().map(|m| {
+            if spec.extra_keys == 0 {
+                return m.shallow_clone();
+            }
+            let n = m.size()[0];
+            let zeros = Tensor::zeros([n, 1, 1, spec.extra_keys as i64], (Kind::Float, m.device()));
+            Tensor::cat(&[m, &zeros], -1)
+        });
+        let gqa = spec.num_heads != spec.num_kv_heads;
+        Tensor::scaled_dot_product_attention(q, k, v, mask.as_ref(), 0.0, false, scale, gqa)
     }
 
     fn observe(&mut self, hidden_state: usize, x: Tensor) -> Tensor {
         if self.record {
             debug_assert_eq!(self.hidden_states.len(), hidden_state);
             self.hidden_states.push(x.shallow_clone());
+        }
+        x
+    }
+
+    fn rms_norm(&mut self, x: &Tensor, weight: &str, eps: f64) -> Tensor {
+        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        x * (var + eps).rsqrt() * self.model.param(weight)
+    }
+
+    fn mul(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        a * b
+    }
+
+    fn concat_seq(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
+        Tensor::cat(&[a, b], 1)
+    }
+
+    fn broadcast_param(&mut self, name: &str) -> Tensor {
+        let n = self.pixels.size()[0];
+        let p = self.model.param(name);
+        p.unsqueeze(0).expand([n, p.size()[0], p.size()[1]], false)
+    }
+
+    fn reshape_rows(&mut self, x: &Tensor, dims: &[usize]) -> Tensor {
+        let mut shape = vec![x.size()[0]];
+        shape.extend(dims.iter().map(|&d| d as i64));
+        x.reshape(&shape)
+    }
+
+    fn permute(&mut self, x: &Tensor, perm: &[usize]) -> Tensor {
+        let perm: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
+        x.permute(&perm)
+    }
+
+    fn skip_tokens(&mut self, x: &Tensor, k: usize) -> Tensor {
+        let s = x.size()[1];
+        x.narrow(1, k as i64, s - k as i64)
+    }
+
+    fn observe_connector(&mut self, site: ConnectorSite, x: Tensor) -> Tensor {
+        if self.record {
+            self.connector.insert(site, x.shallow_clone());
         }
         x
     }

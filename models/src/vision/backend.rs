@@ -14,6 +14,8 @@ pub enum Activation {
     GeluTanh,
     /// `0.5 x (1 + erf(x / sqrt(2)))`: `gelu`.
     Gelu,
+    /// `x * sigmoid(x)`: `silu` (the SwiGLU MLPs of Idefics2's connector).
+    Silu,
 }
 
 impl Activation {
@@ -22,17 +24,38 @@ impl Activation {
         match name {
             "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Some(Activation::GeluTanh),
             "gelu" => Some(Activation::Gelu),
+            "silu" | "swish" => Some(Activation::Silu),
             _ => None,
         }
     }
 }
 
-/// Shape facts of one encoder layer's self-attention.
+/// Shape facts of one bidirectional attention: an encoder layer's self-attention, or a
+/// perceiver layer's attention of latents over image patches and latents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VisionAttentionSpec {
     pub layer: usize,
     pub num_heads: usize,
+    /// Query head `h` reads key/value head `h / (num_heads / num_kv_heads)`.
+    pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Keys after the image's patches that every query sees (the perceiver's latents); 0 for
+    /// the encoder, whose keys are the patches alone.
+    pub extra_keys: usize,
+}
+
+/// Where a connector's intermediate results can be observed (parity checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConnectorSite {
+    /// Idefics2's modality projection (SwiGLU, vision width to text width).
+    ModalityProjection,
+    /// The latents after perceiver layer `i`.
+    PerceiverLayer(usize),
+    /// Idefics3's pixel shuffle, before the projection.
+    PixelShuffle,
+    /// The tower's output as the connector receives it (`last_hidden_state`, or LLaVA's
+    /// selected layer and tokens).
+    Features,
 }
 
 /// Tensor operations over image batches `[n_images, ..]`. Infallible: a backend checks its
@@ -80,4 +103,24 @@ pub trait VisionBackend {
     /// Called with each hidden state in transformers' `hidden_states` numbering (0: the
     /// embeddings, `l + 1`: encoder layer `l`'s output); returns it, recorded or changed.
     fn observe(&mut self, hidden_state: usize, x: Self::Tensor) -> Self::Tensor;
+
+    // Connector operations.
+
+    /// `x / sqrt(mean(x^2) + eps) * weight` over the last axis (in float32).
+    fn rms_norm(&mut self, x: &Self::Tensor, weight: &str, eps: f64) -> Self::Tensor;
+    fn mul(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    /// `[n, s1, d]` and `[n, s2, d]` -> `[n, s1 + s2, d]`.
+    fn concat_seq(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    /// The parameter `name` (`[rows, d]`) repeated for each image: `[n, rows, d]`.
+    fn broadcast_param(&mut self, name: &str) -> Self::Tensor;
+    /// `[n, ..] -> [n, dims..]` (row-major, as torch `view`).
+    fn reshape_rows(&mut self, x: &Self::Tensor, dims: &[usize]) -> Self::Tensor;
+    /// Axes reordered (`perm[i]` is the input axis of output axis `i`; axis 0 stays first).
+    fn permute(&mut self, x: &Self::Tensor, perm: &[usize]) -> Self::Tensor;
+    /// `[n, s, d] -> [n, s - k, d]`: the first `k` tokens dropped.
+    fn skip_tokens(&mut self, x: &Self::Tensor, k: usize) -> Self::Tensor;
+    /// Called with a connector's intermediate results; returns them, recorded or changed.
+    fn observe_connector(&mut self, _site: ConnectorSite, x: Self::Tensor) -> Self::Tensor {
+        x
+    }
 }

@@ -8,7 +8,7 @@ pub mod backend;
 pub mod patches;
 pub mod siglip;
 
-pub use backend::{Activation, VisionAttentionSpec, VisionBackend};
+pub use backend::{Activation, ConnectorSite, VisionAttentionSpec, VisionBackend};
 pub use siglip::{Features, SiglipVision, SiglipVisionConfig};
 
 /// The inputs and outputs of a compiled vision tower (`compiler/src/vision.rs`).

@@ -169,13 +169,15 @@ impl SiglipVisionConfig {
 }
 
 /// Where the tower's tensors live in the checkpoints this project reads: a standalone
-/// `SiglipVisionModel`, Idefics2/3, LLaVA on disk (transformers 4.x names, which 5.x also
-/// writes), and LLaVA as transformers 5.x names it in memory.
-pub const KNOWN_PREFIXES: [&str; 5] = [
+/// `SiglipVisionModel`, Idefics2/3, LLaVA on the hub (`vision_tower.vision_model.`), LLaVA
+/// as transformers 5.x saves it (`vision_tower.`) and names it in memory.
+pub const KNOWN_PREFIXES: [&str; 7] = [
     "vision_model.",
     "model.vision_model.",
     "vision_tower.vision_model.",
     "model.vision_tower.vision_model.",
+    "vision_tower.",
+    "model.vision_tower.",
     "",
 ];
 
@@ -290,7 +292,9 @@ fn encoder_layer<B: VisionBackend>(
     let spec = VisionAttentionSpec {
         layer,
         num_heads: nh,
+        num_kv_heads: nh,
         head_dim: d,
+        extra_keys: 0,
     };
     let a = b.attention(&q, &k, &v, &spec);
     let a = b.merge_heads(&a, nh, d);

@@ -1,0 +1,70 @@
+//! A vision-language model on libtorch: the image encoder ([`TorchVision`] with its connector)
+//! and the language model ([`TorchModel`]), whose prefill takes the image tokens in place of
+//! the `<image>` embeddings ([`ImageTokens`]).
+use mimic_models::vlm::inputs::EncoderInputs;
+use mimic_models::vlm::{VisionLanguageModel, VlmConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::torch_backend::{ImageTokens, TorchModel};
+use crate::torch_vision::{TorchVision, VisionForward, VisionOutput};
+use crate::{Result, TrainerError};
+
+/// A vision-language model's weights on a device, float32.
+pub struct TorchVlm {
+    pub config: VlmConfig,
+    pub decoder: TorchModel,
+    pub encoder: TorchVision,
+}
+
+impl TorchVlm {
+    pub fn new(model: &VisionLanguageModel, device: Device) -> Result<Self> {
+        Ok(TorchVlm {
+            config: model.config.clone(),
+            decoder: TorchModel::new(&model.decoder, device)?,
+            encoder: TorchVision::encoder(&model.encoder, device)?,
+        })
+    }
+
+    /// The image tokens of `inputs`' images, `[n_images, tokens_per_image, text_hidden]`, with
+    /// the tower's hidden states and the connector's steps when `record` is set.
+    pub fn encode_images(&self, inputs: &EncoderInputs, record: bool) -> Result<VisionOutput> {
+        let shape: Vec<i64> = inputs
+            .pixel_values
+            .shape
+            .iter()
+            .map(|&x| x as i64)
+            .collect();
+        let pixels = Tensor::f_from_slice(&inputs.pixel_values.data)?.f_reshape(&shape)?;
+        let rows = |v: &Vec<i64>| -> Result<Tensor> {
+            let n = shape[0];
+            Ok(Tensor::f_from_slice(v)?.f_reshape([n, v.len() as i64 / n.max(1)])?)
+        };
+        let position_ids = inputs.position_ids.as_ref().map(rows).transpose()?;
+        let patch_mask = inputs.patch_mask.as_ref().map(rows).transpose()?;
+        let mut f = VisionForward::new(&pixels);
+        f.position_ids = position_ids.as_ref();
+        f.patch_mask = patch_mask.as_ref();
+        f.features = self.config.features();
+        f.record = record;
+        self.encoder.encode(&f)
+    }
+
+    /// The [`ImageTokens`] of a prefill over `ids` (`[batch, seq]`) with these image tokens,
+    /// after checking that the prompts hold one `<image>` run per image: an error says how
+    /// many placeholders and images there are.
+    pub fn image_tokens<'a>(&self, ids: &Tensor, features: &'a Tensor) -> Result<ImageTokens<'a>> {
+        let token_id = self.config.image_token_id as i64;
+        let placeholders = i64::try_from(ids.eq(token_id).sum(Kind::Int64))?;
+        let per_image = self.config.tokens_per_image() as i64;
+        let images = features.size()[0];
+        let rows = features.numel() as i64 / self.config.text.hidden_size as i64;
+        if placeholders != rows {
+            return Err(TrainerError::Other(format!(
+                "the prompts hold {placeholders} image tokens ({} images' worth at {per_image} \
+                 per image) but {images} images were given",
+                placeholders as f64 / per_image as f64
+            )));
+        }
+        Ok(ImageTokens { token_id, features })
+    }
+}
