@@ -17,6 +17,7 @@ pub mod rng;
 pub mod task;
 pub mod tokenizer;
 pub mod vision;
+pub mod vlm_prompt;
 pub mod weights;
 
 pub use config::{Architecture, LlamaConfig};
