@@ -12,6 +12,7 @@
 pub mod config;
 pub mod connector;
 pub mod inputs;
+pub mod prompt;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
