@@ -525,7 +525,7 @@ mod tests {
     #[test]
     fn unsupported_keys_are_errors_naming_them() {
         let e = parse(
-            r#""model_type": "llava", "vision_feature_layer": [-2, -5]"#,
+            r#""model_type": "llava", "image_token_index": 9, "vision_feature_layer": [-2, -5]"#,
             "qwen2",
         )
         .unwrap_err()
@@ -535,15 +535,19 @@ mod tests {
             "{e}"
         );
         let e = parse(
-            r#""model_type": "llava", "vision_feature_select_strategy": "cls""#,
+            r#""model_type": "llava", "image_token_index": 9,
+               "vision_feature_select_strategy": "cls""#,
             "qwen2",
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("vision_feature_select_strategy"), "{e}");
-        let e = parse(r#""model_type": "idefics3", "scale_factor": 3"#, "llama")
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            r#""model_type": "idefics3", "image_token_id": 7, "scale_factor": 3"#,
+            "llama",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("scale_factor 3"), "{e}");
         let e = parse(
             r#""model_type": "idefics2", "image_token_id": 500"#,
