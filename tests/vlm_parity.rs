@@ -8,17 +8,11 @@
 #![cfg(feature = "torch")]
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 use mimic_models::backend::Site;
 use mimic_models::generate::greedy;
-use mimic_models::image::processor::{PixelMask, ProcessedImages};
-use mimic_models::vision::patches::Bucketing;
 use mimic_models::vision::ConnectorSite;
-use mimic_models::vlm::inputs::encoder_inputs;
 use mimic_models::vlm::{VisionLanguageModel, VlmArchitecture};
-use mimic_models::HostTensor;
 use mimic_trainer::torch_backend::{Forward, TorchLm};
 use mimic_trainer::TorchVlm;
 use tch::{Device, Kind, Tensor};
@@ -43,34 +37,17 @@ fn check(name: &str, what: &str, got: &Tensor, want: &Ref) -> f32 {
     err
 }
 
-/// The fixture's processor output, as the image processor would have produced it.
-fn processed(reference: &BTreeMap<String, Ref>) -> ProcessedImages {
-    let px = &reference["pixel_values"];
-    ProcessedImages {
-        pixel_values: HostTensor::new(px.shape.clone(), px.f32.clone()),
-        pixel_attention_mask: reference.get("pixel_attention_mask").map(|m| PixelMask {
-            shape: m.shape.clone(),
-            data: m.i64.iter().map(|&x| x as u8).collect(),
-        }),
-    }
-}
-
 fn parity(name: &str, arch: VlmArchitecture) {
     let _guard = tch::no_grad_guard();
-    let dir = fixtures_dir().join("vlm").join(name);
-    assert!(VisionLanguageModel::is_vlm_dir(&dir));
-    let model = VisionLanguageModel::open(&dir).unwrap();
+    assert!(VisionLanguageModel::is_vlm_dir(
+        &fixtures_dir().join("vlm").join(name)
+    ));
+    let (model, reference) = vlm_fixture(name);
     assert_eq!(model.config.architecture, arch);
-    let reference = read_reference(&dir.join("reference.safetensors"));
     let vlm = TorchVlm::new(&model, Device::Cpu).unwrap();
 
     // Host-side inputs: the padding image dropped, patch masks and bucketed ids exact.
-    let inputs = encoder_inputs(
-        &model.config,
-        &processed(&reference),
-        Bucketing::Transformers5,
-    )
-    .unwrap();
+    let inputs = vlm_encoder_inputs(&model, &reference);
     if let Some(want) = reference.get("vision.patch_attention_mask") {
         assert_eq!(
             inputs.patch_mask.as_ref().unwrap(),
@@ -150,29 +127,10 @@ fn parity(name: &str, arch: VlmArchitecture) {
     f.record = &[Site::LayerOutput];
     f.images = Some(images);
     let fwd = vlm.decoder.forward(&f, None);
-    let (b, s) = (ids.size()[0], ids.size()[1]);
-    let valid = valid_positions(&reference["attention_mask"].i64, b as usize);
-    let at_valid = |t: &Tensor| -> Vec<f32> {
-        let width = t.size()[2];
-        let v = to_vec(t);
-        valid
-            .iter()
-            .flat_map(|&(r, p)| {
-                let start = (r * s as usize + p) * width as usize;
-                v[start..start + width as usize].to_vec()
-            })
-            .collect()
-    };
-    let at_valid_ref = |r: &Ref| -> Vec<f32> {
-        let width = r.shape[2];
-        valid
-            .iter()
-            .flat_map(|&(row, p)| {
-                let start = (row * s as usize + p) * width;
-                r.f32[start..start + width].to_vec()
-            })
-            .collect()
-    };
+    let (b, s) = (ids.size()[0] as usize, ids.size()[1]);
+    let mask_ref = &reference["attention_mask"].i64;
+    let at_valid = |t: &Tensor| rows_at_valid(&to_vec(t), mask_ref, b, t.size()[2] as usize);
+    let at_valid_ref = |r: &Ref| rows_at_valid(&r.f32, mask_ref, b, r.shape[2]);
     for l in 0..model.config.text.num_layers {
         let key = format!("decoder.hidden_states.{l}");
         let err = rel_err(
@@ -222,16 +180,9 @@ fn llava_matches_transformers() {
 #[test]
 fn image_token_count_must_match_the_images() {
     let _guard = tch::no_grad_guard();
-    let dir = fixtures_dir().join("vlm").join("idefics3");
-    let model = VisionLanguageModel::open(&dir).unwrap();
-    let reference = read_reference(&dir.join("reference.safetensors"));
+    let (model, reference) = vlm_fixture("idefics3");
     let vlm = TorchVlm::new(&model, Device::Cpu).unwrap();
-    let inputs = encoder_inputs(
-        &model.config,
-        &processed(&reference),
-        Bucketing::Transformers5,
-    )
-    .unwrap();
+    let inputs = vlm_encoder_inputs(&model, &reference);
     let out = vlm.encode_images(&inputs, false).unwrap();
     let ids = tensor_i64(&reference["input_ids"]);
     // Row 0 holds two images' tokens: one image is too few, all three too many.

@@ -30,6 +30,9 @@ pub struct CompileOptions {
     pub last_only: bool,
     /// Graph passes run on the emitted graph, in order.
     pub passes: Vec<Pass>,
+    /// The decoder takes `inputs_embeds` instead of `input_ids` (a vision-language model's,
+    /// set by [`crate::vlm::compile_vlm`]).
+    pub embeds_input: bool,
 }
 
 /// The passes run unless asked otherwise: attention fusion is left out, because `--attention`
@@ -43,6 +46,7 @@ impl Default for CompileOptions {
             dtype: Dtype::Fp32,
             last_only: true,
             passes: DEFAULT_PASSES.to_vec(),
+            embeds_input: false,
         }
     }
 }
@@ -114,6 +118,7 @@ pub fn emit_model(
         opts.last_only,
         heads,
         fp16,
+        opts.embeds_input,
     )?;
     llama::forward(&model.config, &mut backend);
     if let Some(e) = backend.take_error() {
@@ -178,6 +183,15 @@ pub fn compile_model(
     out: &Path,
 ) -> Result<Contract> {
     check_heads(&heads)?;
+    write_folder_atomically(out, |dir| write_folder(model, heads, opts, dir))
+}
+
+/// Runs `write` on a temporary folder beside `out` and renames it into place (replacing
+/// `out`) when it succeeds; removes it when it fails.
+pub(crate) fn write_folder_atomically<T>(
+    out: &Path,
+    write: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -189,9 +203,8 @@ pub fn compile_model(
         .to_string_lossy()
         .to_string();
     let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = write_folder(model, heads, opts, &tmp);
-    let contract = match result {
-        Ok(c) => c,
+    let value = match write(&tmp) {
+        Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
@@ -205,10 +218,17 @@ pub fn compile_model(
     } else {
         std::fs::rename(&tmp, out).map_err(|e| CompileError::io(out, e))?;
     }
-    Ok(contract)
+    Ok(value)
 }
 
-fn write_folder(
+/// Writes `mimic.json`.
+pub(crate) fn write_contract(path: &Path, contract: &Contract) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(contract).map_err(|e| CompileError::Other(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| CompileError::io(path, e))
+}
+
+pub(crate) fn write_folder(
     model: &Model,
     heads: HeadsSource,
     opts: &CompileOptions,
@@ -278,11 +298,9 @@ fn write_folder(
             .map(|p| p.name().to_string())
             .collect(),
         dtype: opts.effective_dtype(),
+        vision: None,
     };
-    let path = dir.join(CONTRACT_FILE);
-    let text =
-        serde_json::to_string_pretty(&contract).map_err(|e| CompileError::Other(e.to_string()))?;
-    std::fs::write(&path, text).map_err(|e| CompileError::io(&path, e))?;
+    write_contract(&dir.join(CONTRACT_FILE), &contract)?;
     Ok(contract)
 }
 

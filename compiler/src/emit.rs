@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use mimic_models::backend::{AttentionSpec, Backend, Site};
 use mimic_models::contract::{
-    past_key, past_value, present_key, present_value, AttentionImpl, ATTENTION_MASK, INPUT_IDS,
-    LOGITS, POSITION_IDS,
+    past_key, past_value, present_key, present_value, AttentionImpl, ATTENTION_MASK, INPUTS_EMBEDS,
+    INPUT_IDS, LOGITS, POSITION_IDS,
 };
 use mimic_models::{HostTensor, LlamaConfig, Method, Weights};
 
@@ -131,6 +131,9 @@ pub struct OnnxBackend<'w> {
     /// additive MimIC divisor is clamped, see [`mimic_models::heads::keep_floor`], and the
     /// slots score their bias through the keys, see [`mimic_models::heads::bias_in_key`]).
     pub fp16_guards: bool,
+    /// The graph takes `inputs_embeds` instead of `input_ids` (a vision-language model's
+    /// decoder).
+    pub(crate) embeds_input: bool,
 }
 
 impl<'w> OnnxBackend<'w> {
@@ -142,6 +145,7 @@ impl<'w> OnnxBackend<'w> {
         last_only: bool,
         heads: HeadsSource<'w>,
         fp16_guards: bool,
+        embeds_input: bool,
     ) -> crate::Result<Self> {
         let merged = match heads {
             HeadsSource::Folded(h) if h.method == Method::Lora => h.lora_merged(weights)?,
@@ -159,6 +163,7 @@ impl<'w> OnnxBackend<'w> {
             head_dim: cfg.head_dim,
             error: None,
             fp16_guards,
+            embeds_input,
         };
         b.declare_io(cfg);
         if let HeadsSource::Inputs(method) = heads {
@@ -170,11 +175,14 @@ impl<'w> OnnxBackend<'w> {
     fn declare_io(&mut self, cfg: &LlamaConfig) {
         use Dim::*;
         let g = &mut self.g;
-        g.inputs.push(value_info(
-            INPUT_IDS,
-            DataType::Int64,
-            &[Named("batch"), Named("seq")],
-        ));
+        g.inputs.push(match self.embeds_input {
+            false => value_info(INPUT_IDS, DataType::Int64, &[Named("batch"), Named("seq")]),
+            true => value_info(
+                INPUTS_EMBEDS,
+                DataType::Float,
+                &[Named("batch"), Named("seq"), Fixed(cfg.hidden_size as i64)],
+            ),
+        });
         g.inputs.push(value_info(
             ATTENTION_MASK,
             DataType::Int64,
@@ -219,6 +227,18 @@ impl<'w> OnnxBackend<'w> {
         for l in 0..cfg.num_layers {
             g.outputs.push(kv(&present_key(l), present, key_dim));
             g.outputs.push(kv(&present_value(l), present, value_dim));
+        }
+    }
+
+    /// `[batch, seq]` of this pass's new tokens, as a graph value.
+    pub(crate) fn token_shape(&mut self) -> String {
+        match self.embeds_input {
+            false => self.g.node("Shape", &[INPUT_IDS], vec![]),
+            true => self.g.node(
+                "Shape",
+                &[INPUTS_EMBEDS],
+                vec![attr_int("start", 0), attr_int("end", 2)],
+            ),
         }
     }
 
@@ -306,6 +326,17 @@ impl Backend for OnnxBackend<'_> {
 
     fn input_ids(&mut self) -> Value {
         Value::new(INPUT_IDS)
+    }
+
+    fn input_embeds(&mut self, table: &str) -> Value {
+        if !self.embeds_input {
+            let ids = self.input_ids();
+            return self.embed(&ids, table);
+        }
+        Value {
+            residual: true,
+            ..Value::new(INPUTS_EMBEDS)
+        }
     }
 
     fn embed(&mut self, ids: &Value, table: &str) -> Value {

@@ -4,7 +4,8 @@
 //! [`fold`] brings the other heads in (LIVE, LoRA, heads as graph inputs), [`graph`] builds
 //! protobuf graphs with weights as external data, [`check`] verifies the result before it
 //! is written, and [`compile`] writes the folder with its contract. [`vision`] emits the
-//! vision towers the same way.
+//! vision towers and image encoders the same way, and [`vlm`] a vision-language model's
+//! folder of three graphs.
 pub mod attention;
 pub mod check;
 pub mod compile;
@@ -13,6 +14,7 @@ pub mod fold;
 pub mod graph;
 pub mod passes;
 pub mod vision;
+pub mod vlm;
 
 /// The ONNX protobuf types, generated from the vendored `proto/onnx.proto`.
 #[allow(clippy::all, missing_docs)]
@@ -24,6 +26,7 @@ pub use compile::{compile_model, CompileOptions, DEFAULT_PASSES};
 pub use fold::HeadsSource;
 pub use mimic_models::contract::{AttentionImpl, Contract, Dtype};
 pub use passes::Pass;
+pub use vlm::compile_vlm;
 
 /// Errors of the compiler crate.
 #[derive(Debug, thiserror::Error)]

@@ -17,10 +17,11 @@ use std::path::Path;
 
 use mimic_models::vision::backend::{Activation, VisionAttentionSpec, VisionBackend};
 use mimic_models::vision::io::{
-    hidden_state_output, IMAGE_HIDDEN_STATES, PATCH_ATTENTION_MASK, PATCH_POSITION_IDS,
-    PIXEL_VALUES, VISION_DATA_FILE, VISION_MODEL_FILE,
+    hidden_state_output, IMAGE_FEATURES, IMAGE_HIDDEN_STATES, PATCH_ATTENTION_MASK,
+    PATCH_POSITION_IDS, PIXEL_VALUES, VISION_DATA_FILE, VISION_MODEL_FILE,
 };
 use mimic_models::vision::siglip::{self, Features, SiglipVision};
+use mimic_models::vlm::{connector, ImageEncoder, VlmArchitecture};
 use mimic_models::Weights;
 use prost::Message;
 
@@ -100,8 +101,6 @@ impl<'w> OnnxVision<'w> {
             Named("n_patches"),
             Fixed(cfg.hidden_size as i64),
         ];
-        b.g.outputs
-            .push(value_info(IMAGE_HIDDEN_STATES, DataType::Float, &hidden));
         if opts.hidden_states {
             let last = match opts.features {
                 Features::LastHiddenState => cfg.num_layers,
@@ -276,8 +275,8 @@ impl VisionBackend for OnnxVision<'_> {
         } else {
             let group = (spec.num_heads / spec.num_kv_heads) as i64;
             (
-                self.repeat_kv(k, group, spec.num_heads),
-                self.repeat_kv(v, group, spec.num_heads),
+                self.repeat_kv(k, group, spec),
+                self.repeat_kv(v, group, spec),
             )
         };
         let kt = self
@@ -375,12 +374,14 @@ impl VisionBackend for OnnxVision<'_> {
 impl OnnxVision<'_> {
     /// Key/value heads repeated for grouped queries: `[n, kv, s, d] -> [n, kv * group, s, d]`,
     /// query head `h` reading KV head `h / group`.
-    fn repeat_kv(&mut self, x: &String, group: i64, heads: usize) -> String {
+    fn repeat_kv(&mut self, x: &String, group: i64, spec: &VisionAttentionSpec) -> String {
         let axes = self.g.const_i64(&[2]);
         let x = self.g.node("Unsqueeze", &[x, &axes], vec![]);
         let reps = self.g.const_i64(&[1, 1, group, 1, 1]);
         let x = self.g.node("Expand", &[&x, &reps], vec![]);
-        let shape = self.g.const_i64(&[0, heads as i64, -1, 0]);
+        let shape = self
+            .g
+            .const_i64(&[0, spec.num_heads as i64, -1, spec.head_dim as i64]);
         self.g.node("Reshape", &[&x, &shape], vec![])
     }
 }
@@ -394,12 +395,57 @@ pub fn emit_vision(
     let g = GraphBuilder::new(data_path)?;
     let mut b = OnnxVision::new(g, tower, opts);
     let out = siglip::forward(&tower.config, &tower.prefix, opts.features, &mut b);
-    if let Some(e) = b.error.take() {
-        return Err(e);
+    let dims = [
+        Dim::Named("n_images"),
+        Dim::Named("n_patches"),
+        Dim::Fixed(tower.config.hidden_size as i64),
+    ];
+    b.finish(&out, IMAGE_HIDDEN_STATES, &dims)
+}
+
+/// A vision-language model's image encoder (tower and connector) as an ONNX model, output
+/// [`IMAGE_FEATURES`] `[n_images, tokens_per_image, text_hidden]`; Idefics2/3 encoders take
+/// padded batches (`variable_size`).
+pub fn emit_image_encoder(
+    encoder: &ImageEncoder,
+    hidden_states: bool,
+    data_path: Option<&Path>,
+) -> Result<ModelProto> {
+    let cfg = &encoder.config;
+    let opts = VisionCompileOptions {
+        features: cfg.features(),
+        variable_size: cfg.architecture != VlmArchitecture::Llava,
+        hidden_states,
+    };
+    let g = GraphBuilder::new(data_path)?;
+    let mut b = OnnxVision::new(g, &encoder.tower, &opts);
+    let out = connector::image_features(
+        cfg,
+        &encoder.tower.prefix,
+        &encoder.connector_prefix,
+        &mut b,
+    );
+    let dims = [
+        Dim::Named("n_images"),
+        Dim::Fixed(cfg.tokens_per_image() as i64),
+        Dim::Fixed(cfg.text.hidden_size as i64),
+    ];
+    b.finish(&out, IMAGE_FEATURES, &dims)
+}
+
+impl OnnxVision<'_> {
+    /// The graph's output `name` (`dims`) from the value `out`, and the checked model.
+    fn finish(mut self, out: &str, name: &str, dims: &[Dim]) -> Result<ModelProto> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.g
+            .outputs
+            .insert(0, value_info(name, DataType::Float, dims));
+        self.g.node_named("Identity", &[out], &[name], vec![]);
+        let graph = self.g.finish("mimic-vision")?;
+        crate::compile::finish_model(graph)
     }
-    b.g.node_named("Identity", &[&out], &[IMAGE_HIDDEN_STATES], vec![]);
-    let graph = b.g.finish("mimic-vision")?;
-    crate::compile::finish_model(graph)
 }
 
 /// Writes the tower as `dir/vision.onnx` (weights in `dir/vision.onnx.data`).

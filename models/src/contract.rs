@@ -17,6 +17,9 @@ pub const CONTRACT_VERSION: u32 = 2;
 // The graph interface (the layout Hugging Face exporters use), as the compiler emits it and
 // the runtime feeds it.
 pub const INPUT_IDS: &str = "input_ids";
+/// A vision-language model's decoder takes its input embeddings instead of token ids
+/// (`[batch, seq, hidden]` float32), made by the embedding graph ([`VisionContract`]).
+pub const INPUTS_EMBEDS: &str = "inputs_embeds";
 pub const ATTENTION_MASK: &str = "attention_mask";
 pub const POSITION_IDS: &str = "position_ids";
 pub const LOGITS: &str = "logits";
@@ -206,6 +209,30 @@ pub struct Contract {
     /// always float32). Absent in older contracts: fp32.
     #[serde(default)]
     pub dtype: Dtype,
+    /// A vision-language model's two other graphs; absent for a text model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision: Option<VisionContract>,
+}
+
+/// The three-graph split of a compiled vision-language model (the layout ONNX Runtime GenAI
+/// and optimum use): the image encoder (tower and connector), the token embeddings with the
+/// image tokens put in place of `<image>`'s, and the decoder (`model.onnx`) over
+/// `inputs_embeds`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VisionContract {
+    /// The whole model's configuration (architecture, tower, connector, image token).
+    pub config: crate::vlm::VlmConfig,
+    /// `pixel_values [n_images, 3, height, width]` (and for Idefics2/3 `patch_position_ids`,
+    /// `patch_attention_mask [n_images, n_patches]`) to `image_features [n_images,
+    /// tokens_per_image, hidden]`.
+    pub vision_model: String,
+    /// `input_ids [batch, seq]` and `image_features [n_image_tokens, hidden]` (image tokens in
+    /// prompt order; zero rows for a decode step) to `inputs_embeds [batch, seq, hidden]`.
+    pub embed_model: String,
+    /// The image processor's `preprocessor_config.json`, copied into the folder.
+    pub processor: Option<String>,
+    /// Image tokens per image.
+    pub tokens_per_image: usize,
 }
 
 /// The heads of a compiled model: folded into its weights, or graph inputs the runtime feeds

@@ -3,13 +3,17 @@ use std::path::{Path, PathBuf};
 
 use mimic_models::contract::{
     past_key, past_value, present_key, present_value, AttentionImpl, Contract, ATTENTION_MASK,
-    INPUT_IDS, LOGITS, MODEL_FILE, POSITION_IDS,
+    INPUTS_EMBEDS, INPUT_IDS, LOGITS, MODEL_FILE, POSITION_IDS,
 };
 use mimic_models::generate::CausalLm;
+use mimic_models::vision::io::IMAGE_FEATURES;
+use mimic_models::vlm::inputs::EncoderInputs;
+use mimic_models::HostTensor;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::{DynValue, Tensor};
 
 use crate::heads::HeadsBatch;
+use crate::vision::VisionModel;
 use crate::{Result, RuntimeError};
 
 /// Which ONNX Runtime execution provider runs the graph.
@@ -105,6 +109,17 @@ pub struct CompiledModel {
     heads: Option<HeadsBatch>,
     /// The cache slots of folded fused MimIC heads, per layer (keys, values).
     folded_slots: Vec<(Vec<f32>, Vec<f32>)>,
+    /// A vision-language model's image encoder and embedding graphs.
+    vision: Option<VisionGraphs>,
+}
+
+/// The two graphs beside a vision-language model's decoder, and the image tokens waiting for
+/// the next run.
+struct VisionGraphs {
+    encoder: VisionModel,
+    embed: Session,
+    /// `[n_image_tokens, hidden]`, for the next run's `<image>` tokens.
+    pending: Option<HostTensor>,
 }
 
 impl CompiledModel {
@@ -199,6 +214,20 @@ impl CompiledModel {
                 path: model_path.clone(),
                 msg: format!("ONNX Runtime cannot load it: {e}"),
             })?;
+        let vision = match &contract.vision {
+            None => None,
+            Some(v) => {
+                let cpu = SessionOptions {
+                    provider: ExecutionProvider::Cpu,
+                    ..opts.clone()
+                };
+                Some(VisionGraphs {
+                    encoder: VisionModel::load(dir, &cpu)?,
+                    embed: crate::vision::cpu_session(&dir.join(&v.embed_model), &cpu)?,
+                    pending: None,
+                })
+            }
+        };
         Ok(CompiledModel {
             dir: dir.to_path_buf(),
             contract,
@@ -206,7 +235,81 @@ impl CompiledModel {
             provider,
             heads: None,
             folded_slots,
+            vision,
         })
+    }
+
+    /// Whether this is a vision-language model (it takes images).
+    pub fn takes_images(&self) -> bool {
+        self.vision.is_some()
+    }
+
+    /// Runs the image encoder: the image tokens `[n_images, tokens_per_image, hidden]` of
+    /// `inputs`' images. An error on a text model.
+    pub fn encode_images(&mut self, inputs: &EncoderInputs) -> Result<HostTensor> {
+        let dir = self.dir.display().to_string();
+        let v = self.vision.as_mut().ok_or_else(|| {
+            RuntimeError::Other(format!("{dir} is a text model: it takes no images"))
+        })?;
+        let patches = match (&inputs.position_ids, &inputs.patch_mask) {
+            (Some(ids), Some(mask)) => Some((ids.as_slice(), mask.as_slice())),
+            _ => None,
+        };
+        Ok(v.encoder.run(&inputs.pixel_values, patches)?.hidden)
+    }
+
+    /// The image tokens (`[n_images, tokens_per_image, hidden]` or `[n_tokens, hidden]`) that
+    /// the next run puts in place of its `<image>` tokens, in order.
+    pub fn set_images(&mut self, features: HostTensor) -> Result<()> {
+        let dir = self.dir.display().to_string();
+        let v = self.vision.as_mut().ok_or_else(|| {
+            RuntimeError::Other(format!("{dir} is a text model: it takes no images"))
+        })?;
+        v.pending = Some(features);
+        Ok(())
+    }
+
+    /// `inputs_embeds` of a vision-language model's run: its embedding graph over `ids`
+    /// with the pending image tokens, whose count must match the `<image>` tokens.
+    fn input_embeds(&mut self, batch: usize, ids: &[i64]) -> Result<Option<DynValue>> {
+        let Some(v) = self.vision.as_mut() else {
+            return Ok(None);
+        };
+        let vc = self
+            .contract
+            .vision
+            .as_ref()
+            .expect("vision graphs imply a contract");
+        let hidden = vc.config.text.hidden_size;
+        let image_id = vc.config.image_token_id as i64;
+        let placeholders = ids.iter().filter(|&&t| t == image_id).count();
+        let features = v.pending.take();
+        let rows = features.as_ref().map_or(0, |f| f.data.len() / hidden);
+        if placeholders != rows {
+            let per_image = vc.tokens_per_image.max(1);
+            return Err(RuntimeError::Other(format!(
+                "the prompt holds {placeholders} image tokens ({} images' worth at {per_image}                  per image) but {} images were given",
+                placeholders as f64 / per_image as f64,
+                rows / per_image
+            )));
+        }
+        let data = features.map(|f| f.data).unwrap_or_default();
+        let seq = ids.len() / batch.max(1);
+        let inputs: Vec<(String, DynValue)> = vec![
+            (
+                INPUT_IDS.into(),
+                Tensor::from_array(([batch, seq], ids.to_vec()))?.into_dyn(),
+            ),
+            (
+                IMAGE_FEATURES.into(),
+                Tensor::from_array(([rows, hidden], data))?.into_dyn(),
+            ),
+        ];
+        let mut out = v.embed.run(inputs)?;
+        let embeds = out
+            .remove(INPUTS_EMBEDS)
+            .ok_or_else(|| RuntimeError::Other(format!("output {INPUTS_EMBEDS} missing")))?;
+        Ok(Some(embeds))
     }
 
     /// Whether the graph takes heads as inputs.
@@ -311,10 +414,13 @@ impl CompiledModel {
         }
         let n = self.contract.kv_cache.num_layers;
         let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * n);
-        inputs.push((
-            INPUT_IDS.into(),
-            Tensor::from_array(([batch, seq], ids.to_vec()))?.into_dyn(),
-        ));
+        match self.input_embeds(batch, ids)? {
+            Some(embeds) => inputs.push((INPUTS_EMBEDS.into(), embeds)),
+            None => inputs.push((
+                INPUT_IDS.into(),
+                Tensor::from_array(([batch, seq], ids.to_vec()))?.into_dyn(),
+            )),
+        }
         inputs.push((
             ATTENTION_MASK.into(),
             Tensor::from_array(([batch, total], mask.to_vec()))?.into_dyn(),

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use mimic_models::vision::io::{
-    hidden_state_output, IMAGE_HIDDEN_STATES, PATCH_ATTENTION_MASK, PATCH_POSITION_IDS,
-    PIXEL_VALUES, VISION_MODEL_FILE,
+    hidden_state_output, IMAGE_FEATURES, IMAGE_HIDDEN_STATES, PATCH_ATTENTION_MASK,
+    PATCH_POSITION_IDS, PIXEL_VALUES, VISION_MODEL_FILE,
 };
 use mimic_models::HostTensor;
 use ort::session::{builder::GraphOptimizationLevel, Session};
@@ -13,9 +13,34 @@ use ort::value::{DynValue, Tensor};
 use crate::session::{ExecutionProvider, SessionOptions};
 use crate::{Result, RuntimeError};
 
-/// A vision tower's session (CPU).
+/// A vision tower's or image encoder's session (CPU).
 pub struct VisionModel {
     session: Session,
+}
+
+/// A CPU session over the graph at `path`, sharing the process's thread pool where it can.
+pub(crate) fn cpu_session(path: &Path, opts: &SessionOptions) -> Result<Session> {
+    crate::init_onnxruntime()?;
+    if !path.is_file() {
+        return Err(RuntimeError::File {
+            path: path.to_path_buf(),
+            msg: "not found".into(),
+        });
+    }
+    let (env, shared_pool) = crate::environment::environment(opts.threads)?;
+    let mut builder =
+        Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+    if !shared_pool {
+        builder = builder
+            .with_independent_thread_pool()?
+            .with_intra_threads(opts.threads)?;
+    }
+    builder
+        .commit_from_file(path)
+        .map_err(|e| RuntimeError::File {
+            path: path.to_path_buf(),
+            msg: format!("ONNX Runtime cannot load it: {e}"),
+        })
 }
 
 /// One run's outputs.
@@ -37,33 +62,12 @@ fn host(value: &DynValue) -> Result<HostTensor> {
 impl VisionModel {
     /// Loads `dir/vision.onnx`.
     pub fn load(dir: &Path, opts: &SessionOptions) -> Result<Self> {
-        crate::init_onnxruntime()?;
         if opts.provider != ExecutionProvider::Cpu {
             return Err(RuntimeError::Other(
                 "vision towers run on the CPU provider only, for now".into(),
             ));
         }
-        let path = dir.join(VISION_MODEL_FILE);
-        if !path.is_file() {
-            return Err(RuntimeError::File {
-                path,
-                msg: "not found".into(),
-            });
-        }
-        let (env, shared_pool) = crate::environment::environment(opts.threads)?;
-        let mut builder =
-            Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
-        if !shared_pool {
-            builder = builder
-                .with_independent_thread_pool()?
-                .with_intra_threads(opts.threads)?;
-        }
-        let session = builder
-            .commit_from_file(&path)
-            .map_err(|e| RuntimeError::File {
-                path: path.clone(),
-                msg: format!("ONNX Runtime cannot load it: {e}"),
-            })?;
+        let session = cpu_session(&dir.join(VISION_MODEL_FILE), opts)?;
         Ok(VisionModel { session })
     }
 
@@ -91,9 +95,15 @@ impl VisionModel {
             ));
         }
         let mut outputs = self.session.run(inputs)?;
+        // A tower's hidden states, or an image encoder's image tokens.
         let hidden = outputs
             .remove(IMAGE_HIDDEN_STATES)
-            .ok_or_else(|| RuntimeError::Other(format!("output {IMAGE_HIDDEN_STATES} missing")))?;
+            .or_else(|| outputs.remove(IMAGE_FEATURES))
+            .ok_or_else(|| {
+                RuntimeError::Other(format!(
+                    "output {IMAGE_HIDDEN_STATES} or {IMAGE_FEATURES} missing"
+                ))
+            })?;
         let hidden = host(&hidden)?;
         let mut hidden_states = Vec::new();
         while let Some(v) = outputs.remove(hidden_state_output(hidden_states.len())) {

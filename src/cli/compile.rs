@@ -95,6 +95,7 @@ pub fn run(a: Args) -> Result<()> {
         dtype: a.dtype,
         last_only: !a.all_logits,
         passes,
+        embeds_input: false,
     };
     // The float16 pass named in --passes makes an fp16 graph as --dtype fp16 does.
     opts.attention = a

@@ -149,3 +149,49 @@ pub fn fixture_position_ids(
         Bucketing::Transformers5,
     )
 }
+
+/// A vision-language fixture (`tests/fixtures/vlm/<name>`, by scripts/make_vlm_fixtures.py):
+/// the model and transformers' reference tensors.
+pub fn vlm_fixture(
+    name: &str,
+) -> (
+    mimic_models::vlm::VisionLanguageModel,
+    BTreeMap<String, Ref>,
+) {
+    let dir = fixtures_dir().join("vlm").join(name);
+    let model = mimic_models::vlm::VisionLanguageModel::open(&dir).unwrap();
+    let reference = read_reference(&dir.join("reference.safetensors"));
+    (model, reference)
+}
+
+/// A vision-language fixture's image encoder inputs (transformers 5.x bucketing), from its
+/// processor output as the image processor would have produced it.
+pub fn vlm_encoder_inputs(
+    model: &mimic_models::vlm::VisionLanguageModel,
+    reference: &BTreeMap<String, Ref>,
+) -> mimic_models::vlm::inputs::EncoderInputs {
+    use mimic_models::image::processor::{PixelMask, ProcessedImages};
+    let px = &reference["pixel_values"];
+    let processed = ProcessedImages {
+        pixel_values: mimic_models::HostTensor::new(px.shape.clone(), px.f32.clone()),
+        pixel_attention_mask: reference.get("pixel_attention_mask").map(|m| PixelMask {
+            shape: m.shape.clone(),
+            data: m.i64.iter().map(|&x| x as u8).collect(),
+        }),
+    };
+    mimic_models::vlm::inputs::encoder_inputs(
+        &model.config,
+        &processed,
+        mimic_models::vision::patches::Bucketing::Transformers5,
+    )
+    .unwrap()
+}
+
+/// The rows `[batch, seq, width]` of `values` at the positions whose mask is 1, concatenated.
+pub fn rows_at_valid(values: &[f32], mask: &[i64], batch: usize, width: usize) -> Vec<f32> {
+    let seq = mask.len() / batch;
+    valid_positions(mask, batch)
+        .into_iter()
+        .flat_map(|(r, p)| values[(r * seq + p) * width..][..width].to_vec())
+        .collect()
+}

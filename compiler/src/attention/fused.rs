@@ -31,7 +31,7 @@
 //! model's: nothing is concatenated to, or padded in, the cache at each step.
 use mimic_models::backend::AttentionSpec;
 use mimic_models::contract::{
-    past_key, past_value, present_key, present_value, AttentionImpl, INPUT_IDS, MASK_MIN,
+    past_key, past_value, present_key, present_value, AttentionImpl, MASK_MIN,
 };
 use mimic_models::heads::bias_in_key;
 use mimic_models::Method;
@@ -154,9 +154,9 @@ fn slot_mask(b: &mut OnnxBackend, spec: &AttentionSpec) -> String {
     for head in 0..h {
         sel[head * g_size + head % g_size] = 0.0;
     }
+    let sel = b.g.const_f32(&[1, h as i64, 1, g_size as i64], &sel);
+    let ids = b.token_shape(); // [B, T]
     let g = &mut b.g;
-    let sel = g.const_f32(&[1, h as i64, 1, g_size as i64], &sel);
-    let ids = g.node("Shape", &[INPUT_IDS], vec![]); // [B, T]
     let mask_shape = g.node("Shape", &[&base], vec![]); // [B, 1, T, total]
     let (start, end) = (g.const_i64(&[3]), g.const_i64(&[4]));
     let total = g.node("Slice", &[&mask_shape, &start, &end], vec![]);

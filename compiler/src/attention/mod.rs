@@ -19,8 +19,7 @@ use std::collections::HashMap;
 
 use mimic_models::backend::AttentionSpec;
 use mimic_models::contract::{
-    past_key, past_value, present_key, present_value, AttentionImpl, ATTENTION_MASK, INPUT_IDS,
-    MASK_MIN,
+    past_key, past_value, present_key, present_value, AttentionImpl, ATTENTION_MASK, MASK_MIN,
 };
 use mimic_models::Method;
 
@@ -120,12 +119,13 @@ pub(crate) fn mask(b: &mut OnnxBackend, window: Window) -> String {
     if let Some(m) = b.masks.keys.get(&window) {
         return m.clone();
     }
+    let zero = b.g.scalar_i64(0);
+    let one = b.g.scalar_i64(1);
+    let shape_mask = b.g.node("Shape", &[ATTENTION_MASK], vec![]);
+    let total =
+        b.g.node("Gather", &[&shape_mask, &one], vec![attr_int("axis", 0)]);
+    let shape_ids = b.token_shape();
     let g = &mut b.g;
-    let zero = g.scalar_i64(0);
-    let one = g.scalar_i64(1);
-    let shape_mask = g.node("Shape", &[ATTENTION_MASK], vec![]);
-    let total = g.node("Gather", &[&shape_mask, &one], vec![attr_int("axis", 0)]);
-    let shape_ids = g.node("Shape", &[INPUT_IDS], vec![]);
     let seq = g.node("Gather", &[&shape_ids, &one], vec![attr_int("axis", 0)]);
     let past = g.node("Sub", &[&total, &seq], vec![]);
     let k_idx = g.node("Range", &[&zero, &total, &one], vec![]); // [S]

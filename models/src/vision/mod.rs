@@ -24,6 +24,15 @@ pub mod io {
     pub const PATCH_ATTENTION_MASK: &str = "patch_attention_mask";
     /// `[n_images, n_patches, hidden]` float32.
     pub const IMAGE_HIDDEN_STATES: &str = "image_hidden_states";
+    /// A vision-language model's image encoder (tower and connector): its output,
+    /// `[n_images, tokens_per_image, text_hidden]` float32; and the embedding graph's input,
+    /// `[n_image_tokens, text_hidden]`.
+    pub const IMAGE_FEATURES: &str = "image_features";
+    /// A vision-language model's embedding graph, and its weights.
+    pub const EMBED_MODEL_FILE: &str = "embed.onnx";
+    pub const EMBED_DATA_FILE: &str = "embed.onnx.data";
+    /// A processor's config copied into a compiled folder.
+    pub const PROCESSOR_FILE: &str = "preprocessor_config.json";
 
     /// The output holding `hidden_states[k]`, when the graph exposes them.
     pub fn hidden_state_output(k: usize) -> String {

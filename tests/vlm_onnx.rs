@@ -1,0 +1,138 @@
+//! Whole vision-language models compiled to their three graphs (image encoder, embeddings,
+//! decoder over `inputs_embeds`) and run by ONNX Runtime, against Hugging Face transformers
+//! on the tiny random models of tests/fixtures/vlm (no libtorch needed; tests/vlm_parity.rs
+//! checks the libtorch backend on the same references). For each attention form: the image
+//! tokens and the logits at every real position of a padded batch within 1e-4 relative
+//! (`max|a - b| / max|b|`, float32), and eight greedy tokens identical to transformers'.
+mod common;
+
+use common::*;
+use mimic_compiler::{compile_vlm, AttentionImpl, CompileOptions, HeadsSource};
+use mimic_models::contract::Contract;
+use mimic_models::generate::greedy;
+use mimic_models::HostTensor;
+use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
+
+const TOL: f32 = 1e-4;
+
+fn onnx_parity(name: &str) {
+    let (model, reference) = vlm_fixture(name);
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    let tmp = tempfile::tempdir().unwrap();
+    for attention in AttentionImpl::ALL.iter().copied() {
+        let dir = tmp.path().join(attention.name());
+        let opts = CompileOptions {
+            attention,
+            last_only: false,
+            ..Default::default()
+        };
+        let contract = compile_vlm(&model, HeadsSource::None, &opts, &dir).unwrap();
+        let vision = contract.vision.as_ref().expect("a vision contract");
+        assert_eq!(vision.tokens_per_image, model.config.tokens_per_image());
+        assert_eq!(Contract::read(&dir).unwrap(), contract);
+        for file in [
+            "model.onnx",
+            "vision.onnx",
+            "embed.onnx",
+            "preprocessor_config.json",
+        ] {
+            assert!(dir.join(file).is_file(), "{name}: {file} missing");
+        }
+        let mut m = CompiledModel::load(&dir, &SessionOptions::default()).unwrap();
+        assert!(m.takes_images());
+
+        let features = m.encode_images(&inputs).unwrap();
+        let want = &reference["connector.output"];
+        assert_eq!(features.shape, want.shape);
+        let err = rel_err(&features.data, &want.f32);
+        eprintln!("{name} onnx: image features relative error {err:.2e}");
+        assert!(err <= TOL, "{name}: image features relative error {err:e}");
+
+        // The padded batch, every image's tokens in order.
+        let ids = &reference["input_ids"].i64;
+        let mask = &reference["attention_mask"].i64;
+        let positions = &reference["position_ids"].i64;
+        let batch = reference["input_ids"].shape[0];
+        m.set_images(features.clone()).unwrap();
+        let state = m.empty_state(batch).unwrap();
+        let out = m.run(batch, ids, mask, positions, state).unwrap();
+        let vocab = model.config.text.vocab_size;
+        let err = rel_err(
+            &rows_at_valid(&out.logits, mask, batch, vocab),
+            &rows_at_valid(&reference["logits"].f32, mask, batch, vocab),
+        );
+        eprintln!(
+            "{name} onnx {}: logits relative error {err:.2e}",
+            attention.name()
+        );
+        assert!(
+            err <= TOL,
+            "{name} {attention:?}: logits relative error {err:e}"
+        );
+
+        // Greedy generation of the first prompt with its images.
+        let seq = reference["input_ids"].shape[1];
+        let row0: Vec<u32> = ids[..seq].iter().map(|&x| x as u32).collect();
+        let image_id = model.config.image_token_id;
+        let per_image = model.config.tokens_per_image();
+        let n0 = row0.iter().filter(|&&t| t == image_id).count() / per_image;
+        let width = features.data.len() / features.shape[0];
+        let mut shape = features.shape.clone();
+        shape[0] = n0;
+        m.set_images(HostTensor::new(shape, features.data[..n0 * width].to_vec()))
+            .unwrap();
+        let want = &reference["generate.row0"].i64;
+        let gen = greedy(&mut OnnxLm::new(&mut m), &row0, want.len(), &[], |_| {}).unwrap();
+        let got: Vec<i64> = gen.tokens.iter().map(|&t| t as i64).collect();
+        assert_eq!(&got, want, "{name} {attention:?}: greedy tokens");
+    }
+}
+
+#[test]
+fn idefics2_onnx_matches_transformers() {
+    onnx_parity("idefics2");
+}
+
+#[test]
+fn idefics3_onnx_matches_transformers() {
+    onnx_parity("idefics3");
+}
+
+#[test]
+fn llava_onnx_matches_transformers() {
+    onnx_parity("llava");
+}
+
+#[test]
+fn images_must_match_the_placeholders() {
+    let (model, reference) = vlm_fixture("llava");
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    compile_vlm(&model, HeadsSource::None, &CompileOptions::default(), &dir).unwrap();
+    let mut m = CompiledModel::load(&dir, &SessionOptions::default()).unwrap();
+    let features = m.encode_images(&inputs).unwrap();
+    let seq = reference["input_ids"].shape[1];
+    let row0 = &reference["input_ids"].i64[..seq];
+    let mask = vec![1i64; seq];
+    let positions: Vec<i64> = (0..seq as i64).collect();
+    // Row 0 holds two images' tokens; three images are one too many, none two too few.
+    m.set_images(features).unwrap();
+    let state = m.empty_state(1).unwrap();
+    let e = m
+        .run(1, row0, &mask, &positions, state)
+        .err()
+        .expect("three images for two placeholders")
+        .to_string();
+    assert!(
+        e.contains("128 image tokens") && e.contains("3 images"),
+        "{e}"
+    );
+    let state = m.empty_state(1).unwrap();
+    let e = m
+        .run(1, row0, &mask, &positions, state)
+        .err()
+        .expect("no images for two placeholders")
+        .to_string();
+    assert!(e.contains("0 images"), "{e}");
+}
