@@ -110,16 +110,7 @@ pub fn emit_model(
         ));
     }
     let g = GraphBuilder::new(if fp16 { None } else { data_path })?;
-    let mut backend = OnnxBackend::new(
-        g,
-        &model.config,
-        &model.weights,
-        opts.attention,
-        opts.last_only,
-        heads,
-        fp16,
-        opts.embeds_input,
-    )?;
+    let mut backend = OnnxBackend::new(g, &model.config, &model.weights, heads, opts)?;
     llama::forward(&model.config, &mut backend);
     if let Some(e) = backend.take_error() {
         return Err(e);

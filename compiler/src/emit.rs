@@ -141,12 +141,11 @@ impl<'w> OnnxBackend<'w> {
         g: GraphBuilder,
         cfg: &LlamaConfig,
         weights: &'w Weights,
-        attention: AttentionImpl,
-        last_only: bool,
         heads: HeadsSource<'w>,
-        fp16_guards: bool,
-        embeds_input: bool,
+        opts: &crate::CompileOptions,
     ) -> crate::Result<Self> {
+        let (attention, last_only) = (opts.attention, opts.last_only);
+        let (fp16_guards, embeds_input) = (opts.is_fp16(), opts.embeds_input);
         let merged = match heads {
             HeadsSource::Folded(h) if h.method == Method::Lora => h.lora_merged(weights)?,
             _ => BTreeMap::new(),

@@ -374,7 +374,7 @@ impl VisionBackend for OnnxVision<'_> {
 impl OnnxVision<'_> {
     /// Key/value heads repeated for grouped queries: `[n, kv, s, d] -> [n, kv * group, s, d]`,
     /// query head `h` reading KV head `h / group`.
-    fn repeat_kv(&mut self, x: &String, group: i64, spec: &VisionAttentionSpec) -> String {
+    fn repeat_kv(&mut self, x: &str, group: i64, spec: &VisionAttentionSpec) -> String {
         let axes = self.g.const_i64(&[2]);
         let x = self.g.node("Unsqueeze", &[x, &axes], vec![]);
         let reps = self.g.const_i64(&[1, 1, group, 1, 1]);
