@@ -4,6 +4,8 @@ use anyhow::{bail, Result};
 use mimic_compiler::{AttentionImpl, CompileOptions, Dtype, HeadsSource, Pass};
 use mimic_models::Method;
 
+use super::AnyModel;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -73,8 +75,9 @@ impl std::str::FromStr for PassChoice {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = a.model.open()?;
-    let heads = a.heads.read(&model)?;
+    let any = a.model.open_any()?;
+    let model = any.decoder();
+    let heads = a.heads.read(model)?;
     let source = match (a.heads_as_inputs, &heads, a.method) {
         (false, None, None) => HeadsSource::None,
         (false, Some(h), None) => HeadsSource::Folded(h),
@@ -107,7 +110,10 @@ pub fn run(a: Args) -> Result<()> {
         model.source.display(),
         opts.attention
     ));
-    let contract = mimic_compiler::compile_model(&model, source, &opts, &a.out);
+    let contract = match &any {
+        AnyModel::Text(m) => mimic_compiler::compile_model(m, source, &opts, &a.out),
+        AnyModel::Vision(v) => mimic_compiler::compile_vlm(v, source, &opts, &a.out),
+    };
     bar.finish_and_clear();
     let contract = contract?;
     let heads = match &contract.heads {
@@ -115,8 +121,18 @@ pub fn run(a: Args) -> Result<()> {
         Some(h) if h.inputs.is_empty() => format!("{} heads folded", h.method.name()),
         Some(h) => format!("{} heads as inputs", h.method.name()),
     };
+    let graphs = match &contract.vision {
+        None => String::new(),
+        Some(v) => format!(
+            ", {} with {} and {}, {} tokens per image",
+            v.config.architecture.name(),
+            v.vision_model,
+            v.embed_model,
+            v.tokens_per_image
+        ),
+    };
     println!(
-        "compiled {} -> {} ({} layers, {heads}, attention {}, logits {}, passes [{}]) in {:.1}s",
+        "compiled {} -> {} ({} layers, {heads}, attention {}, logits {}, passes [{}]{graphs}) in {:.1}s",
         model.source.display(),
         a.out.display(),
         contract.config.num_layers,

@@ -4,7 +4,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use mimic_compiler::{AttentionImpl, CompileOptions};
 use mimic_models::generate::{greedy, CausalLm, Generation};
+use mimic_models::image::processor::ImageProcessor;
 use mimic_models::tokenizer::{StreamDecoder, TextTokenizer};
+use mimic_models::vlm::inputs::EncoderInputs;
+use mimic_models::vlm::prompt::count_image_placeholders;
+use mimic_models::vlm::request::{folder_processor, image_prompt};
+use mimic_models::vlm::VlmConfig;
 use mimic_runtime::OnnxLm;
 
 /// Which backend runs the model.
@@ -23,9 +28,14 @@ pub struct Args {
     /// A compiled folder to run instead of a model (ONNX backend).
     #[arg(long, value_name = "DIR", conflicts_with = "model")]
     compiled: Option<PathBuf>,
-    /// The text to continue.
+    /// The text to continue. For a vision-language model, `<image>` marks where each
+    /// `--image` goes (without any, the images go before the text).
     #[arg(long)]
     prompt: String,
+    /// An image for a vision-language model's prompt (PNG or JPEG); repeat for several, in
+    /// the order of the prompt's `<image>` placeholders.
+    #[arg(long = "image", value_name = "FILE")]
+    images: Vec<PathBuf>,
     /// A heads file from `mimic train`: folded into the compiled graph (onnx) or applied as the
     /// trainer applies it (torch).
     #[command(flatten)]
@@ -50,10 +60,12 @@ pub struct Args {
 }
 
 /// Streams generated text to stdout as tokens come, then reports the speed on stderr.
+/// `prompt` is what the model reads (image tokens expanded), `shown` what is echoed.
 fn stream<M: CausalLm>(
     lm: &mut M,
     tok: &TextTokenizer,
     prompt: &str,
+    shown: &str,
     max_new: usize,
     eos: &[u32],
 ) -> Result<Generation>
@@ -70,7 +82,7 @@ where
         );
     }
     let mut out = std::io::stdout().lock();
-    write!(out, "{prompt}")?;
+    write!(out, "{shown}")?;
     out.flush()?;
     let mut dec = StreamDecoder::new(tok);
     let mut decode_err = None;
@@ -96,6 +108,28 @@ where
     Ok(g)
 }
 
+/// The model's prompt: the text with its images' tokens expanded, and the images' encoder
+/// inputs (none for a text model, or a vision-language model asked without images).
+fn prepare(
+    a: &Args,
+    vision: Option<(&VlmConfig, &ImageProcessor)>,
+) -> Result<(String, Option<EncoderInputs>)> {
+    match vision {
+        Some((cfg, processor)) if !a.images.is_empty() => {
+            let p = image_prompt(cfg, processor, &a.prompt, &a.images)?;
+            Ok((p.text, Some(p.inputs)))
+        }
+        Some(_) if count_image_placeholders(&a.prompt) > 0 => bail!(
+            "the prompt has {} <image> placeholders but no --image was given",
+            count_image_placeholders(&a.prompt)
+        ),
+        None if !a.images.is_empty() => {
+            bail!("--image is for vision-language models; this is a text model")
+        }
+        _ => Ok((a.prompt.clone(), None)),
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     match a.backend {
         BackendKind::Onnx => {
@@ -105,7 +139,7 @@ pub fn run(a: Args) -> Result<()> {
                     (dir.clone(), tok)
                 }
                 None => {
-                    let model = a.model.open()?;
+                    let model = a.model.open_any()?;
                     let opts = CompileOptions {
                         attention: a.attention.unwrap_or(super::default_attention(
                             a.runtime.ep,
@@ -114,16 +148,25 @@ pub fn run(a: Args) -> Result<()> {
                         last_only: true,
                         ..Default::default()
                     };
-                    let heads = a.heads.read(&model)?;
-                    let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
-                    (dir, model.tokenizer()?.clone())
+                    let heads = a.heads.read(model.decoder())?;
+                    let dir = super::compiled_any_for(&model, heads.as_ref(), &opts)?;
+                    (dir, model.decoder().tokenizer()?.clone())
                 }
             };
             let mut compiled = a.runtime.load(&dir, &a.threads)?;
+            let (prompt, inputs) = match compiled.contract.vision.clone() {
+                Some(v) => prepare(&a, Some((&v.config, &folder_processor(&dir)?)))?,
+                None => prepare(&a, None)?,
+            };
+            if let Some(inputs) = &inputs {
+                let features = compiled.encode_images(inputs)?;
+                compiled.set_images(features)?;
+            }
             let eos = compiled.contract.eos_token_ids.clone();
             stream(
                 &mut OnnxLm::new(&mut compiled),
                 &tok,
+                &prompt,
                 &a.prompt,
                 a.max_new_tokens,
                 &eos,
@@ -136,29 +179,60 @@ pub fn run(a: Args) -> Result<()> {
 
 #[cfg(feature = "torch")]
 fn run_torch(a: &Args) -> Result<()> {
-    use mimic_trainer::{TorchLm, TorchModel};
+    use mimic_trainer::torch_backend::ImageTokens;
+    use mimic_trainer::{TorchLm, TorchModel, TorchVlm};
     if a.compiled.is_some() {
         bail!("--compiled runs on the ONNX backend; drop --backend torch");
     }
-    let model = a.model.open()?;
+    let any = a.model.open_any()?;
+    let model = any.decoder();
     a.threads.apply_to_torch();
     let device = a.device.torch()?;
     let shift = match &a.heads.heads {
-        Some(p) => Some(mimic_trainer::shift::Shift::load(p, &model, device)?.0),
+        Some(p) => Some(mimic_trainer::shift::Shift::load(p, model, device)?.0),
         None => None,
     };
-    let tm = TorchModel::new(&model, device)?;
+    let _guard = tch::no_grad_guard();
+    // A vision-language model: its image encoder's tokens for the prompt.
+    let (vlm, prompt, features) = match &any {
+        super::AnyModel::Vision(v) => {
+            let processor = v.processor.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: preprocessor_config.json missing: a vision-language model needs its \
+                     image processor's config",
+                    v.source.display()
+                )
+            })?;
+            let (prompt, inputs) = prepare(a, Some((&v.config, processor)))?;
+            let vlm = TorchVlm::new(v, device)?;
+            let features = match &inputs {
+                Some(i) => Some(vlm.encode_images(i, false)?.hidden),
+                None => None,
+            };
+            (Some(vlm), prompt, features)
+        }
+        super::AnyModel::Text(_) => (None, prepare(a, None)?.0, None),
+    };
+    let owned;
+    let tm = match &vlm {
+        Some(v) => &v.decoder,
+        None => {
+            owned = TorchModel::new(model, device)?;
+            &owned
+        }
+    };
     let tok = model.tokenizer()?;
     let mut eos = tok.eos_ids().to_vec();
     eos.extend(&model.config.eos_token_ids);
     let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
-    stream(
-        &mut TorchLm::with_shifts(&tm, shifts),
-        tok,
-        &a.prompt,
-        a.max_new_tokens,
-        &eos,
-    )?;
+    let mut lm = TorchLm::with_shifts(tm, shifts);
+    if let (Some(v), Some(f)) = (&vlm, &features) {
+        lm.images = Some(ImageTokens {
+            token_id: v.config.image_token_id as i64,
+            features: f,
+        });
+    }
+    stream(&mut lm, tok, &prompt, &a.prompt, a.max_new_tokens, &eos)?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use mimic_models::vlm::VisionLanguageModel;
 use mimic_models::Model;
 
 /// How `mimic` exits: 0 success, 1 an error (its message on stderr), 2 a usage error (clap's),
@@ -136,9 +137,44 @@ impl ModelArgs {
         }
     }
 
+    /// A text model; a vision-language model's folder is an error saying which commands take
+    /// it.
     pub fn open(&self) -> Result<Model> {
         let path = self.path()?;
+        if path.is_dir() && VisionLanguageModel::is_vlm_dir(&path) {
+            anyhow::bail!(
+                "{} is a vision-language model: this command runs text models only (compile,                  generate, train and verify take vision-language models)",
+                path.display()
+            );
+        }
         Model::open(&path).with_context(|| format!("cannot load model {}", path.display()))
+    }
+
+    /// A text model or a vision-language model, as the folder's config says.
+    pub fn open_any(&self) -> Result<AnyModel> {
+        let path = self.path()?;
+        if path.is_dir() && VisionLanguageModel::is_vlm_dir(&path) {
+            let m = VisionLanguageModel::open(&path)
+                .with_context(|| format!("cannot load model {}", path.display()))?;
+            return Ok(AnyModel::Vision(Box::new(m)));
+        }
+        Ok(AnyModel::Text(self.open()?))
+    }
+}
+
+/// A model a command takes: a text decoder, or a vision-language model.
+pub enum AnyModel {
+    Text(Model),
+    Vision(Box<VisionLanguageModel>),
+}
+
+impl AnyModel {
+    /// The language model (a vision-language model's decoder, in the decoder's names).
+    pub fn decoder(&self) -> &Model {
+        match self {
+            AnyModel::Text(m) => m,
+            AnyModel::Vision(v) => &v.decoder,
+        }
     }
 }
 
@@ -405,13 +441,34 @@ pub fn compiled_for(
     heads: Option<&mimic_models::Heads>,
     opts: &mimic_compiler::CompileOptions,
 ) -> Result<PathBuf> {
+    compiled_folder(model, None, heads, opts)
+}
+
+/// [`compiled_for`] a text model or a vision-language model.
+pub fn compiled_any_for(
+    model: &AnyModel,
+    heads: Option<&mimic_models::Heads>,
+    opts: &mimic_compiler::CompileOptions,
+) -> Result<PathBuf> {
+    match model {
+        AnyModel::Text(m) => compiled_folder(m, None, heads, opts),
+        AnyModel::Vision(v) => compiled_folder(&v.decoder, Some(v), heads, opts),
+    }
+}
+
+fn compiled_folder(
+    decoder: &Model,
+    vision: Option<&VisionLanguageModel>,
+    heads: Option<&mimic_models::Heads>,
+    opts: &mimic_compiler::CompileOptions,
+) -> Result<PathBuf> {
     let build = std::env::current_exe()
         .and_then(std::fs::metadata)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    let fingerprint = model.fingerprint();
+    let fingerprint = decoder.fingerprint();
     let heads_tag = match heads {
         Some(h) => {
             let bytes = std::fs::read(&h.path)
@@ -422,9 +479,10 @@ pub fn compiled_for(
         }
         None => String::new(),
     };
+    let vision_tag = if vision.is_some() { "-vlm" } else { "" };
     let passes: Vec<&str> = opts.passes.iter().map(|p| p.name()).collect();
     let tag = format!(
-        "{fingerprint}-{build:x}-{:?}-{}-{}-{}{heads_tag}",
+        "{fingerprint}-{build:x}-{:?}-{}-{}-{}{heads_tag}{vision_tag}",
         opts.attention,
         opts.dtype.name(),
         if opts.last_only { "last" } else { "all" },
@@ -454,7 +512,10 @@ pub fn compiled_for(
         Some(h) => mimic_compiler::HeadsSource::Folded(h),
         None => mimic_compiler::HeadsSource::None,
     };
-    mimic_compiler::compile_model(model, source, opts, &dir)?;
+    match vision {
+        None => mimic_compiler::compile_model(decoder, source, opts, &dir)?,
+        Some(v) => mimic_compiler::compile_vlm(v, source, opts, &dir)?,
+    };
     Ok(dir)
 }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connector;
 pub mod inputs;
 pub mod prompt;
+pub mod request;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,83 @@
+//! One prompt with its images, ready for a vision-language model: the text with each
+//! `<image>` expanded as the model's processor expands it, and the image encoder's inputs.
+use std::path::{Path, PathBuf};
+
+use crate::error::{ModelError, Result};
+use crate::image::decode::load_image;
+use crate::image::processor::ImageProcessor;
+use crate::vision::patches::Bucketing;
+use crate::vlm::config::{VlmArchitecture, VlmConfig};
+use crate::vlm::inputs::{encoder_inputs, EncoderInputs};
+use crate::vlm::prompt::{count_image_placeholders, ImageTokens, IMAGE_PLACEHOLDER};
+
+/// A prompt's text, expanded, and its images' encoder inputs.
+#[derive(Debug, Clone)]
+pub struct ImagePrompt {
+    /// The prompt with every `<image>` replaced by the model's image token run.
+    pub text: String,
+    pub inputs: EncoderInputs,
+}
+
+/// How `cfg`'s processor expands one `<image>` (unsplit images, as MimIC runs Idefics2).
+pub fn image_tokens(cfg: &VlmConfig) -> ImageTokens {
+    let per_image = cfg.tokens_per_image();
+    match cfg.architecture {
+        VlmArchitecture::Idefics2 => ImageTokens::Idefics2 {
+            per_image,
+            split: false,
+        },
+        VlmArchitecture::Idefics3 => ImageTokens::Idefics3 {
+            per_image,
+            split: false,
+        },
+        VlmArchitecture::Llava => ImageTokens::Llava { per_image },
+    }
+}
+
+/// The prompt `text` with the images at `paths`, one per `<image>` in order. A prompt without
+/// any `<image>` gets one per image at its start; otherwise the counts must match.
+pub fn image_prompt(
+    cfg: &VlmConfig,
+    processor: &ImageProcessor,
+    text: &str,
+    paths: &[PathBuf],
+) -> Result<ImagePrompt> {
+    if paths.is_empty() {
+        return Err(ModelError::Other(
+            "a vision-language model's prompt needs at least one image (--image FILE)".into(),
+        ));
+    }
+    let placeholders = count_image_placeholders(text);
+    let text = match placeholders {
+        0 => format!("{}{text}", IMAGE_PLACEHOLDER.repeat(paths.len())),
+        n if n == paths.len() => text.to_string(),
+        n => {
+            return Err(ModelError::Other(format!(
+                "the prompt has {n} <image> placeholders but {} images were given",
+                paths.len()
+            )))
+        }
+    };
+    let images = paths
+        .iter()
+        .map(|p| load_image(p))
+        .collect::<Result<Vec<_>>>()?;
+    let processed = processor.process(&images)?;
+    let inputs = encoder_inputs(cfg, &processed, Bucketing::Transformers5)?;
+    let text = image_tokens(cfg)
+        .expand(&text)
+        .map_err(|e| ModelError::Other(e.to_string()))?;
+    Ok(ImagePrompt { text, inputs })
+}
+
+/// The processor of a model folder or compiled folder: its `preprocessor_config.json`.
+pub fn folder_processor(dir: &Path) -> Result<ImageProcessor> {
+    let path = dir.join(crate::vision::io::PROCESSOR_FILE);
+    if !path.is_file() {
+        return Err(ModelError::format(
+            &path,
+            "missing: a vision-language model needs its image processor's config",
+        ));
+    }
+    ImageProcessor::from_file(&path)
+}
