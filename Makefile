@@ -80,4 +80,5 @@ fixtures: reference-env setup
 	.venv-ref/bin/python scripts/make_image_fixtures.py
 	.venv-ref/bin/python scripts/make_vision_fixtures.py
 	.venv-ref/bin/python scripts/make_vlm_fixtures.py
+	.venv-ref/bin/python scripts/make_vlm_task.py
 	.venv-ref/bin/python scripts/make_metric_fixtures.py

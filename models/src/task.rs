@@ -1,6 +1,10 @@
 //! In-context learning tasks: a JSON list of `{input, output}` pairs, a prompt template, a
 //! seeded train/test split, and prompts with demonstrations drawn from the training part.
 //!
+//! A pair for a vision-language model also names its images, `"images": ["cat.png"]` (paths
+//! relative to the task file), one per `<image>` in its input; the demonstrations then carry
+//! their images into the prompt as the query does.
+//!
 //! Five task sets ship inside the binary ([`BUILTIN_TASKS`], from `data/icl-tasks/`): a task
 //! is named by a file path or by one of their names.
 use std::path::{Path, PathBuf};
@@ -65,6 +69,21 @@ pub fn task_name(spec: &Path) -> String {
 pub struct Pair {
     pub input: String,
     pub output: String,
+    /// The images of the input's `<image>` placeholders, in order (resolved against the task
+    /// file's folder when loaded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<PathBuf>,
+}
+
+impl Pair {
+    /// A text pair.
+    pub fn text(input: &str, output: &str) -> Self {
+        Pair {
+            input: input.into(),
+            output: output.into(),
+            images: vec![],
+        }
+    }
 }
 
 /// A task split into training pairs (queries and demonstrations) and held-out test pairs.
@@ -142,6 +161,31 @@ impl Task {
                 path.display()
             )));
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut pairs = pairs;
+        for (i, p) in pairs.iter_mut().enumerate() {
+            let placeholders = crate::vlm::prompt::count_image_placeholders(&p.input);
+            if placeholders != p.images.len() {
+                return Err(ModelError::Other(format!(
+                    "{}: pair {i} has {placeholders} <image> placeholders in its input but {} \
+                     images",
+                    path.display(),
+                    p.images.len()
+                )));
+            }
+            for image in &mut p.images {
+                if image.is_relative() {
+                    *image = base.join(&*image);
+                }
+                if !image.is_file() {
+                    return Err(ModelError::Other(format!(
+                        "{}: pair {i}: image {} not found",
+                        path.display(),
+                        image.display()
+                    )));
+                }
+            }
+        }
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         SplitMix64::new(seed).shuffle(&mut order);
         // Hold out up to `test_size`, always leaving at least one pair to train on; whether
@@ -188,13 +232,18 @@ impl Task {
     }
 }
 
-/// Token ids of one example: a shared start token, the demonstrations, the query and the answer.
+/// Token ids of one example: a shared start token, the demonstrations, the query and the answer;
+/// and the images of its `<image>` token runs, the demonstrations' first.
 #[derive(Debug, Clone)]
 pub struct Encoded {
     pub start: Vec<u32>,
     pub demos: Vec<u32>,
     pub query: Vec<u32>,
     pub answer: Vec<u32>,
+    /// The demonstrations' images, then the query's.
+    pub images: Vec<PathBuf>,
+    /// How many of `images` are the demonstrations'.
+    pub demo_images: usize,
 }
 
 impl Encoded {
@@ -207,17 +256,45 @@ impl Encoded {
         demos: &[Pair],
         query: &Pair,
     ) -> Result<Self> {
+        Self::with_image_tokens(tok, start, template, demos, query, None)
+    }
+
+    /// [`Encoded::new`] for a vision-language model: each `<image>` expanded into the model's
+    /// image token run before tokenizing.
+    pub fn with_image_tokens(
+        tok: &TextTokenizer,
+        start: Option<u32>,
+        template: &Template,
+        demos: &[Pair],
+        query: &Pair,
+        image_tokens: Option<crate::vlm::prompt::ImageTokens>,
+    ) -> Result<Self> {
+        let expand = |text: String| -> Result<String> {
+            match image_tokens {
+                None => Ok(text),
+                Some(t) => t
+                    .expand(&text)
+                    .map_err(|e| ModelError::Other(e.to_string())),
+            }
+        };
         let text: String = demos.iter().map(|d| template.demonstration(d)).collect();
         let (q, a) = template.query_answer(query);
+        let images: Vec<PathBuf> = demos
+            .iter()
+            .chain([query])
+            .flat_map(|p| p.images.iter().cloned())
+            .collect();
         Ok(Encoded {
             start: start.into_iter().collect(),
             demos: if text.is_empty() {
                 vec![]
             } else {
-                tok.encode(&text)?
+                tok.encode(&expand(text)?)?
             },
-            query: tok.encode(&q)?,
+            query: tok.encode(&expand(q)?)?,
             answer: tok.encode(&a)?,
+            demo_images: images.len() - query.images.len(),
+            images,
         })
     }
 
@@ -251,10 +328,7 @@ mod tests {
     #[test]
     fn template_moves_the_space_to_the_answer() {
         let t = Template::new(DEFAULT_TEMPLATE).unwrap();
-        let p = Pair {
-            input: "France".into(),
-            output: "Paris".into(),
-        };
+        let p = Pair::text("France", "Paris");
         assert_eq!(t.demonstration(&p), "Q: France\nA: Paris\n\n");
         assert_eq!(
             t.query_answer(&p),

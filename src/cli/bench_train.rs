@@ -109,6 +109,8 @@ fn encoded(b: &PythonBatch, shared: bool) -> Result<Vec<mimic_models::task::Enco
             demos: t[1..t.len() + 1 - s.len()].to_vec(),
             query: s[1..1 + q_len].to_vec(),
             answer: s[1 + q_len..].to_vec(),
+            images: vec![],
+            demo_images: 0,
         });
     }
     if shared {

@@ -124,11 +124,40 @@ pub fn run(a: Args) -> Result<()> {
     use mimic_trainer::train::{AlignLoss, Precision, TrainConfig, Trainer};
 
     let method = a.method;
-    let model = a.model.open()?;
+    let any = a.model.open_any()?;
+    let model = any.decoder();
     let task = a.task.load()?;
     a.threads.apply_to_torch();
     let device = a.device.torch()?;
-    let tm = mimic_trainer::TorchModel::new(&model, device)?;
+    // A vision-language model: its language model is trained, its image encoder turns the
+    // task's images into image tokens once.
+    let (vlm, task_images) = match &any {
+        super::AnyModel::Vision(v) => {
+            let processor = v.processor.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: preprocessor_config.json missing: a vision-language model needs its \
+                     image processor's config",
+                    v.source.display()
+                )
+            })?;
+            let vlm = mimic_trainer::TorchVlm::new(v, device)?;
+            let paths = task.train.iter().chain(&task.test).flat_map(|p| &p.images);
+            let images = mimic_trainer::torch_vlm::TaskImages::encode(&vlm, processor, paths)?;
+            if images.is_empty() {
+                tracing::warn!("the task names no images: training on text prompts only");
+            }
+            (Some(vlm), Some(images))
+        }
+        super::AnyModel::Text(_) => (None, None),
+    };
+    let owned;
+    let tm = match &vlm {
+        Some(v) => &v.decoder,
+        None => {
+            owned = mimic_trainer::TorchModel::new(model, device)?;
+            &owned
+        }
+    };
     let mut cfg = TrainConfig::for_method(method);
     cfg.shots = a.shots;
     cfg.steps = a.steps;
@@ -167,8 +196,9 @@ pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let ckpt = out.join("checkpoint.safetensors");
 
-    let mut trainer = Trainer::new(&tm, &model, &task, cfg)?;
+    let mut trainer = Trainer::new(tm, model, &task, cfg)?;
     trainer.poison_step = a.poison_step;
+    trainer.images = task_images.as_ref();
     if a.resume {
         trainer.resume(&ckpt)?;
         tracing::info!(step = trainer.step, "resumed from {}", ckpt.display());

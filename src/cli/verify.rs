@@ -2,8 +2,10 @@
 //! same heads) on the same prompts: greedy tokens and logits, step by step.
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mimic_compiler::AttentionImpl;
+use mimic_models::vlm::inputs::EncoderInputs;
+use mimic_models::vlm::request::image_tokens;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -69,36 +71,81 @@ pub fn run(a: Args) -> Result<()> {
 
     let _guard = tch::no_grad_guard();
     a.threads.apply_to_torch();
-    let model = a.model.open()?;
+    let any = a.model.open_any()?;
+    let model = any.decoder();
     let tok = model.tokenizer()?;
-    let heads = a.heads.read(&model)?;
+    let heads = a.heads.read(model)?;
     let shift = match &heads {
         Some(h) => Some(Shift::from_heads(h, &model.config, tch::Device::Cpu)?.0),
         None => None,
     };
-    let prompts: Vec<Vec<u32>> = match &a.task {
+    let vision = match &any {
+        super::AnyModel::Vision(v) => Some(v.as_ref()),
+        super::AnyModel::Text(_) => None,
+    };
+    let vlm = vision
+        .map(|v| mimic_trainer::TorchVlm::new(v, tch::Device::Cpu))
+        .transpose()?;
+    // Each prompt's ids, and for a vision-language model its images' encoder inputs.
+    let prompts: Vec<(Vec<u32>, Option<EncoderInputs>)> = match &a.task {
         Some(path) => {
             use mimic_models::task::{start_token, Encoded, Task, Template};
             let task = Task::load(path, Template::new(&a.template)?, a.prompts, 0)?;
             let start = start_token(tok);
+            let expansion = vision.map(|v| image_tokens(&v.config));
             task.test
                 .iter()
                 .take(a.prompts)
-                .map(|q| Ok(Encoded::new(tok, start, &task.template, &[], q)?.prompt()))
+                .map(|q| {
+                    let e =
+                        Encoded::with_image_tokens(tok, start, &task.template, &[], q, expansion)?;
+                    let inputs = match vision {
+                        Some(v) if !q.images.is_empty() => {
+                            Some(prompt_images(v, &q.images).with_context(|| {
+                                format!("{}: the images of {:?}", path.display(), q.input)
+                            })?)
+                        }
+                        _ => None,
+                    };
+                    Ok((e.prompt(), inputs))
+                })
                 .collect::<Result<_>>()?
         }
-        None => mimic_models::prompt::SAMPLE_PROMPTS
-            .iter()
-            .take(a.prompts)
-            .map(|p| Ok(tok.encode(p)?))
-            .collect::<Result<_>>()?,
+        None => {
+            if vision.is_some() {
+                tracing::warn!(
+                    "no --task: checking text prompts without images (a task with images \
+                     checks the image encoder too)"
+                );
+            }
+            mimic_models::prompt::SAMPLE_PROMPTS
+                .iter()
+                .take(a.prompts)
+                .map(|p| Ok((tok.encode(p)?, None)))
+                .collect::<Result<_>>()?
+        }
     };
+    // The trainer's image tokens of each prompt.
+    let torch_features: Vec<Option<tch::Tensor>> = prompts
+        .iter()
+        .map(|(_, inputs)| match (&vlm, inputs) {
+            (Some(v), Some(i)) => Ok(Some(v.encode_images(i, false)?.hidden)),
+            _ => Ok(None),
+        })
+        .collect::<Result<_>>()?;
     let exact_tokens = a.dtype == mimic_compiler::Dtype::Fp32;
     let tolerance = a.tolerance.unwrap_or(match a.dtype {
         mimic_compiler::Dtype::Fp32 => 1e-4,
         mimic_compiler::Dtype::Fp16 => 1e-2,
     });
-    let tm = TorchModel::new(&model, tch::Device::Cpu)?;
+    let owned;
+    let tm = match &vlm {
+        Some(v) => &v.decoder,
+        None => {
+            owned = TorchModel::new(model, tch::Device::Cpu)?;
+            &owned
+        }
+    };
     let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
     let checked = a
         .attention
@@ -111,11 +158,15 @@ pub fn run(a: Args) -> Result<()> {
     );
     bar.set_message("trainer's forward");
     let mut reference = Vec::with_capacity(prompts.len());
-    for p in &prompts {
+    for ((p, _), features) in prompts.iter().zip(&torch_features) {
+        let mut lm = TorchLm::with_shifts(tm, shifts);
+        if let (Some(v), Some(f)) = (&vlm, features) {
+            let ids: Vec<i64> = p.iter().map(|&t| t as i64).collect();
+            let ids = tch::Tensor::from_slice(&ids).view([1, -1]);
+            lm.images = Some(v.image_tokens(&ids, f)?);
+        }
         reference.push(mimic_models::generate::greedy_with_logits(
-            &mut TorchLm::with_shifts(&tm, shifts),
-            p,
-            a.steps,
+            &mut lm, p, a.steps,
         )?);
         bar.inc(1);
     }
@@ -133,7 +184,7 @@ pub fn run(a: Args) -> Result<()> {
             ..Default::default()
         };
         bar.set_message(format!("{attention:?} attention: compiling"));
-        let dir = super::compiled_for(&model, heads.as_ref(), &opts)?;
+        let dir = super::compiled_any_for(&any, heads.as_ref(), &opts)?;
         let mut cm = CompiledModel::load(
             &dir,
             &SessionOptions {
@@ -150,7 +201,11 @@ pub fn run(a: Args) -> Result<()> {
             max_relative_error: 0.0,
             first_difference: None,
         };
-        for (p, (want_tokens, want_logits)) in prompts.iter().zip(&reference) {
+        for ((p, inputs), (want_tokens, want_logits)) in prompts.iter().zip(&reference) {
+            if let Some(inputs) = inputs {
+                let features = cm.encode_images(inputs)?;
+                cm.set_images(features)?;
+            }
             let (tokens, logits) =
                 mimic_models::generate::greedy_with_logits(&mut OnnxLm::new(&mut cm), p, a.steps)?;
             // Logits compare while both have seen the same tokens.
@@ -167,7 +222,7 @@ pub fn run(a: Args) -> Result<()> {
             } else if row.first_difference.is_none() {
                 row.first_difference = Some(format!(
                     "{:?}: onnx {:?}, torch {:?}",
-                    tok.decode(p)?,
+                    tok.decode(p)?.chars().take(200).collect::<String>(),
                     tok.decode(&tokens)?,
                     tok.decode(want_tokens)?
                 ));
@@ -231,6 +286,31 @@ pub fn run(a: Args) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The encoder inputs of a prompt's images, processed by the model's image processor.
+#[cfg(feature = "torch")]
+fn prompt_images(
+    v: &mimic_models::vlm::VisionLanguageModel,
+    paths: &[PathBuf],
+) -> Result<EncoderInputs> {
+    let processor = v.processor.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: preprocessor_config.json missing: a vision-language model needs its image \
+             processor's config",
+            v.source.display()
+        )
+    })?;
+    let images = paths
+        .iter()
+        .map(mimic_models::image::decode::load_image)
+        .collect::<mimic_models::Result<Vec<_>>>()?;
+    let processed = processor.process(&images)?;
+    Ok(mimic_models::vlm::inputs::encoder_inputs(
+        &v.config,
+        &processed,
+        mimic_models::vision::patches::Bucketing::Transformers5,
+    )?)
 }
 
 #[cfg(not(feature = "torch"))]

@@ -1,7 +1,15 @@
 //! A vision-language model on libtorch: the image encoder ([`TorchVision`] with its connector)
 //! and the language model ([`TorchModel`]), whose prefill takes the image tokens in place of
 //! the `<image>` embeddings ([`ImageTokens`]).
-use mimic_models::vlm::inputs::EncoderInputs;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use mimic_models::image::decode::load_image;
+use mimic_models::image::processor::ImageProcessor;
+use mimic_models::vision::patches::Bucketing;
+use mimic_models::vlm::inputs::{encoder_inputs, EncoderInputs};
+use mimic_models::vlm::prompt::ImageTokens as PromptImageTokens;
+use mimic_models::vlm::request::image_tokens;
 use mimic_models::vlm::{VisionLanguageModel, VlmConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -66,5 +74,67 @@ impl TorchVlm {
             )));
         }
         Ok(ImageTokens { token_id, features })
+    }
+}
+
+/// The image tokens of every image a task names, computed once by the frozen image encoder
+/// (MimIC trains the language model's heads only), for the prompts that carry them.
+pub struct TaskImages {
+    pub token_id: i64,
+    /// How the prompts' `<image>` placeholders expand.
+    pub expansion: PromptImageTokens,
+    /// `[tokens_per_image, hidden]` per image, on the model's device.
+    by_path: HashMap<PathBuf, Tensor>,
+}
+
+impl TaskImages {
+    /// Encodes each of `paths` (once each) with `processor` and `vlm`'s encoder.
+    pub fn encode<'p>(
+        vlm: &TorchVlm,
+        processor: &ImageProcessor,
+        paths: impl IntoIterator<Item = &'p PathBuf>,
+    ) -> Result<Self> {
+        let _guard = tch::no_grad_guard();
+        let mut by_path = HashMap::new();
+        for path in paths {
+            if by_path.contains_key(path) {
+                continue;
+            }
+            let image = load_image(path)?;
+            let processed = processor.process(&[image])?;
+            let inputs = encoder_inputs(&vlm.config, &processed, Bucketing::Transformers5)?;
+            let features = vlm.encode_images(&inputs, false)?.hidden;
+            by_path.insert(path.clone(), features.squeeze_dim(0));
+        }
+        Ok(TaskImages {
+            token_id: vlm.config.image_token_id as i64,
+            expansion: image_tokens(&vlm.config),
+            by_path,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+
+    /// The image tokens of `paths` in order, `[n * tokens_per_image, hidden]`; `None` for no
+    /// images.
+    pub fn features(&self, paths: &[&PathBuf]) -> Result<Option<Tensor>> {
+        if paths.is_empty() {
+            return Ok(None);
+        }
+        let parts = paths
+            .iter()
+            .map(|p| {
+                self.by_path.get(*p).ok_or_else(|| {
+                    TrainerError::Other(format!("image {} was not encoded", p.display()))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Tensor::cat(&parts, 0)))
     }
 }

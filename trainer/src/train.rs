@@ -23,7 +23,8 @@ use crate::optim::{cosine_lr, AdamW, AdamWConfig};
 use crate::rng::SplitMix64;
 use crate::shift::{LoraConfig, Method, Shift};
 use crate::task::{start_token, Encoded, Task};
-use crate::torch_backend::{Forward, KvCache, TorchModel};
+use crate::torch_backend::{Forward, ImageTokens, KvCache, TorchModel};
+use crate::torch_vlm::TaskImages;
 use crate::{Result, TrainerError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +175,18 @@ pub struct Trainer<'a> {
     pub log: Vec<StepLog>,
     /// Testing aid: make the loss NaN at this step, to exercise the guard.
     pub poison_step: Option<usize>,
+    /// A vision-language model's image tokens for the task's images: prompts expand their
+    /// `<image>` placeholders, and the teacher's and student's passes take the tokens.
+    pub images: Option<&'a TaskImages>,
     site: Site,
+}
+
+/// Which of an example's images a pass takes.
+#[derive(Debug, Clone, Copy)]
+enum ImagePart {
+    Demos,
+    Query,
+    All,
 }
 
 /// Left-pads sequences: ids `[b, t]` (padded with `pad`) and mask `[b, t]`.
@@ -251,6 +263,7 @@ impl<'a> Trainer<'a> {
             step: 0,
             log: vec![],
             poison_step: None,
+            images: None,
             site,
         })
     }
@@ -269,8 +282,10 @@ impl<'a> Trainer<'a> {
         // Per query: a query, then its demonstrations, in turn (the order the sampler's state
         // depends on). Shared: the batch's queries, then one set none of them is in.
         let (tok, task) = (self.tok, self.task);
-        let encode =
-            |demos: &[crate::task::Pair], q| Encoded::new(tok, start, &task.template, demos, q);
+        let expansion = self.images.map(|i| i.expansion);
+        let encode = |demos: &[crate::task::Pair], q| {
+            Encoded::with_image_tokens(tok, start, &task.template, demos, q, expansion)
+        };
         let mut examples = Vec::with_capacity(cfg.batch);
         if cfg.shared_demos {
             let queries: Vec<&crate::task::Pair> = (0..cfg.batch)
@@ -340,6 +355,9 @@ impl<'a> Trainer<'a> {
                 let mut f = Forward::new(&prefix);
                 f.logits_last = Some(0); // only its keys and values are needed
                 f.matmul = cfg.precision.kind();
+                let demo_images =
+                    self.image_features(std::slice::from_ref(e0), ImagePart::Demos)?;
+                f.images = self.image_tokens(demo_images.as_ref());
                 self.model.forward(&f, Some(&mut cache));
                 let rows = examples
                     .iter()
@@ -351,8 +369,15 @@ impl<'a> Trainer<'a> {
             };
             let (ids, mask) = left_pad(&rows, pad);
             let (ids, mask) = (ids.to_device(device), mask.to_device(device));
+            let part = if cfg.shared_demos {
+                ImagePart::Query
+            } else {
+                ImagePart::All
+            };
+            let images = self.image_features(examples, part)?;
             let mut f = Forward::new(&ids);
             f.attention_mask = Some(&mask);
+            f.images = self.image_tokens(images.as_ref());
             f.record = record;
             // Only the KL term reads the teacher's logits.
             f.logits_last = Some(if cfg.kl_weight > 0.0 {
@@ -361,8 +386,9 @@ impl<'a> Trainer<'a> {
                 0
             });
             f.matmul = cfg.precision.kind();
-            self.model.forward(&f, cache.as_mut())
+            Ok::<_, TrainerError>(self.model.forward(&f, cache.as_mut()))
         });
+        let teacher = teacher.transpose()?;
         let teacher_s = t0.elapsed().as_secs_f64();
 
         // Student: shifted, without demonstrations.
@@ -373,8 +399,10 @@ impl<'a> Trainer<'a> {
             .collect();
         let (s_ids, s_mask) = left_pad(&student_seqs, pad);
         let (s_ids, s_mask) = (s_ids.to_device(device), s_mask.to_device(device));
+        let s_images = self.image_features(examples, ImagePart::Query)?;
         let mut f = Forward::new(&s_ids);
         f.attention_mask = Some(&s_mask);
+        f.images = self.image_tokens(s_images.as_ref());
         f.record = record;
         f.logits_last = Some(n_ans as i64 + 1);
         f.shifts = self.shift.shifts();
@@ -482,6 +510,33 @@ impl<'a> Trainer<'a> {
         };
         self.log.push(entry.clone());
         Ok(entry)
+    }
+
+    /// The image tokens of `examples`' images (the part asked for), rows in order.
+    fn image_features(&self, examples: &[Encoded], part: ImagePart) -> Result<Option<Tensor>> {
+        let Some(images) = self.images else {
+            return Ok(None);
+        };
+        let paths: Vec<&std::path::PathBuf> = examples
+            .iter()
+            .flat_map(|e| {
+                let range = match part {
+                    ImagePart::Demos => 0..e.demo_images,
+                    ImagePart::Query => e.demo_images..e.images.len(),
+                    ImagePart::All => 0..e.images.len(),
+                };
+                e.images[range].iter()
+            })
+            .collect();
+        images.features(&paths)
+    }
+
+    fn image_tokens<'t>(&self, features: Option<&'t Tensor>) -> Option<ImageTokens<'t>> {
+        let images = self.images?;
+        features.map(|features| ImageTokens {
+            token_id: images.token_id,
+            features,
+        })
     }
 
     /// Writes a checkpoint: parameters, optimiser moments, sampler state, step and log.
