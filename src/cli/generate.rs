@@ -140,6 +140,9 @@ pub fn run(a: Args) -> Result<()> {
                 }
                 None => {
                     let model = a.model.open_any()?;
+                    if let super::AnyModel::Text(_) = model {
+                        prepare(&a, None)?;
+                    }
                     let opts = CompileOptions {
                         attention: a.attention.unwrap_or(super::default_attention(
                             a.runtime.ep,

@@ -1,0 +1,180 @@
+//! The whole pipeline on the tiny random vision-language models (tests/fixtures/vlm) through the
+//! command line: `mimic train` with image demonstrations (tests/fixtures/vlm/shapes, one image
+//! per pair), `mimic compile` with the heads folded in, and `mimic verify` on the task's image
+//! prompts: the compiled folder (its own image encoder, embeddings and decoder) within 1e-4 of
+//! the trainer's forward and identical greedy tokens, through all three attention forms. Each
+//! method runs on one architecture, so that all four and all three architectures are covered.
+// `train` and `verify` need libtorch: the deployment build (no `torch` feature) has neither.
+#![cfg(feature = "torch")]
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn task() -> String {
+    fixtures_dir()
+        .join("vlm/shapes/shapes.json")
+        .display()
+        .to_string()
+}
+
+fn pipeline(model: &str, method: &str, shots: &str, tmp: &Path) {
+    let model = fixtures_dir().join("vlm").join(model).display().to_string();
+    let run = tmp.join(method);
+    let out = succeeds(&[
+        "train",
+        "--model",
+        &model,
+        "--task",
+        &task(),
+        "--test-size",
+        "4",
+        "--method",
+        method,
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--shots",
+        shots,
+        "--lr",
+        "0.05",
+        "--threads",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let heads = run.join("heads.safetensors");
+    assert!(heads.is_file(), "{out}");
+    let heads = heads.display().to_string();
+
+    let compiled = tmp.join(format!("{method}-compiled"));
+    let out = succeeds(&[
+        "compile",
+        "--model",
+        &model,
+        "--heads",
+        &heads,
+        "--out",
+        compiled.to_str().unwrap(),
+    ]);
+    assert!(out.contains("tokens per image"), "{out}");
+    for f in ["model.onnx", "vision.onnx", "embed.onnx", "mimic.json"] {
+        assert!(compiled.join(f).is_file(), "{f} missing: {out}");
+    }
+
+    let json = tmp.join(format!("{method}-verify.json"));
+    succeeds(&[
+        "verify",
+        "--model",
+        &model,
+        "--heads",
+        &heads,
+        "--task",
+        &task(),
+        "--prompts",
+        "4",
+        "--steps",
+        "6",
+        "--threads",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["passed"], true, "{v}");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{v}");
+    for r in rows {
+        assert_eq!(r["identical_tokens"], 4, "{r}");
+        let err = r["max_relative_error"].as_f64().unwrap();
+        assert!(err <= 1e-4, "{r}");
+        eprintln!(
+            "{model} {method}: {} max relative error {err:.2e}",
+            r["attention"]
+        );
+    }
+}
+
+#[test]
+fn idefics2_mimic_and_lora() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline("idefics2", "mimic", "2", tmp.path());
+    pipeline("idefics2", "lora", "2", tmp.path());
+}
+
+#[test]
+fn idefics3_mimic_convex() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline("idefics3", "mimic-convex", "2", tmp.path());
+}
+
+#[test]
+fn llava_live() {
+    // 64 image tokens per image: one demonstration keeps the teacher inside 256 positions.
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline("llava", "live", "1", tmp.path());
+}
+
+#[test]
+fn heads_see_the_demonstrations_images() {
+    // Trained heads change the model's answer to an image prompt: the torch backend's greedy
+    // tokens with MimIC heads differ from the base model's on at least one shape image.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures_dir().join("vlm/idefics3").display().to_string();
+    let run = tmp.path().join("m");
+    succeeds(&[
+        "train",
+        "--model",
+        &model,
+        "--task",
+        &task(),
+        "--test-size",
+        "4",
+        "--method",
+        "mimic",
+        "--steps",
+        "20",
+        "--batch",
+        "2",
+        "--shots",
+        "2",
+        "--lr",
+        "0.1",
+        "--threads",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let heads = run.join("heads.safetensors").display().to_string();
+    let shapes = fixtures_dir().join("vlm/shapes");
+    let mut differ = 0;
+    for image in ["red-circle.png", "blue-square.png", "green-triangle.png"] {
+        let image = shapes.join(image).display().to_string();
+        let args = |heads: Option<&str>| {
+            let mut v = vec![
+                "generate",
+                "--backend",
+                "torch",
+                "--model",
+                &model,
+                "--image",
+                &image,
+                "--prompt",
+                "<image>What colour is the shape?",
+                "--max-new-tokens",
+                "4",
+            ];
+            if let Some(h) = heads {
+                v.extend(["--heads", h]);
+            }
+            succeeds(&v)
+        };
+        if args(None) != args(Some(&heads)) {
+            differ += 1;
+        }
+    }
+    assert!(differ > 0, "MimIC heads changed no answer");
+}
