@@ -155,7 +155,8 @@ fn parity(name: &str, arch: VlmArchitecture) {
         (row0.iter().filter(|&&t| t == image_id).count() / model.config.tokens_per_image()) as i64;
     let features0 = out.hidden.narrow(0, 0, n0);
     let mut lm = TorchLm::new(&vlm.decoder);
-    lm.images = Some(vlm.image_tokens(&ids.narrow(0, 0, 1), &features0).unwrap());
+    let tokens = vlm.image_tokens(&ids.narrow(0, 0, 1), &features0).unwrap();
+    lm.images = Some((tokens.token_id, features0.shallow_clone()));
     let gen = greedy(&mut lm, &row0, want.len(), &[], |_| {}).unwrap();
     let got: Vec<i64> = gen.tokens.iter().map(|&t| t as i64).collect();
     eprintln!("{name}: greedy {got:?}");

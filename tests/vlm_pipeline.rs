@@ -178,3 +178,47 @@ fn heads_see_the_demonstrations_images() {
     }
     assert!(differ > 0, "MimIC heads changed no answer");
 }
+
+#[test]
+fn eval_answers_agree_across_backends() {
+    // Zero-shot and in-context prompting with images (the demonstrations carry theirs): the
+    // trainer's forward and the compiled folder give the same greedy answers.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures_dir().join("vlm/llava").display().to_string();
+    let answers = |backend: &str| {
+        let json = tmp.path().join(format!("{backend}.json"));
+        succeeds(&[
+            "eval",
+            "--model",
+            &model,
+            "--task",
+            &task(),
+            "--test-size",
+            "4",
+            "--method",
+            "zero-shot,icl",
+            "--shots",
+            "1",
+            "--backend",
+            backend,
+            "--max-new-tokens",
+            "4",
+            "--threads",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let generated: Vec<String> = v["answers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|run| run.as_array().unwrap().iter())
+            .map(|a| a["generated"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(generated.len(), 8, "{v}");
+        generated
+    };
+    assert_eq!(answers("torch"), answers("onnx"));
+}

@@ -63,7 +63,8 @@ pub fn run(a: Args) -> Result<()> {
     use mimic_trainer::shift::Shift;
     use std::io::Write;
 
-    let model = a.model.open()?;
+    let any = a.model.open_any()?;
+    let model = any.decoder();
     let mut task = a.task.load()?;
     if let Some(n) = a.limit {
         task.test.truncate(n);
@@ -83,7 +84,34 @@ pub fn run(a: Args) -> Result<()> {
             shifts.push((h, shift));
         }
     }
-    let tm = mimic_trainer::TorchModel::new(&model, device)?;
+    // A vision-language model: the task's images become image tokens once (torch backend);
+    // the compiled folder encodes each prompt's images itself (onnx backend).
+    let vision = match &any {
+        super::AnyModel::Vision(v) => Some(v.as_ref()),
+        super::AnyModel::Text(_) => None,
+    };
+    let vlm = vision
+        .map(|v| mimic_trainer::TorchVlm::new(v, device))
+        .transpose()?;
+    let task_images = match (&vlm, vision, a.backend) {
+        (Some(t), Some(v), super::generate::BackendKind::Torch) => {
+            let paths = task.train.iter().chain(&task.test).flat_map(|p| &p.images);
+            Some(mimic_trainer::torch_vlm::TaskImages::encode(
+                t,
+                super::vlm_processor(v)?,
+                paths,
+            )?)
+        }
+        _ => None,
+    };
+    let owned;
+    let tm = match &vlm {
+        Some(v) => &v.decoder,
+        None => {
+            owned = mimic_trainer::TorchModel::new(model, device)?;
+            &owned
+        }
+    };
     let tok = model.tokenizer()?;
     // Each run, with the heads it uses.
     let mut runs: Vec<(Prompting, Option<&mimic_models::Heads>)> = Vec::new();
@@ -106,9 +134,16 @@ pub fn run(a: Args) -> Result<()> {
         let bar = indicatif::ProgressBar::new(task.test.len() as u64);
         let progress = |i, _| bar.set_position(i as u64);
         let (r, answers) = match a.backend {
-            super::generate::BackendKind::Torch => {
-                evaluate(&tm, tok, &task, p, a.max_new_tokens, seed, progress)?
-            }
+            super::generate::BackendKind::Torch => evaluate(
+                tm,
+                tok,
+                &task,
+                p,
+                a.max_new_tokens,
+                seed,
+                task_images.as_ref(),
+                progress,
+            )?,
             super::generate::BackendKind::Onnx => {
                 let run = match p {
                     Prompting::ZeroShot => ("zero-shot".to_string(), 0, 0),
@@ -120,7 +155,7 @@ pub fn run(a: Args) -> Result<()> {
                     last_only: true,
                     ..Default::default()
                 };
-                let dir = super::compiled_for(&model, *heads, &opts)?;
+                let dir = super::compiled_any_for(&any, *heads, &opts)?;
                 let mut compiled = mimic_runtime::CompiledModel::load(
                     &dir,
                     &mimic_runtime::SessionOptions {
@@ -136,7 +171,11 @@ pub fn run(a: Args) -> Result<()> {
                     max_new: a.max_new_tokens,
                     seed,
                 };
-                evaluate_lm(&mut lm, tok, &task, &run, progress)?
+                let images = match vision {
+                    Some(v) => Some(onnx_prompt_images(v)?),
+                    None => None,
+                };
+                evaluate_lm(&mut lm, tok, &task, &run, images, progress)?
             }
         };
         bar.finish_and_clear();
@@ -228,6 +267,32 @@ pub fn run(_: Args) -> Result<()> {
 /// A causal LM whose errors are the trainer's, so the evaluation loop can drive ONNX Runtime.
 #[cfg(feature = "torch")]
 struct TrainerErrors<M>(M);
+
+/// A compiled vision-language model's prompts: each prompt's images through its own image
+/// encoder, handed to the runtime before the prompt runs.
+#[cfg(feature = "torch")]
+fn onnx_prompt_images<'f, 'm: 'f>(
+    v: &'f mimic_models::vlm::VisionLanguageModel,
+) -> Result<mimic_trainer::eval::PromptImages<'f, TrainerErrors<mimic_runtime::OnnxLm<'m>>>> {
+    let processor = super::vlm_processor(v)?;
+    Ok(mimic_trainer::eval::PromptImages {
+        expansion: mimic_models::vlm::request::image_tokens(&v.config),
+        set: Box::new(move |lm, paths| {
+            let err = |e: String| mimic_trainer::TrainerError::Other(e);
+            if paths.is_empty() {
+                return Ok(());
+            }
+            let inputs = mimic_models::vlm::request::images_inputs(&v.config, processor, paths)?;
+            let features =
+                lm.0.model
+                    .encode_images(&inputs)
+                    .map_err(|e| err(e.to_string()))?;
+            lm.0.model
+                .set_images(features)
+                .map_err(|e| err(e.to_string()))
+        }),
+    })
+}
 
 #[cfg(feature = "torch")]
 impl<M: mimic_models::generate::CausalLm> mimic_models::generate::CausalLm for TrainerErrors<M>

@@ -182,7 +182,6 @@ pub fn run(a: Args) -> Result<()> {
 
 #[cfg(feature = "torch")]
 fn run_torch(a: &Args) -> Result<()> {
-    use mimic_trainer::torch_backend::ImageTokens;
     use mimic_trainer::{TorchLm, TorchModel, TorchVlm};
     if a.compiled.is_some() {
         bail!("--compiled runs on the ONNX backend; drop --backend torch");
@@ -199,13 +198,7 @@ fn run_torch(a: &Args) -> Result<()> {
     // A vision-language model: its image encoder's tokens for the prompt.
     let (vlm, prompt, features) = match &any {
         super::AnyModel::Vision(v) => {
-            let processor = v.processor.as_ref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: preprocessor_config.json missing: a vision-language model needs its \
-                     image processor's config",
-                    v.source.display()
-                )
-            })?;
+            let processor = super::vlm_processor(v)?;
             let (prompt, inputs) = prepare(a, Some((&v.config, processor)))?;
             let vlm = TorchVlm::new(v, device)?;
             let features = match &inputs {
@@ -230,10 +223,7 @@ fn run_torch(a: &Args) -> Result<()> {
     let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
     let mut lm = TorchLm::with_shifts(tm, shifts);
     if let (Some(v), Some(f)) = (&vlm, &features) {
-        lm.images = Some(ImageTokens {
-            token_id: v.config.image_token_id as i64,
-            features: f,
-        });
+        lm.images = Some((v.config.image_token_id as i64, f.shallow_clone()));
     }
     stream(&mut lm, tok, &prompt, &a.prompt, a.max_new_tokens, &eos)?;
     Ok(())

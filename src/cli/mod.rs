@@ -162,6 +162,19 @@ impl ModelArgs {
     }
 }
 
+/// A vision-language model's image processor, or an error naming the missing file.
+pub fn vlm_processor(
+    v: &VisionLanguageModel,
+) -> Result<&mimic_models::image::processor::ImageProcessor> {
+    v.processor.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: preprocessor_config.json missing: a vision-language model needs its image \
+             processor's config",
+            v.source.display()
+        )
+    })
+}
+
 /// A model a command takes: a text decoder, or a vision-language model.
 pub enum AnyModel {
     Text(Model),

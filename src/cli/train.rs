@@ -133,13 +133,7 @@ pub fn run(a: Args) -> Result<()> {
     // task's images into image tokens once.
     let (vlm, task_images) = match &any {
         super::AnyModel::Vision(v) => {
-            let processor = v.processor.as_ref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: preprocessor_config.json missing: a vision-language model needs its \
-                     image processor's config",
-                    v.source.display()
-                )
-            })?;
+            let processor = super::vlm_processor(v)?;
             let vlm = mimic_trainer::TorchVlm::new(v, device)?;
             let paths = task.train.iter().chain(&task.test).flat_map(|p| &p.images);
             let images = mimic_trainer::torch_vlm::TaskImages::encode(&vlm, processor, paths)?;

@@ -163,7 +163,8 @@ pub fn run(a: Args) -> Result<()> {
         if let (Some(v), Some(f)) = (&vlm, features) {
             let ids: Vec<i64> = p.iter().map(|&t| t as i64).collect();
             let ids = tch::Tensor::from_slice(&ids).view([1, -1]);
-            lm.images = Some(v.image_tokens(&ids, f)?);
+            let tokens = v.image_tokens(&ids, f)?;
+            lm.images = Some((tokens.token_id, f.shallow_clone()));
         }
         reference.push(mimic_models::generate::greedy_with_logits(
             &mut lm, p, a.steps,
@@ -292,24 +293,12 @@ pub fn run(a: Args) -> Result<()> {
 #[cfg(feature = "torch")]
 fn prompt_images(
     v: &mimic_models::vlm::VisionLanguageModel,
-    paths: &[PathBuf],
+    paths: &[impl AsRef<std::path::Path>],
 ) -> Result<EncoderInputs> {
-    let processor = v.processor.as_ref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: preprocessor_config.json missing: a vision-language model needs its image \
-             processor's config",
-            v.source.display()
-        )
-    })?;
-    let images = paths
-        .iter()
-        .map(mimic_models::image::decode::load_image)
-        .collect::<mimic_models::Result<Vec<_>>>()?;
-    let processed = processor.process(&images)?;
-    Ok(mimic_models::vlm::inputs::encoder_inputs(
+    Ok(mimic_models::vlm::request::images_inputs(
         &v.config,
-        &processed,
-        mimic_models::vision::patches::Bucketing::Transformers5,
+        super::vlm_processor(v)?,
+        paths,
     )?)
 }
 

@@ -1,16 +1,19 @@
 //! Accuracy on a task's test split: first-token accuracy and exact match of the greedy answer
 //! cut at the first newline, for the model prompted zero-shot, with `k` demonstrations
 //! (in-context learning), or zero-shot with a trained [`Shift`].
+use std::path::PathBuf;
 use std::time::Instant;
 
 use mimic_models::generate::{argmax, CausalLm};
 use mimic_models::tokenizer::TextTokenizer;
+use mimic_models::vlm::prompt::ImageTokens;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::SplitMix64;
 use crate::shift::Shift;
 use crate::task::{start_token, Encoded, Task};
 use crate::torch_backend::{Shifts, TorchLm, TorchModel};
+use crate::torch_vlm::TaskImages;
 use crate::{Result, TrainerError};
 
 /// How the model is prompted.
@@ -76,8 +79,16 @@ where
     }
 }
 
-/// Evaluates `prompting` on the test split with the trainer's forward; `on_done` is called
-/// after each query.
+/// A vision-language model's prompts: how each `<image>` expands, and what hands the model a
+/// prompt's images (the demonstrations' then the query's) before the prompt runs.
+pub struct PromptImages<'f, M> {
+    pub expansion: ImageTokens,
+    pub set: Box<dyn FnMut(&mut M, &[&PathBuf]) -> Result<()> + 'f>,
+}
+
+/// Evaluates `prompting` on the test split with the trainer's forward (and, for a
+/// vision-language model, the task's image tokens); `on_done` is called after each query.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &TorchModel,
     tok: &TextTokenizer,
@@ -85,6 +96,7 @@ pub fn evaluate(
     prompting: &Prompting,
     max_new: usize,
     seed: u64,
+    images: Option<&TaskImages>,
     on_done: impl FnMut(usize, usize),
 ) -> Result<(EvalResult, Vec<Answer>)> {
     let _guard = tch::no_grad_guard();
@@ -101,7 +113,14 @@ pub fn evaluate(
         max_new,
         seed,
     };
-    evaluate_lm(&mut lm, tok, task, &run, on_done)
+    let images = images.map(|images| PromptImages {
+        expansion: images.expansion,
+        set: Box::new(move |lm: &mut TorchLm, paths: &[&PathBuf]| {
+            lm.images = images.features(paths)?.map(|f| (images.token_id, f));
+            Ok(())
+        }),
+    });
+    evaluate_lm(&mut lm, tok, task, &run, images, on_done)
 }
 
 /// What an evaluation run is: its name in the table, and how the model is prompted.
@@ -121,6 +140,7 @@ pub fn evaluate_lm<M: CausalLm>(
     tok: &TextTokenizer,
     task: &Task,
     run: &EvalRun,
+    mut images: Option<PromptImages<'_, M>>,
     mut on_done: impl FnMut(usize, usize),
 ) -> Result<(EvalResult, Vec<Answer>)>
 where
@@ -137,7 +157,12 @@ where
             0 => vec![],
             k => task.demonstrations(q, k, &mut rng)?,
         };
-        let enc = Encoded::new(tok, start, &task.template, &demos, q)?;
+        let expansion = images.as_ref().map(|i| i.expansion);
+        let enc = Encoded::with_image_tokens(tok, start, &task.template, &demos, q, expansion)?;
+        if let Some(i) = images.as_mut() {
+            let paths: Vec<&PathBuf> = enc.images.iter().collect();
+            (i.set)(lm, &paths)?;
+        }
         let prompt = enc.prompt();
         if prompt.len() + max_new > lm.max_positions() {
             return Err(TrainerError::Other(format!(

@@ -486,9 +486,9 @@ impl Backend for TorchPass<'_, '_, '_> {
 pub struct TorchLm<'m> {
     pub model: &'m TorchModel,
     pub shifts: Shifts<'m>,
-    /// A vision-language model's image tokens, for the prompt (the first `extend` after a
-    /// reset).
-    pub images: Option<ImageTokens<'m>>,
+    /// A vision-language model's image token id and the prompt's image tokens
+    /// (`[n, hidden]` or `[images, per_image, hidden]`), for the first `extend` after a reset.
+    pub images: Option<(i64, Tensor)>,
     cache: KvCache,
 }
 
@@ -524,7 +524,13 @@ impl CausalLm for TorchLm<'_> {
         f.logits_last = Some(1);
         f.shifts = self.shifts;
         if self.cache.is_empty() {
-            f.images = self.images;
+            f.images = self
+                .images
+                .as_ref()
+                .map(|(token_id, features)| ImageTokens {
+                    token_id: *token_id,
+                    features,
+                });
         }
         let out = self.model.forward(&f, Some(&mut self.cache));
         let logits = out

@@ -4,12 +4,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use mimic_models::image::decode::load_image;
 use mimic_models::image::processor::ImageProcessor;
-use mimic_models::vision::patches::Bucketing;
-use mimic_models::vlm::inputs::{encoder_inputs, EncoderInputs};
+use mimic_models::vlm::inputs::EncoderInputs;
 use mimic_models::vlm::prompt::ImageTokens as PromptImageTokens;
-use mimic_models::vlm::request::image_tokens;
+use mimic_models::vlm::request::{image_tokens, images_inputs};
 use mimic_models::vlm::{VisionLanguageModel, VlmConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -100,9 +98,7 @@ impl TaskImages {
             if by_path.contains_key(path) {
                 continue;
             }
-            let image = load_image(path)?;
-            let processed = processor.process(&[image])?;
-            let inputs = encoder_inputs(&vlm.config, &processed, Bucketing::Transformers5)?;
+            let inputs = images_inputs(&vlm.config, processor, std::slice::from_ref(path))?;
             let features = vlm.encode_images(&inputs, false)?.hidden;
             by_path.insert(path.clone(), features.squeeze_dim(0));
         }

@@ -58,16 +58,23 @@ pub fn image_prompt(
             )))
         }
     };
-    let images = paths
-        .iter()
-        .map(|p| load_image(p))
-        .collect::<Result<Vec<_>>>()?;
-    let processed = processor.process(&images)?;
-    let inputs = encoder_inputs(cfg, &processed, Bucketing::Transformers5)?;
+    let inputs = images_inputs(cfg, processor, paths)?;
     let text = image_tokens(cfg)
         .expand(&text)
         .map_err(|e| ModelError::Other(e.to_string()))?;
     Ok(ImagePrompt { text, inputs })
+}
+
+/// The encoder inputs of the images at `paths` (one prompt's), decoded and processed by
+/// `processor`; errors name the file that does not decode.
+pub fn images_inputs(
+    cfg: &VlmConfig,
+    processor: &ImageProcessor,
+    paths: &[impl AsRef<Path>],
+) -> Result<EncoderInputs> {
+    let images = paths.iter().map(load_image).collect::<Result<Vec<_>>>()?;
+    let processed = processor.process(&images)?;
+    encoder_inputs(cfg, &processed, Bucketing::Transformers5)
 }
 
 /// The processor of a model folder or compiled folder: its `preprocessor_config.json`.
