@@ -158,11 +158,12 @@ impl ModelArgs {
                 .with_context(|| format!("cannot load model {}", path.display()))?;
             return Ok(AnyModel::Vision(Box::new(m)));
         }
-        Ok(AnyModel::Text(self.open()?))
+        Ok(AnyModel::Text(Box::new(self.open()?)))
     }
 }
 
 /// A vision-language model's image processor, or an error naming the missing file.
+#[cfg(feature = "torch")]
 pub fn vlm_processor(
     v: &VisionLanguageModel,
 ) -> Result<&mimic_models::image::processor::ImageProcessor> {
@@ -177,7 +178,7 @@ pub fn vlm_processor(
 
 /// A model a command takes: a text decoder, or a vision-language model.
 pub enum AnyModel {
-    Text(Model),
+    Text(Box<Model>),
     Vision(Box<VisionLanguageModel>),
 }
 

@@ -2,10 +2,10 @@
 //! same heads) on the same prompts: greedy tokens and logits, step by step.
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mimic_compiler::AttentionImpl;
+#[cfg(feature = "torch")]
 use mimic_models::vlm::inputs::EncoderInputs;
-use mimic_models::vlm::request::image_tokens;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -62,8 +62,10 @@ struct Row {
 
 #[cfg(feature = "torch")]
 pub fn run(a: Args) -> Result<()> {
+    use anyhow::Context;
     use mimic_compiler::CompileOptions;
     use mimic_models::generate::relative_error as rel_err;
+    use mimic_models::vlm::request::image_tokens;
     use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
     use mimic_trainer::shift::Shift;
     use mimic_trainer::{TorchLm, TorchModel};

@@ -83,8 +83,11 @@ where
 /// prompt's images (the demonstrations' then the query's) before the prompt runs.
 pub struct PromptImages<'f, M> {
     pub expansion: ImageTokens,
-    pub set: Box<dyn FnMut(&mut M, &[&PathBuf]) -> Result<()> + 'f>,
+    pub set: SetImages<'f, M>,
 }
+
+/// Hands a model the image tokens of a prompt's images, in order.
+pub type SetImages<'f, M> = Box<dyn FnMut(&mut M, &[&PathBuf]) -> Result<()> + 'f>;
 
 /// Evaluates `prompting` on the test split with the trainer's forward (and, for a
 /// vision-language model, the task's image tokens); `on_done` is called after each query.
