@@ -448,6 +448,15 @@ impl OnnxVision<'_> {
     }
 }
 
+/// Writes a vision-language model's image encoder as `dir/vision.onnx` (weights in
+/// `dir/vision.onnx.data`).
+pub fn compile_image_encoder(encoder: &ImageEncoder, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
+    let m = emit_image_encoder(encoder, false, Some(&dir.join(VISION_DATA_FILE)))?;
+    let path = dir.join(VISION_MODEL_FILE);
+    std::fs::write(&path, m.encode_to_vec()).map_err(|e| CompileError::io(&path, e))
+}
+
 /// Writes the tower as `dir/vision.onnx` (weights in `dir/vision.onnx.data`).
 pub fn compile_vision(tower: &SiglipVision, opts: &VisionCompileOptions, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;

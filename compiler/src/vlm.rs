@@ -14,8 +14,7 @@ use std::path::Path;
 
 use mimic_models::contract::{Contract, VisionContract, CONTRACT_FILE};
 use mimic_models::vision::io::{
-    EMBED_DATA_FILE, EMBED_MODEL_FILE, IMAGE_FEATURES, PROCESSOR_FILE, VISION_DATA_FILE,
-    VISION_MODEL_FILE,
+    EMBED_DATA_FILE, EMBED_MODEL_FILE, IMAGE_FEATURES, PROCESSOR_FILE, VISION_MODEL_FILE,
 };
 use mimic_models::vlm::VisionLanguageModel;
 use mimic_models::Model;
@@ -109,12 +108,7 @@ pub fn compile_vlm(
             let path = dir.join(name);
             std::fs::write(&path, m.encode_to_vec()).map_err(|e| CompileError::io(&path, e))
         };
-        let vision = crate::vision::emit_image_encoder(
-            &vlm.encoder,
-            false,
-            Some(&dir.join(VISION_DATA_FILE)),
-        )?;
-        write(VISION_MODEL_FILE, vision)?;
+        crate::vision::compile_image_encoder(&vlm.encoder, dir)?;
         let embed = emit_embed(
             &vlm.decoder,
             vlm.config.image_token_id,

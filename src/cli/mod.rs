@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 mod bench;
 mod bench_train;
+mod bench_vision;
 mod compile;
 mod completions;
 mod doctor;
@@ -49,6 +50,9 @@ pub enum Command {
     Bench(bench::Args),
     /// Time one MimIC training step against the same step in Python PyTorch + transformers.
     BenchTrain(bench_train::Args),
+    /// Time a vision-language model's image encoder per image, libtorch against ONNX
+    /// Runtime, with each one's peak memory.
+    BenchVision(bench_vision::Args),
     /// Report libtorch, ONNX Runtime, execution providers, the task data and the default model.
     Doctor(doctor::Args),
     /// Train MimIC heads (or LIVE / LoRA) on a task so the model answers without demonstrations.
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compile(a) => compile::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchTrain(a) => bench_train::run(a),
+        Command::BenchVision(a) => bench_vision::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),

@@ -8,6 +8,7 @@ use mimic_models::vision::backend::{
     Activation, ConnectorSite, VisionAttentionSpec, VisionBackend,
 };
 use mimic_models::vision::siglip::{self, Features, SiglipVision, SiglipVisionConfig};
+use mimic_models::vlm::inputs::EncoderInputs;
 use mimic_models::vlm::{connector, ImageEncoder, VlmConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -150,6 +151,34 @@ impl TorchVision {
         let mut pass = self.pass(f)?;
         let hidden = connector::image_features(vlm, &self.prefix, prefix, &mut pass);
         Ok(pass.output(hidden))
+    }
+
+    /// [`TorchVision::encode`] on a vision-language model's encoder inputs (host tensors).
+    pub fn encode_inputs(&self, inputs: &EncoderInputs, record: bool) -> Result<VisionOutput> {
+        let Some((vlm, _)) = &self.connector else {
+            return Err(TrainerError::Other(
+                "this vision tower has no connector (not a vision-language model's)".into(),
+            ));
+        };
+        let shape: Vec<i64> = inputs
+            .pixel_values
+            .shape
+            .iter()
+            .map(|&x| x as i64)
+            .collect();
+        let pixels = Tensor::f_from_slice(&inputs.pixel_values.data)?.f_reshape(&shape)?;
+        let rows = |v: &Vec<i64>| -> Result<Tensor> {
+            let n = shape[0];
+            Ok(Tensor::f_from_slice(v)?.f_reshape([n, v.len() as i64 / n.max(1)])?)
+        };
+        let position_ids = inputs.position_ids.as_ref().map(rows).transpose()?;
+        let patch_mask = inputs.patch_mask.as_ref().map(rows).transpose()?;
+        let mut f = VisionForward::new(&pixels);
+        f.position_ids = position_ids.as_ref();
+        f.patch_mask = patch_mask.as_ref();
+        f.features = vlm.features();
+        f.record = record;
+        self.encode(&f)
     }
 
     /// A pass over checked inputs.

@@ -12,7 +12,7 @@ use mimic_models::vlm::{VisionLanguageModel, VlmConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::torch_backend::{ImageTokens, TorchModel};
-use crate::torch_vision::{TorchVision, VisionForward, VisionOutput};
+use crate::torch_vision::{TorchVision, VisionOutput};
 use crate::{Result, TrainerError};
 
 /// A vision-language model's weights on a device, float32.
@@ -34,25 +34,7 @@ impl TorchVlm {
     /// The image tokens of `inputs`' images, `[n_images, tokens_per_image, text_hidden]`, with
     /// the tower's hidden states and the connector's steps when `record` is set.
     pub fn encode_images(&self, inputs: &EncoderInputs, record: bool) -> Result<VisionOutput> {
-        let shape: Vec<i64> = inputs
-            .pixel_values
-            .shape
-            .iter()
-            .map(|&x| x as i64)
-            .collect();
-        let pixels = Tensor::f_from_slice(&inputs.pixel_values.data)?.f_reshape(&shape)?;
-        let rows = |v: &Vec<i64>| -> Result<Tensor> {
-            let n = shape[0];
-            Ok(Tensor::f_from_slice(v)?.f_reshape([n, v.len() as i64 / n.max(1)])?)
-        };
-        let position_ids = inputs.position_ids.as_ref().map(rows).transpose()?;
-        let patch_mask = inputs.patch_mask.as_ref().map(rows).transpose()?;
-        let mut f = VisionForward::new(&pixels);
-        f.position_ids = position_ids.as_ref();
-        f.patch_mask = patch_mask.as_ref();
-        f.features = self.config.features();
-        f.record = record;
-        self.encoder.encode(&f)
+        self.encoder.encode_inputs(inputs, record)
     }
 
     /// The [`ImageTokens`] of a prefill over `ids` (`[batch, seq]`) with these image tokens,
