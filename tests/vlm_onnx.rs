@@ -136,3 +136,73 @@ fn images_must_match_the_placeholders() {
         .to_string();
     assert!(e.contains("0 images"), "{e}");
 }
+
+#[test]
+fn run_batches_prompts_with_their_images() {
+    // `mimic run` on a compiled vision-language folder: prompts with one, two and no images,
+    // batched together, answer as they do one at a time.
+    let tmp = tempfile::tempdir().unwrap();
+    let compiled = tmp.path().join("c");
+    let model = fixtures_dir().join("vlm/idefics3");
+    succeeds(&[
+        "compile",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        compiled.to_str().unwrap(),
+    ]);
+    let shapes = fixtures_dir().join("vlm/shapes");
+    let image = |n: &str| shapes.join(n).display().to_string();
+    let lines = [
+        serde_json::json!({"prompt": "<image>What colour is the shape?",
+                           "images": [image("red-circle.png")]}),
+        serde_json::json!({"prompt": "<image> and <image>: same colour?",
+                           "images": [image("blue-square.png"), image("green-triangle.png")]}),
+        serde_json::json!({"prompt": "no image here"}),
+    ];
+    let file = tmp.path().join("prompts.jsonl");
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let completions = |batch: &str| {
+        let json = tmp.path().join(format!("batch-{batch}.json"));
+        succeeds(&[
+            "run",
+            "--compiled",
+            compiled.to_str().unwrap(),
+            "--prompts-file",
+            file.to_str().unwrap(),
+            "--batch",
+            batch,
+            "--max-new-tokens",
+            "4",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["completion"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let batched = completions("3");
+    assert_eq!(batched.len(), 3);
+    assert_eq!(batched, completions("1"));
+    // A prompt whose images and placeholders disagree names itself.
+    std::fs::write(
+        &file,
+        serde_json::json!({"prompt": "<image><image>", "images": [image("red-circle.png")]})
+            .to_string(),
+    )
+    .unwrap();
+    let err = fails(&[
+        "run",
+        "--compiled",
+        compiled.to_str().unwrap(),
+        "--prompts-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(err.contains("2 <image> placeholders but 1 images"), "{err}");
+}

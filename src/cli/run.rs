@@ -8,7 +8,8 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 use mimic_models::tokenizer::TextTokenizer;
-use mimic_models::Heads;
+use mimic_models::vlm::request::{folder_processor, image_prompt};
+use mimic_models::{Heads, HostTensor};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,7 +23,8 @@ pub struct Args {
     /// (repeatable).
     #[arg(long = "prompt")]
     prompts: Vec<String>,
-    /// A JSON-lines file of `{"heads": NAME or null, "prompt": TEXT}`.
+    /// A JSON-lines file of `{"heads": NAME or null, "prompt": TEXT}`, and for a
+    /// vision-language model `"images": [FILE, ..]`, one per `<image>` in the prompt.
     #[arg(long, value_name = "FILE")]
     prompts_file: Option<PathBuf>,
     /// Rows per batch.
@@ -48,6 +50,8 @@ struct Request {
     #[serde(default)]
     heads: Option<String>,
     prompt: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    images: Vec<PathBuf>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -64,10 +68,12 @@ fn read_requests(a: &Args, names: &BTreeMap<String, Heads>) -> Result<Vec<Reques
             Some((name, text)) if names.contains_key(name) => reqs.push(Request {
                 heads: Some(name.to_string()),
                 prompt: text.to_string(),
+                images: vec![],
             }),
             _ => reqs.push(Request {
                 heads: None,
                 prompt: p.clone(),
+                images: vec![],
             }),
         }
     }
@@ -85,6 +91,14 @@ fn read_requests(a: &Args, names: &BTreeMap<String, Heads>) -> Result<Vec<Reques
                     i + 1
                 )
             })?;
+            // Image paths are relative to the prompts file.
+            let base = path.parent().unwrap_or(Path::new("."));
+            let mut r = r;
+            for image in &mut r.images {
+                if image.is_relative() {
+                    *image = base.join(&*image);
+                }
+            }
             reqs.push(r);
         }
     }
@@ -141,9 +155,38 @@ pub fn run(a: Args) -> Result<()> {
     let bar = indicatif::ProgressBar::new(reqs.len() as u64);
     let t0 = std::time::Instant::now();
     let mut new_tokens = 0usize;
-    let encoded: Vec<Vec<u32>> = reqs
+    // A vision-language model: each prompt's images through the folder's image encoder,
+    // its `<image>` placeholders expanded.
+    let mut features: Vec<Option<HostTensor>> = Vec::with_capacity(reqs.len());
+    let mut texts = Vec::with_capacity(reqs.len());
+    let processor = match &contract.vision {
+        Some(_) if reqs.iter().any(|r| !r.images.is_empty()) => {
+            Some(folder_processor(&a.compiled)?)
+        }
+        _ => None,
+    };
+    for r in &reqs {
+        match (&contract.vision, &processor) {
+            (Some(v), Some(p)) if !r.images.is_empty() => {
+                let ip = image_prompt(&v.config, p, &r.prompt, &r.images)
+                    .with_context(|| format!("prompt {:?}", r.prompt))?;
+                features.push(Some(model.encode_images(&ip.inputs)?));
+                texts.push(ip.text);
+            }
+            (None, _) if !r.images.is_empty() => bail!(
+                "prompt {:?} has images, but {} is a text model",
+                r.prompt,
+                a.compiled.display()
+            ),
+            _ => {
+                features.push(None);
+                texts.push(r.prompt.clone());
+            }
+        }
+    }
+    let encoded: Vec<Vec<u32>> = texts
         .iter()
-        .map(|r| tok.encode(&r.prompt))
+        .map(|t| tok.encode(t))
         .collect::<Result<_, _>>()?;
     for (p, r) in encoded.iter().zip(&reqs) {
         if p.len() + a.max_new_tokens > contract.max_positions {
@@ -169,6 +212,17 @@ pub fn run(a: Args) -> Result<()> {
                 .map(|r| r.heads.as_ref().map(|n| &names[n]))
                 .collect();
             model.set_heads(&rows)?;
+        }
+        // The batch's image tokens, row after row (the order of its `<image>` tokens).
+        let rows_features: Vec<&HostTensor> =
+            rows.iter().filter_map(|&i| features[i].as_ref()).collect();
+        if let Some(first) = rows_features.first() {
+            let width = *first.shape.last().unwrap_or(&1);
+            let data: Vec<f32> = rows_features
+                .iter()
+                .flat_map(|f| f.data.iter().copied())
+                .collect();
+            model.set_images(HostTensor::new(vec![data.len() / width, width], data))?;
         }
         let outs = mimic_runtime::batch::greedy_batch(
             &mut model,
