@@ -43,6 +43,13 @@ Outputs at padded positions (attention_mask 0) are whatever transformers compute
 real positions are checked against an unpadded run. The metadata key "prompts" holds the two
 prompts (a JSON list) as the user writes them, one <image> per image.
 
+idefics2 also gets reference_odd_size.safetensors: ODD_PROMPT alone (batch 1, no padding,
+position_ids = arange) with one ODD_SIZE = 30x27 px image, not a multiple of the 4 px patch
+(pixel_attention_mask all ones); transformers drops the partial last patch row and column, 7x6 =
+42 patches. Keys: input_ids, attention_mask, position_ids, pixel_values [1, 1, 3, 30, 27],
+pixel_attention_mask, vision.patch_attention_mask and vision.position_ids [1, 42],
+vision.last_hidden_state [1, 42, 32], connector.output [1, 4, 64], logits; "prompts" as above.
+
 Everything is offline and deterministic (fixed seeds, eager attention, float32, CPU).
 Regenerate with:
     .venv-ref/bin/python scripts/make_vlm_fixtures.py
@@ -86,6 +93,8 @@ IMAGE_SIZE = 32
 PATCH = 4
 SIDE = IMAGE_SIZE // PATCH  # 8x8 = 64 patches
 B_REAL = (20, 28)  # image B's real pixels (height, width): 5x7 patches
+ODD_SIZE = (30, 27)  # idefics2's odd-size image (height, width): 7x6 whole patches
+ODD_PROMPT = "User: What is in<image> here?<end_of_utterance>\nAssistant:"
 VISION = dict(
     hidden_size=32,
     intermediate_size=64,
@@ -367,10 +376,10 @@ def randomize(model, seed):
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
-def pixels(seed, n):
+def pixels(seed, n, h=IMAGE_SIZE, w=IMAGE_SIZE):
     """Normalised pixel values in [-1, 1], as mean = std = 0.5 processors give."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g) * 2 - 1
+    return torch.rand(n, 3, h, w, generator=g) * 2 - 1
 
 
 def make_inputs(name, tok, seed):
@@ -614,6 +623,41 @@ def greedy(model, name, inputs, rows):
     return new.clone()
 
 
+@torch.no_grad()
+def odd_size(model, tok, seed, folder):
+    """idefics2's reference_odd_size.safetensors (see the module docstring)."""
+    name = "idefics2"
+    ids = hand_ids(name, tok, ODD_PROMPT)
+    assert tok.encode(ODD_PROMPT.replace("<image>", image_expansion(name))).ids == ids
+    S, (h, w) = len(ids), ODD_SIZE
+    assert h % PATCH and w % PATCH
+    inputs = dict(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, S, dtype=torch.int64),
+                  position_ids=torch.arange(S)[None], pixel_values=pixels(seed, 1, h, w)[None],
+                  pixel_attention_mask=torch.ones(1, 1, h, w, dtype=torch.int64))
+    with hooks(model, name) as out:
+        logits = model(**inputs).logits
+    keys = ["vision.patch_attention_mask", "vision.position_ids", "vision.last_hidden_state", "connector.output"]
+    ref = {**inputs, **{k: out[k] for k in keys}, "logits": logits}
+    n = (h // PATCH) * (w // PATCH)
+    assert n == 42 and ref["vision.patch_attention_mask"].shape == (1, n) and ref["vision.patch_attention_mask"].all()
+    assert ref["vision.position_ids"].shape == (1, n) and ref["vision.position_ids"].dtype == torch.int64
+    assert ref["vision.last_hidden_state"].shape == (1, n, VISION["hidden_size"])
+    assert ref["connector.output"].shape == (1, PERCEIVER["resampler_n_latents"], TEXT["hidden_size"])
+    assert logits.shape == (1, S, model.config.text_config.vocab_size)
+    # The partial last patch row and column are dropped: the same as the image cropped to whole patches.
+    crop = dict(inputs, pixel_values=inputs["pixel_values"][..., :h - h % PATCH, :w - w % PATCH],
+                pixel_attention_mask=inputs["pixel_attention_mask"][..., :h - h % PATCH, :w - w % PATCH])
+    close(model(**crop).logits, logits, "idefics2 odd size vs cropped", atol=0)
+    for k, v in ref.items():
+        assert torch.isfinite(v.float()).all(), f"odd size {k} not finite"
+        assert not v.is_floating_point() or v.std().item() > 0.1, f"odd size {k} degenerate"
+    assert logits.std().item() > 0.3
+    save_file({k: v.contiguous() for k, v in ref.items()}, os.path.join(folder, "reference_odd_size.safetensors"),
+              metadata={"prompts": json.dumps([ODD_PROMPT])})
+    print(f"  reference_odd_size.safetensors: S = {S}, "
+          + ", ".join(f"{k} {list(v.shape)}" for k, v in ref.items()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------
@@ -717,6 +761,8 @@ def build(name, out_root, seed):
     folder = os.path.join(out_root, name)
     write(name, model, tok, proc, ref, inputs, folder)
     summary(name, tok, folder)
+    if name == "idefics2":
+        odd_size(model, tok, seed + 2, folder)
     print(f"  row 1 alone vs padded: max abs diff {err:.1e}; generate.row0 = {out['generate.row0'].tolist()}")
 
 

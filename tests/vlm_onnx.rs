@@ -206,3 +206,33 @@ fn run_batches_prompts_with_their_images() {
     ]);
     assert!(err.contains("2 <image> placeholders but 1 images"), "{err}");
 }
+
+#[test]
+fn idefics2_onnx_drops_partial_patches_as_transformers() {
+    let (model, _) = vlm_fixture("idefics2");
+    let reference =
+        read_reference(&fixtures_dir().join("vlm/idefics2/reference_odd_size.safetensors"));
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let opts = CompileOptions {
+        last_only: false,
+        ..Default::default()
+    };
+    compile_vlm(&model, HeadsSource::None, &opts, &dir).unwrap();
+    let mut m = CompiledModel::load(&dir, &SessionOptions::default()).unwrap();
+    let features = m.encode_images(&inputs).unwrap();
+    let err = rel_err(&features.data, &reference["connector.output"].f32);
+    eprintln!("idefics2 30x27 onnx: image features relative error {err:.2e}");
+    assert!(err <= TOL, "image features relative error {err:e}");
+    m.set_images(features).unwrap();
+    let ids = &reference["input_ids"].i64;
+    let positions: Vec<i64> = (0..ids.len() as i64).collect();
+    let state = m.empty_state(1).unwrap();
+    let out = m
+        .run(1, ids, &vec![1; ids.len()], &positions, state)
+        .unwrap();
+    let err = rel_err(&out.logits, &reference["logits"].f32);
+    eprintln!("idefics2 30x27 onnx: logits relative error {err:.2e}");
+    assert!(err <= TOL, "logits relative error {err:e}");
+}

@@ -199,3 +199,42 @@ fn image_token_count_must_match_the_images() {
     );
     assert!(vlm.image_tokens(&row0, &out.hidden).is_err());
 }
+
+#[test]
+fn idefics2_drops_partial_patches_as_transformers() {
+    // A 30x27 image of 4 px patches: transformers' stride-4 convolution and mask unfolding
+    // keep 7x6 patches; the position ids spread them over the 8x8 table.
+    let _guard = tch::no_grad_guard();
+    let (model, _) = vlm_fixture("idefics2");
+    let dir = fixtures_dir().join("vlm/idefics2");
+    let reference = read_reference(&dir.join("reference_odd_size.safetensors"));
+    let vlm = TorchVlm::new(&model, Device::Cpu).unwrap();
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    assert_eq!(
+        inputs.patch_mask.as_ref().unwrap(),
+        &reference["vision.patch_attention_mask"].i64
+    );
+    assert_eq!(
+        inputs.position_ids.as_ref().unwrap(),
+        &reference["vision.position_ids"].i64
+    );
+    let out = vlm.encode_images(&inputs, true).unwrap();
+    let name = "idefics2 30x27";
+    check(
+        name,
+        "vision.last_hidden_state",
+        &out.connector[&ConnectorSite::Features],
+        &reference["vision.last_hidden_state"],
+    );
+    check(
+        name,
+        "connector.output",
+        &out.hidden,
+        &reference["connector.output"],
+    );
+    let ids = tensor_i64(&reference["input_ids"]);
+    let mut f = Forward::new(&ids);
+    f.images = Some(vlm.image_tokens(&ids, &out.hidden).unwrap());
+    let logits = vlm.decoder.forward(&f, None).logits;
+    check(name, "logits", &logits, &reference["logits"]);
+}

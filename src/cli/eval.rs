@@ -276,7 +276,7 @@ fn onnx_prompt_images<'f, 'm: 'f>(
 ) -> Result<mimic_trainer::eval::PromptImages<'f, TrainerErrors<mimic_runtime::OnnxLm<'m>>>> {
     let processor = super::vlm_processor(v)?;
     Ok(mimic_trainer::eval::PromptImages {
-        expansion: mimic_models::vlm::request::image_tokens(&v.config),
+        expansion: mimic_models::vlm::request::image_tokens(&v.config, processor),
         set: Box::new(move |lm, paths| {
             let err = |e: String| mimic_trainer::TrainerError::Other(e);
             if paths.is_empty() {

@@ -94,7 +94,9 @@ pub fn run(a: Args) -> Result<()> {
             use mimic_models::task::{start_token, Encoded, Task, Template};
             let task = Task::load(path, Template::new(&a.template)?, a.prompts, 0)?;
             let start = start_token(tok);
-            let expansion = vision.map(|v| image_tokens(&v.config));
+            let expansion = vision
+                .map(|v| Ok::<_, anyhow::Error>(image_tokens(&v.config, super::vlm_processor(v)?)))
+                .transpose()?;
             task.test
                 .iter()
                 .take(a.prompts)

@@ -192,10 +192,12 @@ impl TorchVision {
                 cfg.num_channels
             ));
         }
+        // A partial last row or column of patches is dropped, as the stride-`patch`
+        // convolution drops it in transformers.
         let p = cfg.patch_size as i64;
-        if size[2] % p != 0 || size[3] % p != 0 {
+        if size[2] < p || size[3] < p {
             return bad(format!(
-                "image {}x{} is not a whole number of {p}x{p} patches",
+                "image {}x{} is smaller than one {p}x{p} patch",
                 size[2], size[3]
             ));
         }

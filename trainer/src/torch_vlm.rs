@@ -63,7 +63,8 @@ pub struct TaskImages {
     pub token_id: i64,
     /// How the prompts' `<image>` placeholders expand.
     pub expansion: PromptImageTokens,
-    /// `[tokens_per_image, hidden]` per image, on the model's device.
+    /// `[tokens, hidden]` per image (`tokens_per_image`, five times that when Idefics2 splits
+    /// images), on the model's device.
     by_path: HashMap<PathBuf, Tensor>,
 }
 
@@ -82,11 +83,14 @@ impl TaskImages {
             }
             let inputs = images_inputs(&vlm.config, processor, std::slice::from_ref(path))?;
             let features = vlm.encode_images(&inputs, false)?.hidden;
-            by_path.insert(path.clone(), features.squeeze_dim(0));
+            // [images, tokens, hidden] -> [images * tokens, hidden]: one image, or Idefics2's
+            // five when its processor splits.
+            let hidden = *features.size().last().unwrap_or(&1);
+            by_path.insert(path.clone(), features.reshape([-1, hidden]));
         }
         Ok(TaskImages {
             token_id: vlm.config.image_token_id as i64,
-            expansion: image_tokens(&vlm.config),
+            expansion: image_tokens(&vlm.config, processor),
             by_path,
         })
     }
@@ -99,8 +103,7 @@ impl TaskImages {
         self.by_path.is_empty()
     }
 
-    /// The image tokens of `paths` in order, `[n * tokens_per_image, hidden]`; `None` for no
-    /// images.
+    /// The image tokens of `paths` in order, `[n * tokens, hidden]`; `None` for no images.
     pub fn features(&self, paths: &[&PathBuf]) -> Result<Option<Tensor>> {
         if paths.is_empty() {
             return Ok(None);

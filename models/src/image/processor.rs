@@ -68,6 +68,11 @@ impl ImageProcessor {
         }
     }
 
+    /// Whether each image becomes several (Idefics2's four quadrants and the whole image).
+    pub fn splits_images(&self) -> bool {
+        matches!(self, Self::Idefics2(c) if c.do_image_splitting)
+    }
+
     fn common(&self) -> &Common {
         match self {
             Self::Siglip(c) => &c.common,

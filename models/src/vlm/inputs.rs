@@ -66,9 +66,11 @@ pub fn encoder_inputs(
                         px.shape
                     ))
                 })?;
-            if h % patch != 0 || w % patch != 0 {
+            // Sizes need not be whole patches: as transformers' stride-`patch` convolution and
+            // mask unfolding do, the last partial row and column are dropped.
+            if h < patch || w < patch {
                 return Err(bad(format!(
-                    "{h}x{w} images are not a whole number of {patch}x{patch} patches"
+                    "{h}x{w} images are smaller than one {patch}x{patch} patch"
                 )));
             }
             let per_image = c * h * w;

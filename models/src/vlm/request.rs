@@ -18,13 +18,14 @@ pub struct ImagePrompt {
     pub inputs: EncoderInputs,
 }
 
-/// How `cfg`'s processor expands one `<image>` (unsplit images, as MimIC runs Idefics2).
-pub fn image_tokens(cfg: &VlmConfig) -> ImageTokens {
+/// How `cfg`'s processor expands one `<image>`: Idefics2 into five images' tokens when its
+/// processor splits images (MimIC turns splitting off), the others unsplit.
+pub fn image_tokens(cfg: &VlmConfig, processor: &ImageProcessor) -> ImageTokens {
     let per_image = cfg.tokens_per_image();
     match cfg.architecture {
         VlmArchitecture::Idefics2 => ImageTokens::Idefics2 {
             per_image,
-            split: false,
+            split: processor.splits_images(),
         },
         VlmArchitecture::Idefics3 => ImageTokens::Idefics3 {
             per_image,
@@ -59,7 +60,7 @@ pub fn image_prompt(
         }
     };
     let inputs = images_inputs(cfg, processor, paths)?;
-    let text = image_tokens(cfg)
+    let text = image_tokens(cfg, processor)
         .expand(&text)
         .map_err(|e| ModelError::Other(e.to_string()))?;
     Ok(ImagePrompt { text, inputs })
