@@ -1,8 +1,9 @@
 //! `mimic bench-vision`: a vision-language model's image encoder (tower and connector) per
-//! image, on libtorch and in ONNX Runtime, side by side in one run. Each backend runs in a
-//! child process of its own (this executable, `--only BACKEND`), so that its peak resident
-//! memory (`VmHWM`) is its own: the child reports the memory before loading the encoder and
-//! its peak after the timed runs.
+//! image, on libtorch, in ONNX Runtime and in Python transformers (the peer a user would
+//! otherwise run), side by side in one run. Each backend runs in a child process of its own
+//! (this executable with `--only BACKEND`, or `scripts/bench_vision_transformers.py`), so
+//! that its peak resident memory is its own: the child reports the memory before loading the
+//! encoder and its peak after the timed runs.
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -25,6 +26,10 @@ pub struct Args {
     threads: super::ThreadsArgs,
     #[command(flatten)]
     json: super::JsonArgs,
+    /// The Python with transformers for the transformers row (`make reference-env`); the row
+    /// is left out when it is missing.
+    #[arg(long, default_value = ".venv-ref/bin/python")]
+    python: PathBuf,
     /// Run one backend and print its measurement as JSON (what the parent runs).
     #[arg(long, hide = true, value_enum)]
     only: Option<Backend>,
@@ -183,6 +188,41 @@ fn run_torch(
     bail!("this mimic was built without the `torch` feature: no libtorch backend to time")
 }
 
+/// The transformers peer, when its Python is there.
+fn transformers_row(a: &Args, model: &std::path::Path) -> Result<Option<Measurement>> {
+    if !a.python.is_file() {
+        return Ok(None);
+    }
+    eprintln!("timing the image encoder in transformers ...");
+    let script = super::repo_file("scripts/bench_vision_transformers.py")?;
+    let mut cmd = std::process::Command::new(&a.python);
+    cmd.arg(&script)
+        .arg("--model")
+        .arg(model)
+        .args(["--batch", &a.batch.to_string()])
+        .args(["--repeats", &a.repeats.to_string()])
+        .args(["--threads", &a.threads.resolved().to_string()]);
+    if let Some(i) = &a.image {
+        cmd.arg("--image").arg(i);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {}", a.python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} failed: {}",
+            a.python.display(),
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let last = line.lines().last().unwrap_or_default();
+    Ok(Some(serde_json::from_str(last).with_context(|| {
+        format!("unreadable transformers measurement {line:?}")
+    })?))
+}
+
 pub fn run(a: Args) -> Result<()> {
     if let Some(backend) = a.only {
         let m = run_one(&a, backend)?;
@@ -230,6 +270,14 @@ pub fn run(a: Args) -> Result<()> {
             .with_context(|| format!("unreadable measurement {line:?}"))?;
         rows.push(m);
     }
+    match transformers_row(&a, &path) {
+        Ok(Some(m)) => rows.push(m),
+        Ok(None) => eprintln!(
+            "transformers left out: {} not found (make reference-env installs it)",
+            a.python.display()
+        ),
+        Err(e) => return Err(e),
+    }
     let mut out = a.json.table();
     writeln!(
         out,
@@ -240,7 +288,7 @@ pub fn run(a: Args) -> Result<()> {
     )?;
     writeln!(
         out,
-        "| {:<8} | {:>12} | {:>17} | {:>16} | {:>15} | {:>13} |",
+        "| {:<12} | {:>12} | {:>17} | {:>16} | {:>15} | {:>13} |",
         "backend",
         "ms / image",
         "p10 - p90 (ms)",
@@ -250,13 +298,13 @@ pub fn run(a: Args) -> Result<()> {
     )?;
     writeln!(
         out,
-        "|{:-<10}|{:->14}|{:->19}|{:->18}|{:->17}|{:->15}|",
+        "|{:-<14}|{:->14}|{:->19}|{:->18}|{:->17}|{:->15}|",
         "", "", "", "", "", ""
     )?;
     for r in &rows {
         writeln!(
             out,
-            "| {:<8} | {:>12.3} | {:>17} | {:>16.1} | {:>15.1} | {:>13.1} |",
+            "| {:<12} | {:>12.3} | {:>17} | {:>16.1} | {:>15.1} | {:>13.1} |",
             r.backend,
             r.ms_per_image,
             format!("{:.3} - {:.3}", r.ms_p10, r.ms_p90),
@@ -267,8 +315,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     writeln!(
         out,
-        "RSS before: the host copy of the weights loaded, before the backend takes them; added: \
-         what the backend's own copy and its runs add to the peak"
+        "RSS before: the process before the backend loads the encoder (mimic: the weights read \
+         from disk; transformers: torch imported); added: what loading it and the runs add to \
+         the peak"
     )?;
     a.json
         .write(&serde_json::json!({ "model": path, "rows": rows }))?;
