@@ -144,6 +144,36 @@ pub enum MimicTemplate {
 }
 
 impl MimicTemplate {
+    /// The published template of a vision-language architecture: MimIC's own for Idefics2 and
+    /// LLaVA-interleave; Idefics3 (not in the published code) takes Idefics2's.
+    pub fn for_architecture(arch: crate::vlm::VlmArchitecture) -> Self {
+        match arch {
+            crate::vlm::VlmArchitecture::Idefics2 | crate::vlm::VlmArchitecture::Idefics3 => {
+                MimicTemplate::Idefics2
+            }
+            crate::vlm::VlmArchitecture::Llava => MimicTemplate::LlavaInterleave,
+        }
+    }
+
+    /// A VQA shot as MimIC builds it (an `image` message, a `question`, an `answer`), with
+    /// `{input}` for the question and `{output}` for the answer: a task template
+    /// ([`crate::task::Template`]) whose demonstrations are MimIC's byte for byte. The query is
+    /// the text before `{output}`, trailing spaces moved to the answer: `Answer:` for the
+    /// Idefics family, as MimIC's open answer message renders; for LLaVA-interleave it ends
+    /// `<|im_start|>answer\n\n` where MimIC's open message has one newline.
+    pub fn vqa_task_template(self) -> String {
+        let conv = Conversation {
+            instruction: None,
+            messages: vec![
+                Message::new(Role::Image, vec![Item::Image]),
+                Message::text(Role::Question, "{input}"),
+                Message::text(Role::Answer, "{output}"),
+            ],
+        };
+        self.render(&conv, false)
+            .unwrap_or_else(|_| unreachable!("a fixed conversation with content renders"))
+    }
+
     /// Renders the conversation; with `add_generation_prompt` the template appends the role
     /// that ends a round (always the last message's) as `Role:` or `<|im_start|>{role}\n`.
     pub fn render(self, conv: &Conversation, add_generation_prompt: bool) -> Result<String> {
@@ -383,6 +413,29 @@ pub fn check_image_count(prompt: &str, images: usize) -> Result<()> {
             placeholders,
             images,
         })
+    }
+}
+
+#[cfg(test)]
+mod vqa_template_tests {
+    use super::*;
+
+    #[test]
+    fn vqa_templates_are_mimic_shots() {
+        assert_eq!(
+            MimicTemplate::Idefics2.vqa_task_template(),
+            "Image:<image><end_of_outterance>\nQuestion: {input}<end_of_outterance>\n\
+             Answer: {output}<end_of_outterance>\n"
+        );
+        assert_eq!(
+            MimicTemplate::Idefics.vqa_task_template(),
+            "Image:<image> Question: {input} Answer: {output}\n"
+        );
+        assert_eq!(
+            MimicTemplate::LlavaInterleave.vqa_task_template(),
+            "<|im_start|>image\n<image><|im_end|>\n<|im_start|>question\n\n{input}<|im_end|>\n\
+             <|im_start|>answer\n\n{output}<|im_end|>\n"
+        );
     }
 }
 
