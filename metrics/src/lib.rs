@@ -46,6 +46,30 @@
 //! once over all captions, one a line, and a few lexer lookaheads see the next line:
 //! [`ptb_tokenize`] takes the captions in that order (image by image, caption by caption).
 //!
+//! # MME ([`mme`])
+//!
+//! The official `eval_tool/calculation.py`: a prediction is read as yes/no after
+//! lower-casing (exact word, else `yes` then `no` in its first 4 characters, else `other`,
+//! always wrong). Per subtask (two questions per image):
+//!
+//! ```text
+//! acc   = #questions right / #questions
+//! acc+  = #images with both questions right / #images
+//! score = acc * 100 + acc+ * 100                              (max 200, not rounded)
+//! perception = sum of the 10 perception scores; cognition = sum of the 4 cognition ones
+//! ```
+//!
+//! [`mme`] also reads and writes the official result files (`<subtask>.txt`, lines
+//! `image\tquestion\tgt\tprediction`) and has MimIC's variant: `yes` -> 1, `no` -> 0, else
+//! -1 on the stripped first line, scored as plain accuracy ([`MmeVariant::Mimic`]).
+//!
+//! # SEED-Bench v1 ([`seed`])
+//!
+//! Exact-match accuracy per image dimension (`question_type_id` 1..=9) and over all
+//! questions, `correct / questions * 100`. Letters come either given, or extracted from
+//! generated text as MimIC does it (cut at the first `\n` or `.`, strip, keep A-D, else a
+//! random letter), the random letters drawn from a seeded [`seed::SplitMix64`].
+//!
 //! # Pipeline
 //!
 //! ```text
@@ -53,14 +77,20 @@
 //! hyps  = ptb_tokenize(all hypotheses, image by image)   // a second run
 //! cider = cider_d(&hyps, &refs grouped per image)
 //! vqa   = vqa_accuracy(&questions, VqaVariant::Official) // raw answers, no PTB step
+//! mme   = mme_report(&read_results_dir(dir)?, MmeVariant::Official)
+//! seed  = seed_accuracy_from_generations(&generations, rng_seed)
 //! ```
 
 pub mod cider;
+pub mod mme;
 pub mod ptb;
+pub mod seed;
 pub mod vqa;
 
 pub use cider::{cider_d, CiderScores};
+pub use mme::{mme_report, MmeReport, MmeSubtask, MmeVariant};
 pub use ptb::{ptb_tokenize, ptb_tokenize_line};
+pub use seed::{seed_accuracy, SeedDimension, SeedReport};
 pub use vqa::{vqa_accuracy, VqaQuestion, VqaReport, VqaVariant};
 
 /// Errors from the metrics.
@@ -72,6 +102,22 @@ pub enum MetricsError {
     /// Mismatched or malformed inputs.
     #[error("{0}")]
     Invalid(String),
+    /// A name or id that is none of the known ones (an MME subtask, a SEED-Bench dimension).
+    #[error("unknown {kind}: {name:?}")]
+    UnknownName { kind: &'static str, name: String },
+    /// A malformed line of an input file (`line` from 1; 0 for the file as a whole).
+    #[error("{}:{}: {}", .path.display(), .line, .message)]
+    Format {
+        path: std::path::PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// A file that could not be read or written.
+    #[error("{}: {}", .path.display(), .source)]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Python's `str.isspace()` for one character (what `str.split()` and `str.strip()` use):
