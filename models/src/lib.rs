@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod config;
 pub mod contract;
+pub mod datasets;
 pub mod default_model;
 pub mod error;
 pub mod files;
