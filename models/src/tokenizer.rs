@@ -477,25 +477,26 @@ impl TextTokenizer {
     }
 
     /// The text of `ids`, special tokens included (as transformers' `decode` with
-    /// `skip_special_tokens=False`). An id outside the vocabulary is an error.
+    /// `skip_special_tokens=False`). Ids the tokenizer does not know decode to nothing, as in
+    /// transformers: a model's vocabulary is often padded past its tokenizer's (Qwen2's
+    /// 152,064 rows for 151,665 tokens), and an untrained row can still win an argmax.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.check_ids(ids)?;
+        let known: Vec<u32> = ids.iter().copied().filter(|&id| self.knows(id)).collect();
+        if known.len() < ids.len() {
+            tracing::debug!(
+                unknown = ids.len() - known.len(),
+                limit = self.id_limit,
+                "ids outside the tokenizer's vocabulary decode to nothing"
+            );
+        }
         self.inner
-            .decode(ids, false)
+            .decode(&known, false)
             .map_err(|e| tok_error(&self.source, format!("decoding failed: {e}")))
     }
 
-    fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        match ids.iter().find(|&&id| id >= self.id_limit) {
-            Some(id) => Err(tok_error(
-                &self.source,
-                format!(
-                    "token id {id} is outside the vocabulary (ids 0..{})",
-                    self.id_limit
-                ),
-            )),
-            None => Ok(()),
-        }
+    /// Whether `id` is one of the tokenizer's.
+    pub fn knows(&self, id: u32) -> bool {
+        id < self.id_limit
     }
 
     /// The ids that end generation: the EOS id first, then any others the model declares
@@ -605,7 +606,9 @@ impl<'a> StreamDecoder<'a> {
 
     /// Adds one id; returns the new text, empty while a character is still incomplete.
     pub fn push(&mut self, id: u32) -> Result<String> {
-        self.tok.check_ids(&[id])?;
+        if !self.tok.knows(id) {
+            return Ok(String::new());
+        }
         self.ids.push(id);
         let text = self.tok.decode(&self.ids)?;
         if text.len() <= self.prefix.len() || text.ends_with('\u{FFFD}') {

@@ -43,6 +43,10 @@ pub struct Args {
     /// The results and every answer as JSON.
     #[command(flatten)]
     pub json: super::JsonArgs,
+    /// With --dataset: write each method's official results file here,
+    /// `{dataset}-{method}.json` (`[{question_id, answer}]`), for the official scorer.
+    #[arg(long, value_name = "DIR", requires = "dataset")]
+    pub results: Option<PathBuf>,
 }
 
 /// What `mimic eval` evaluates.
@@ -58,17 +62,18 @@ pub enum EvalMethod {
 
 #[cfg(feature = "torch")]
 pub fn run(a: Args) -> Result<()> {
-    use anyhow::bail;
+    use anyhow::{bail, Context};
     use mimic_trainer::eval::{evaluate, evaluate_lm, EvalRun, Prompting};
     use mimic_trainer::shift::Shift;
     use std::io::Write;
 
     let any = a.model.open_any()?;
     let model = any.decoder();
-    let mut task = a.task.load()?;
-    if let Some(n) = a.limit {
-        task.test.truncate(n);
-    }
+    let arch = match &any {
+        super::AnyModel::Vision(v) => Some(v.config.architecture),
+        super::AnyModel::Text(_) => None,
+    };
+    let (task, bench) = a.task.load_for(arch, a.limit)?;
     a.threads.apply_to_torch();
     let device = a.device.torch()?;
     let seed = a.task.seed;
@@ -251,9 +256,60 @@ pub fn run(a: Args) -> Result<()> {
             )?;
         }
     }
+    // A benchmark: its own score of every method's answers, and the official results files.
+    let mut scores = Vec::new();
+    if let Some(bench) = &bench {
+        for (r, answers) in results.iter().zip(&all_answers) {
+            let generated: Vec<String> = answers.iter().map(|x| x.generated.clone()).collect();
+            scores.push(bench.score(&r.method, &generated)?);
+            if let Some(dir) = &a.results {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                // "mimic (onnx)" -> "mimic-onnx"
+                let name = r.method.replace(" (", "-").replace([' ', ')'], "");
+                let path = dir.join(format!("{}-{name}.json", bench.dataset.name()));
+                bench.write_results(&path, &generated)?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        writeln!(
+            out,
+            "VQA accuracy (%), answers cut as MimIC cuts them: the official scorer (per answer \
+             type) and the MimIC variant"
+        )?;
+        writeln!(
+            out,
+            "| {:<10} | {:<20} | {:>9} | {:>8} | {:>8} | {:<34} |",
+            "dataset", "method", "questions", "official", "MimIC", "per answer type"
+        )?;
+        writeln!(
+            out,
+            "|{:-<12}|{:-<22}|{:->11}|{:->10}|{:->10}|{:-<36}|",
+            "", "", "", "", "", ""
+        )?;
+        for sc in &scores {
+            let types: Vec<String> = sc
+                .official
+                .per_answer_type
+                .iter()
+                .map(|(t, v)| format!("{t} {v:.2}"))
+                .collect();
+            writeln!(
+                out,
+                "| {:<10} | {:<20} | {:>9} | {:>8.2} | {:>8.2} | {:<34} |",
+                sc.dataset,
+                sc.method,
+                sc.questions,
+                sc.official.overall,
+                sc.mimic,
+                types.join(", ")
+            )?;
+        }
+    }
     a.json.write(&serde_json::json!({
         "results": results,
         "paired_exact_match": paired,
+        "vqa_accuracy": scores,
         "answers": all_answers
     }))?;
     Ok(())

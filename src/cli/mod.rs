@@ -2,6 +2,7 @@
 mod bench;
 mod bench_train;
 mod bench_vision;
+mod benchmark;
 mod compile;
 mod completions;
 mod doctor;
@@ -331,14 +332,18 @@ impl JsonArgs {
 /// The task a subcommand trains or evaluates on, and how it is split and prompted.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TaskArgs {
-    /// A JSON list of {"input", "output"} pairs, or the name of a built-in task set:
-    /// country-capital, antonym, synonym, english-french, singular-plural.
-    #[arg(long, value_name = "FILE|NAME")]
-    pub task: PathBuf,
-    /// Prompt template, with `{input}` and then `{output}`.
-    #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
-    pub template: String,
-    /// Pairs held out for evaluation (at most all but one).
+    /// A JSON list of {"input", "output"} pairs (with "images" for a vision-language model),
+    /// or the name of a built-in task set: country-capital, antonym, synonym, english-french,
+    /// singular-plural.
+    #[arg(long, value_name = "FILE|NAME", required_unless_present = "dataset")]
+    pub task: Option<PathBuf>,
+    #[command(flatten)]
+    pub dataset: benchmark::DatasetArgs,
+    /// Prompt template, with `{input}` and then `{output}` (default `Q: {input}\nA:
+    /// {output}\n\n`; with --dataset, the published MimIC VQA shot for the model).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Pairs held out for evaluation (at most all but one; --task only).
     #[arg(long, default_value_t = 100)]
     pub test_size: usize,
     /// Seed of the train/test split and of every draw of demonstrations.
@@ -347,16 +352,57 @@ pub struct TaskArgs {
 }
 
 impl TaskArgs {
-    /// The task, split.
+    /// The task's short name: a file's stem, a built-in set's or a data set's name.
     #[cfg_attr(not(feature = "torch"), allow(dead_code))]
-    pub fn load(&self) -> Result<mimic_models::task::Task> {
+    pub fn name(&self) -> String {
+        match (&self.task, self.dataset.dataset) {
+            (Some(t), _) => mimic_models::task::task_name(t),
+            (None, Some(d)) => d.name().to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The task, and with `--dataset` the benchmark's scoring data (`vlm`: the model's
+    /// architecture, whose MimIC template the data set's prompts take by default; `limit`:
+    /// evaluation queries kept).
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    pub fn load_for(
+        &self,
+        vlm: Option<mimic_models::vlm::VlmArchitecture>,
+        limit: Option<usize>,
+    ) -> Result<(mimic_models::task::Task, Option<benchmark::Benchmark>)> {
         use mimic_models::task::{Task, Template};
-        Ok(Task::load(
-            &self.task,
-            Template::new(&self.template)?,
-            self.test_size,
-            self.seed,
-        )?)
+        match (&self.task, self.dataset.dataset) {
+            (Some(path), _) => {
+                let template = self
+                    .template
+                    .as_deref()
+                    .unwrap_or(mimic_models::prompt::DEFAULT_TEMPLATE);
+                let mut task =
+                    Task::load(path, Template::new(template)?, self.test_size, self.seed)?;
+                if let Some(n) = limit {
+                    task.test.truncate(n);
+                }
+                Ok((task, None))
+            }
+            (None, Some(dataset)) => {
+                let Some(arch) = vlm else {
+                    anyhow::bail!(
+                        "--dataset {} asks questions about images: it needs a vision-language \
+                         model (--model DIR)",
+                        dataset.name()
+                    );
+                };
+                let template = match &self.template {
+                    Some(t) => t.clone(),
+                    None => mimic_models::vlm::prompt::MimicTemplate::for_architecture(arch)
+                        .vqa_task_template(),
+                };
+                let (task, bench) = self.dataset.load(dataset, &template, self.seed, limit)?;
+                Ok((task, Some(bench)))
+            }
+            (None, None) => anyhow::bail!("give --task or --dataset"),
+        }
     }
 }
 

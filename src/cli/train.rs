@@ -126,7 +126,11 @@ pub fn run(a: Args) -> Result<()> {
     let method = a.method;
     let any = a.model.open_any()?;
     let model = any.decoder();
-    let task = a.task.load()?;
+    let arch = match &any {
+        super::AnyModel::Vision(v) => Some(v.config.architecture),
+        super::AnyModel::Text(_) => None,
+    };
+    let (task, _) = a.task.load_for(arch, None)?;
     a.threads.apply_to_torch();
     let device = a.device.torch()?;
     // A vision-language model: its language model is trained, its image encoder turns the
@@ -182,7 +186,7 @@ pub fn run(a: Args) -> Result<()> {
         PrecisionChoice::Bf16 => Precision::Bf16,
     };
     tracing::info!(precision = ?cfg.precision, shared_demos = cfg.shared_demos, "training step");
-    let stem = mimic_models::task::task_name(&a.task.task);
+    let stem = a.task.name();
     let out = a
         .out
         .clone()
@@ -200,7 +204,7 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!(
         "training {} on {} ({} train / {} test pairs, {} shots, {} trainable parameters)",
         method.name(),
-        a.task.task.display(),
+        a.task.name(),
         task.train.len(),
         task.test.len(),
         a.shots,

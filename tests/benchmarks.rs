@@ -1,0 +1,242 @@
+//! The benchmarks through the command line on the tiny random vision-language models:
+//! easy-VQA (the installed PyPI package) end to end (train heads on its support set, compile,
+//! evaluate on its test split in ONNX Runtime), and VQAv2 and OK-VQA read from small fixtures
+//! in their official layouts (written here), evaluated, scored by VQA accuracy and written as
+//! the official results files. Bad input: a missing image fails naming the file and the
+//! entry, or is skipped and counted with --skip-missing.
+// `train` and `eval` need libtorch: the deployment build (no `torch` feature) has neither.
+#![cfg(feature = "torch")]
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn model(name: &str) -> String {
+    fixtures_dir().join("vlm").join(name).display().to_string()
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn easy_vqa_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let m = model("idefics3");
+    succeeds(&[
+        "train",
+        "--model",
+        &m,
+        "--dataset",
+        "easy-vqa",
+        "--support",
+        "48",
+        "--method",
+        "mimic",
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--shots",
+        "1",
+        "--threads",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let heads = run.join("heads.safetensors");
+    assert!(heads.is_file());
+    let results = tmp.path().join("results");
+    let json = tmp.path().join("eval.json");
+    succeeds(&[
+        "eval",
+        "--model",
+        &m,
+        "--dataset",
+        "easy-vqa",
+        "--support",
+        "48",
+        "--limit",
+        "6",
+        "--method",
+        "zero-shot,icl,heads",
+        "--shots",
+        "1",
+        "--heads",
+        heads.to_str().unwrap(),
+        "--backend",
+        "onnx",
+        "--max-new-tokens",
+        "3",
+        "--threads",
+        "2",
+        "--results",
+        results.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v = read_json(&json);
+    let scores = v["vqa_accuracy"].as_array().unwrap();
+    assert_eq!(scores.len(), 3, "{v}");
+    for s in scores {
+        assert_eq!(s["questions"], 6, "{s}");
+        let acc = s["official"]["overall"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&acc), "{s}");
+    }
+    for method in ["zero-shot-onnx", "icl-1-onnx", "mimic-onnx"] {
+        let file = results.join(format!("easy-vqa-{method}.json"));
+        let rows = read_json(&file);
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 6, "{}", file.display());
+        assert!(rows
+            .iter()
+            .all(|r| r["question_id"].is_u64() && r["answer"].is_string()));
+    }
+}
+
+fn jpeg(path: &Path, rgb: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::RgbImage::from_pixel(20, 16, image::Rgb(rgb))
+        .save(path)
+        .unwrap();
+}
+
+fn ten(answers: &[&str]) -> Value {
+    json!(answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| json!({"answer": a, "answer_confidence": "yes", "answer_id": i + 1}))
+        .collect::<Vec<_>>())
+}
+
+/// A VQA data set in the official layout: `prefix` is `v2_` for VQAv2 and empty for OK-VQA.
+fn vqa_fixture(root: &Path, prefix: &str) {
+    let colours = [
+        ("red", [220, 30, 30]),
+        ("blue", [40, 70, 220]),
+        ("green", [30, 180, 60]),
+    ];
+    for split in ["train", "val"] {
+        let mut questions = vec![];
+        let mut annotations = vec![];
+        for (i, (name, rgb)) in colours.iter().enumerate() {
+            let image_id = 100 + i as u64;
+            let question_id = image_id * 10;
+            jpeg(
+                &root.join(format!("{split}2014/COCO_{split}2014_{image_id:012}.jpg")),
+                *rgb,
+            );
+            questions.push(
+                json!({"image_id": image_id, "question": "What colour is it?",
+                                  "question_id": question_id}),
+            );
+            let mut answers = vec![*name; 8];
+            answers.extend(["dark", "light"]);
+            annotations.push(json!({"question_id": question_id, "image_id": image_id,
+                "question_type": "what color is", "answer_type": "other",
+                "multiple_choice_answer": name, "answers": ten(&answers)}));
+        }
+        let q = root.join(format!(
+            "{prefix}OpenEnded_mscoco_{split}2014_questions.json"
+        ));
+        std::fs::write(q, json!({"questions": questions}).to_string()).unwrap();
+        let a = root.join(format!("{prefix}mscoco_{split}2014_annotations.json"));
+        std::fs::write(a, json!({"annotations": annotations}).to_string()).unwrap();
+    }
+}
+
+#[test]
+fn vqav2_and_okvqa_from_their_official_layouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (dataset, prefix) in [("vqav2", "v2_"), ("okvqa", "")] {
+        let root = tmp.path().join(dataset);
+        vqa_fixture(&root, prefix);
+        let results = tmp.path().join(format!("{dataset}-results"));
+        let json = tmp.path().join(format!("{dataset}.json"));
+        succeeds(&[
+            "eval",
+            "--model",
+            &model("llava"),
+            "--dataset",
+            dataset,
+            "--root",
+            root.to_str().unwrap(),
+            "--method",
+            "zero-shot,icl",
+            "--shots",
+            "1",
+            "--max-new-tokens",
+            "3",
+            "--threads",
+            "2",
+            "--results",
+            results.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let v = read_json(&json);
+        let scores = v["vqa_accuracy"].as_array().unwrap();
+        assert_eq!(scores.len(), 2, "{v}");
+        assert_eq!(scores[0]["questions"], 3);
+        assert!(
+            scores[0]["official"]["per_answer_type"]["other"].is_number(),
+            "{v}"
+        );
+        let rows = read_json(&results.join(format!("{dataset}-zero-shot.json")));
+        let ids: Vec<u64> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["question_id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, vec![1000, 1010, 1020]);
+    }
+}
+
+#[test]
+fn a_missing_image_names_the_entry_or_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("vqav2");
+    vqa_fixture(&root, "v2_");
+    std::fs::remove_file(root.join("val2014/COCO_val2014_000000000101.jpg")).unwrap();
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "eval".to_string(),
+            "--model".into(),
+            model("idefics2"),
+            "--dataset".into(),
+            "vqav2".into(),
+            "--root".into(),
+            root.display().to_string(),
+            "--method".into(),
+            "zero-shot".into(),
+            "--max-new-tokens".into(),
+            "2".into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let err = fails(&args(&[]));
+    assert!(
+        err.contains("v2_OpenEnded_mscoco_val2014_questions.json")
+            && err.contains("1010")
+            && err.contains("COCO_val2014_000000000101.jpg"),
+        "{err}"
+    );
+    let out = mimic(&args(&["--skip-missing"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("1 entries left out"), "{stderr}");
+    // A text model cannot take an image data set.
+    let err = fails(&[
+        "eval",
+        "--model",
+        fixtures_dir().join("llama").to_str().unwrap(),
+        "--dataset",
+        "easy-vqa",
+    ]);
+    assert!(err.contains("vision-language model"), "{err}");
+}
