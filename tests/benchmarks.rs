@@ -79,11 +79,11 @@ fn easy_vqa_end_to_end() {
         json.to_str().unwrap(),
     ]);
     let v = read_json(&json);
-    let scores = v["vqa_accuracy"].as_array().unwrap();
+    let scores = v["benchmark"].as_array().unwrap();
     assert_eq!(scores.len(), 3, "{v}");
     for s in scores {
         assert_eq!(s["questions"], 6, "{s}");
-        let acc = s["official"]["overall"].as_f64().unwrap();
+        let acc = s["vqa"]["official"]["overall"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&acc), "{s}");
     }
     for method in ["zero-shot-onnx", "icl-1-onnx", "mimic-onnx"] {
@@ -178,11 +178,11 @@ fn vqav2_and_okvqa_from_their_official_layouts() {
             json.to_str().unwrap(),
         ]);
         let v = read_json(&json);
-        let scores = v["vqa_accuracy"].as_array().unwrap();
+        let scores = v["benchmark"].as_array().unwrap();
         assert_eq!(scores.len(), 2, "{v}");
         assert_eq!(scores[0]["questions"], 3);
         assert!(
-            scores[0]["official"]["per_answer_type"]["other"].is_number(),
+            scores[0]["vqa"]["official"]["per_answer_type"]["other"].is_number(),
             "{v}"
         );
         let rows = read_json(&results.join(format!("{dataset}-zero-shot.json")));
@@ -239,4 +239,116 @@ fn a_missing_image_names_the_entry_or_is_skipped() {
         "easy-vqa",
     ]);
     assert!(err.contains("vision-language model"), "{err}");
+}
+
+#[test]
+fn mme_and_seed_from_their_official_layouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    // MME: images beside their question files (existence), or in images/ with the questions
+    // in questions_answers_YN/ (artwork); two yes/no questions per image.
+    let mme = tmp.path().join("MME_Benchmark_release_version");
+    for (i, rgb) in [[200, 20, 20], [20, 200, 20]].iter().enumerate() {
+        jpeg(&mme.join(format!("existence/{i}.jpg")), *rgb);
+        std::fs::write(
+            mme.join(format!("existence/{i}.txt")),
+            "Is there a shape in this image?\tYes\nIs there a cat in this image?\tNo\n",
+        )
+        .unwrap();
+        jpeg(&mme.join(format!("artwork/images/{i}.jpg")), *rgb);
+        std::fs::create_dir_all(mme.join("artwork/questions_answers_YN")).unwrap();
+        std::fs::write(
+            mme.join(format!("artwork/questions_answers_YN/{i}.txt")),
+            "Is this a painting?\tNo\nIs this a photo?\tYes\n",
+        )
+        .unwrap();
+    }
+    let results = tmp.path().join("results");
+    let json = tmp.path().join("mme.json");
+    succeeds(&[
+        "eval",
+        "--model",
+        &model("idefics3"),
+        "--dataset",
+        "mme",
+        "--root",
+        mme.to_str().unwrap(),
+        "--support",
+        "2",
+        "--method",
+        "zero-shot,icl",
+        "--shots",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--threads",
+        "2",
+        "--results",
+        results.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v = read_json(&json);
+    let score = &v["benchmark"][0];
+    assert_eq!(score["questions"], 6, "{v}");
+    assert!(score["mme"]["perception"].is_number(), "{v}");
+    let files = results.join("mme-zero-shot");
+    for subtask in ["existence", "artwork"] {
+        let text = std::fs::read_to_string(files.join(format!("{subtask}.txt"))).unwrap();
+        assert!(text.lines().all(|l| l.split('\t').count() == 4), "{text}");
+    }
+
+    // SEED-Bench v1: image questions only; the video row is left out.
+    let seed = tmp.path().join("seed");
+    let mut questions = vec![];
+    for (i, rgb) in [[200, 20, 20], [20, 200, 20], [20, 20, 200]]
+        .iter()
+        .enumerate()
+    {
+        jpeg(&seed.join(format!("SEED-Bench-image/{i}.jpg")), *rgb);
+        let answer = ["A", "B", "C"][i];
+        questions.push(
+            json!({"answer": answer, "choice_a": "red", "choice_b": "green",
+            "choice_c": "blue", "choice_d": "grey", "data_id": format!("{i}.jpg"),
+            "data_type": "image", "question": "What colour is the image?",
+            "question_id": format!("q{i}"), "question_type_id": 1 + i as u32}),
+        );
+    }
+    questions.push(
+        json!({"answer": "A", "choice_a": "a", "choice_b": "b", "choice_c": "c",
+        "choice_d": "d", "data_id": "v.mp4", "data_type": "video", "question": "?",
+        "question_id": "v", "question_type_id": 10, "segment": [0, 1]}),
+    );
+    std::fs::write(
+        seed.join("SEED-Bench.json"),
+        json!({"question_type": {"Scene Understanding": 1}, "questions": questions}).to_string(),
+    )
+    .unwrap();
+    let json = tmp.path().join("seed.json");
+    succeeds(&[
+        "eval",
+        "--model",
+        &model("llava"),
+        "--dataset",
+        "seed",
+        "--root",
+        seed.to_str().unwrap(),
+        "--support",
+        "1",
+        "--method",
+        "zero-shot",
+        "--max-new-tokens",
+        "2",
+        "--threads",
+        "2",
+        "--results",
+        results.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v = read_json(&json);
+    let score = &v["benchmark"][0];
+    assert_eq!(score["questions"], 2, "{v}");
+    assert!(score["seed"]["overall"].is_number(), "{v}");
+    let rows = read_json(&results.join("seed-zero-shot.json"));
+    assert_eq!(rows.as_array().unwrap().len(), 2);
 }

@@ -2,7 +2,13 @@
 //! training split for demonstrations and training, its evaluation split as the queries), and
 //! the benchmark's own scoring of the answers. VQA data sets (VQAv2, OK-VQA, easy-VQA) are
 //! scored by VQA accuracy, the official scorer's and the published MimIC code's variant, and
-//! their answers written as the official results file `[{question_id, answer}]`.
+//! their answers written as the official results file `[{question_id, answer}]`. MME (yes/no
+//! questions) is scored as its official `calculation.py` does, per subtask with the
+//! perception and cognition totals, its result files written one per subtask; SEED-Bench
+//! (four-way choices, written into the question) by accuracy per dimension, an answer that is
+//! no letter replaced by a seeded random one as the published MimIC code does. MME and SEED
+//! have no training split: the support set is drawn from the questions and left out of the
+//! queries.
 // Scoring runs in `mimic eval`, which the deployment build (no `torch` feature) lacks.
 #![cfg_attr(not(feature = "torch"), allow(dead_code))]
 
@@ -10,19 +16,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use mimic_models::datasets::easy_vqa::{package_root, read_easy_vqa, EasyVqaSplit};
+use mimic_models::datasets::mme::read_mme;
+use mimic_models::datasets::seed::read_seed;
 use mimic_models::datasets::vqa::{read_vqa, VqaSplit};
 use mimic_models::datasets::{Dataset, MissingImages};
 use mimic_models::rng::SplitMix64;
 use mimic_models::task::{Pair, Task, Template};
 
 /// The data sets `--dataset` takes.
-pub const DATASETS: &[&str] = &["easy-vqa", "vqav2", "okvqa"];
+pub const DATASETS: &[&str] = &["easy-vqa", "vqav2", "okvqa", "mme", "seed"];
 
 /// A benchmark named on the command line.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DatasetArgs {
     /// A benchmark in its official layout instead of `--task`: easy-vqa (the installed PyPI
-    /// package by default), vqav2, okvqa.
+    /// package by default), vqav2, okvqa, mme, seed.
     #[arg(long, value_parser = super::one_of::<Dataset>(DATASETS), conflicts_with = "task")]
     pub dataset: Option<Dataset>,
     /// The data set's root folder (for easy-vqa, default: the installed package's data).
@@ -46,10 +54,37 @@ pub struct Question {
     pub answer_type: Option<String>,
 }
 
+/// An MME question's ground truth.
+#[derive(Debug, Clone)]
+pub struct MmeQuestion {
+    pub subtask: mimic_metrics::mme::MmeSubtask,
+    /// The image's file name (the official result files name it).
+    pub image: String,
+    pub question: String,
+    pub yes: bool,
+}
+
+/// A SEED-Bench question's ground truth.
+#[derive(Debug, Clone)]
+pub struct SeedQuestion {
+    pub question_id: String,
+    pub dimension: mimic_metrics::seed::SeedDimension,
+    pub answer: mimic_metrics::seed::Choice,
+}
+
+/// What a benchmark scores, question by question in the order of the task's test pairs.
+pub enum Scoring {
+    Vqa(Vec<Question>),
+    Mme(Vec<MmeQuestion>),
+    Seed(Vec<SeedQuestion>),
+}
+
 /// A benchmark loaded as a task, with its scoring data.
 pub struct Benchmark {
     pub dataset: Dataset,
-    pub questions: Vec<Question>,
+    pub scoring: Scoring,
+    /// The seed of SEED-Bench's random answers.
+    pub seed: u64,
 }
 
 /// Pairs from samples: the question as input, its image, the answer as output.
@@ -130,7 +165,83 @@ impl DatasetArgs {
                     .iter()
                     .map(|s| pair(&s.question, &s.answer, &s.image))
                     .collect();
-                (support, test, questions, train.skipped_missing)
+                (
+                    support,
+                    test,
+                    Scoring::Vqa(questions),
+                    train.skipped_missing,
+                )
+            }
+            Dataset::Mme => {
+                let root = self
+                    .root
+                    .as_ref()
+                    .with_context(|| "--dataset mme needs --root DIR")?;
+                let read = read_mme(root, missing)?;
+                let mut rows = Vec::with_capacity(read.samples.len());
+                for s in &read.samples {
+                    let subtask = mimic_metrics::mme::MmeSubtask::from_name(&s.category)?;
+                    let answer = if s.answer_yes { "Yes" } else { "No" };
+                    let image = s
+                        .image
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default();
+                    rows.push((
+                        pair(&s.question, answer, &s.image),
+                        MmeQuestion {
+                            subtask,
+                            image,
+                            question: s.question.clone(),
+                            yes: s.answer_yes,
+                        },
+                    ));
+                }
+                let (support, rows) = split_support(rows, self.support, seed, |q: &MmeQuestion| {
+                    format!("{}/{}", q.subtask.name(), q.image)
+                });
+                let (test, questions): (Vec<Pair>, Vec<MmeQuestion>) = rows.into_iter().unzip();
+                (support, test, Scoring::Mme(questions), read.skipped_missing)
+            }
+            Dataset::Seed => {
+                let root = self
+                    .root
+                    .as_ref()
+                    .with_context(|| "--dataset seed needs --root DIR")?;
+                let read = read_seed(root, missing)?;
+                let mut rows = Vec::with_capacity(read.samples.len());
+                for s in &read.samples {
+                    let dimension =
+                        mimic_metrics::seed::SeedDimension::from_id(s.question_type_id)?;
+                    let letter = s.answer.to_string();
+                    let answer =
+                        mimic_metrics::seed::Choice::from_letter(&letter).with_context(|| {
+                            format!("SEED question {}: answer {letter}", s.question_id)
+                        })?;
+                    let question = format!(
+                        "{}\nA. {}\nB. {}\nC. {}\nD. {}",
+                        s.question, s.choices[0], s.choices[1], s.choices[2], s.choices[3]
+                    );
+                    rows.push((
+                        pair(&question, &letter, &s.image),
+                        SeedQuestion {
+                            question_id: s.question_id.clone(),
+                            dimension,
+                            answer,
+                        },
+                    ));
+                }
+                let (support, rows) =
+                    split_support(rows, self.support, seed, |q: &SeedQuestion| {
+                        q.question_id.clone()
+                    });
+                let (test, questions): (Vec<Pair>, Vec<SeedQuestion>) = rows.into_iter().unzip();
+                (
+                    support,
+                    test,
+                    Scoring::Seed(questions),
+                    read.skipped_missing,
+                )
             }
             Dataset::VqaV2 | Dataset::OkVqa => {
                 let root = self
@@ -173,7 +284,7 @@ impl DatasetArgs {
                 (
                     support,
                     test,
-                    questions,
+                    Scoring::Vqa(questions),
                     train.skipped_missing + val.skipped_missing,
                 )
             }
@@ -190,15 +301,28 @@ impl DatasetArgs {
             );
         }
         let mut test: Vec<Pair> = test;
-        let mut questions: Vec<Question> = questions;
+        let mut scoring = questions;
         if let Some(n) = limit {
+            // MME's questions come in pairs, one image each: keep whole pairs.
+            let n = match dataset {
+                Dataset::Mme => n - n % 2,
+                _ => n,
+            };
             test.truncate(n);
-            questions.truncate(n);
+            match &mut scoring {
+                Scoring::Vqa(q) => q.truncate(n),
+                Scoring::Mme(q) => q.truncate(n),
+                Scoring::Seed(q) => q.truncate(n),
+            }
         }
         if test.is_empty() {
             bail!("{}: no evaluation questions", dataset.name());
         }
-        let train = draw(support, self.support, seed);
+        // MME's and SEED's support sets were split off already.
+        let train = match dataset {
+            Dataset::Mme | Dataset::Seed => support,
+            _ => draw(support, self.support, seed),
+        };
         if train.is_empty() {
             bail!("{}: no training pairs for the support set", dataset.name());
         }
@@ -208,8 +332,53 @@ impl DatasetArgs {
             test,
             template: Template::new(template)?,
         };
-        Ok((task, Benchmark { dataset, questions }))
+        Ok((
+            task,
+            Benchmark {
+                dataset,
+                scoring,
+                seed,
+            },
+        ))
     }
+}
+
+/// Rows drawn with `seed` as the support set, whole groups at a time (rows with the same
+/// `group` key: an MME image's two questions stay together, so that acc+ can pair them),
+/// until it holds at least `n` rows; the rest, in file order, are the queries (at least one
+/// group is left).
+fn split_support<T>(
+    rows: Vec<(Pair, T)>,
+    n: usize,
+    seed: u64,
+    group: impl Fn(&T) -> String,
+) -> (Vec<Pair>, Vec<(Pair, T)>) {
+    let mut seen = std::collections::HashSet::new();
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|(_, t)| group(t))
+        .filter(|k| seen.insert(k.clone()))
+        .collect();
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    SplitMix64::new(seed).shuffle(&mut order);
+    let mut chosen = std::collections::HashSet::new();
+    let mut taken = 0;
+    for &i in order.iter().take(keys.len().saturating_sub(1)) {
+        if taken >= n {
+            break;
+        }
+        taken += rows.iter().filter(|(_, t)| group(t) == keys[i]).count();
+        chosen.insert(keys[i].clone());
+    }
+    let (mut support, mut rest) = (Vec::new(), Vec::new());
+    for row in rows {
+        if chosen.contains(&group(&row.1)) {
+            support.push(row.0);
+        } else {
+            rest.push(row);
+        }
+    }
+    (support, rest)
 }
 
 /// The most common of `answers` (the first of those tied).
@@ -236,54 +405,169 @@ pub fn postprocess(generated: &str) -> String {
     generated[..end].trim().to_string()
 }
 
-/// VQA accuracy of one method's answers, the official scorer's and MimIC's.
+/// One method's score on a benchmark.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct VqaScores {
+pub struct Scores {
     pub dataset: String,
     pub method: String,
     pub questions: usize,
-    pub official: mimic_metrics::vqa::VqaReport,
-    pub mimic: f64,
+    #[serde(flatten)]
+    pub score: Score,
+}
+
+/// A benchmark's own figures.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Score {
+    /// VQA accuracy (%): the official scorer's report and MimIC's overall figure.
+    Vqa {
+        official: mimic_metrics::vqa::VqaReport,
+        mimic: f64,
+    },
+    /// MME as the official tool scores it.
+    Mme(mimic_metrics::mme::MmeReport),
+    /// SEED-Bench accuracy.
+    Seed(mimic_metrics::seed::SeedReport),
+}
+
+impl Scores {
+    /// The headline figure and the details, for the table.
+    pub fn summary(&self) -> (String, String) {
+        match &self.score {
+            Score::Vqa { official, mimic } => {
+                let types: Vec<String> = official
+                    .per_answer_type
+                    .iter()
+                    .map(|(t, v)| format!("{t} {v:.2}"))
+                    .collect();
+                (
+                    format!("VQA acc {:.2} (MimIC {mimic:.2})", official.overall),
+                    types.join(", "),
+                )
+            }
+            Score::Mme(r) => (
+                format!(
+                    "perception {:.2}, cognition {:.2}",
+                    r.perception, r.cognition
+                ),
+                format!("{} subtasks, accuracy {:.3}", r.subtasks.len(), r.accuracy),
+            ),
+            Score::Seed(r) => {
+                let dims: Vec<String> = r
+                    .dimensions
+                    .iter()
+                    .map(|d| format!("{} {:.1}", d.dimension.id(), d.accuracy))
+                    .collect();
+                (
+                    format!("accuracy {:.2}", r.overall),
+                    format!("{} random; {}", r.random_fallbacks, dims.join(", ")),
+                )
+            }
+        }
+    }
 }
 
 impl Benchmark {
     /// Scores `generated` (one per question, in order).
-    pub fn score(&self, method: &str, generated: &[String]) -> Result<VqaScores> {
+    pub fn score(&self, method: &str, generated: &[String]) -> Result<Scores> {
         use mimic_metrics::vqa::{vqa_accuracy, VqaQuestion, VqaVariant};
-        let questions: Vec<VqaQuestion> = self
-            .questions
-            .iter()
-            .zip(generated)
-            .map(|(q, g)| VqaQuestion {
-                prediction: postprocess(g),
-                answers: q.answers.clone(),
-                question_type: q.question_type.clone(),
-                answer_type: q.answer_type.clone(),
-            })
-            .collect();
-        let official = vqa_accuracy(&questions, VqaVariant::Official)?;
-        let mimic = vqa_accuracy(&questions, VqaVariant::Mimic)?.overall;
-        Ok(VqaScores {
+        let (questions, score) = match &self.scoring {
+            Scoring::Vqa(qs) => {
+                let questions: Vec<VqaQuestion> = qs
+                    .iter()
+                    .zip(generated)
+                    .map(|(q, g)| VqaQuestion {
+                        prediction: postprocess(g),
+                        answers: q.answers.clone(),
+                        question_type: q.question_type.clone(),
+                        answer_type: q.answer_type.clone(),
+                    })
+                    .collect();
+                let official = vqa_accuracy(&questions, VqaVariant::Official)?;
+                let mimic = vqa_accuracy(&questions, VqaVariant::Mimic)?.overall;
+                (questions.len(), Score::Vqa { official, mimic })
+            }
+            Scoring::Mme(qs) => {
+                let results = self.mme_results(qs, generated);
+                let report = mimic_metrics::mme::mme_report(
+                    &results,
+                    mimic_metrics::mme::MmeVariant::Official,
+                )?;
+                (qs.len(), Score::Mme(report))
+            }
+            Scoring::Seed(qs) => {
+                let items: Vec<mimic_metrics::seed::SeedGeneration> = qs
+                    .iter()
+                    .zip(generated)
+                    .map(|(q, g)| mimic_metrics::seed::SeedGeneration {
+                        question_id: q.question_id.clone(),
+                        dimension: q.dimension,
+                        answer: q.answer,
+                        generation: g.clone(),
+                    })
+                    .collect();
+                let (report, _) =
+                    mimic_metrics::seed::seed_accuracy_from_generations(&items, self.seed)?;
+                (qs.len(), Score::Seed(report))
+            }
+        };
+        Ok(Scores {
             dataset: self.dataset.name().to_string(),
             method: method.to_string(),
-            questions: questions.len(),
-            official,
-            mimic,
+            questions,
+            score,
         })
     }
 
-    /// The official results file, `[{question_id, answer}]`, written under a temporary name
-    /// and renamed.
-    pub fn write_results(&self, path: &Path, generated: &[String]) -> Result<()> {
-        let rows: Vec<serde_json::Value> = self
-            .questions
-            .iter()
-            .zip(generated)
-            .map(|(q, g)| serde_json::json!({"question_id": q.question_id, "answer": postprocess(g)}))
-            .collect();
+    fn mme_results(
+        &self,
+        qs: &[MmeQuestion],
+        generated: &[String],
+    ) -> mimic_metrics::mme::MmeResults {
+        let mut results = mimic_metrics::mme::MmeResults::new();
+        for (q, g) in qs.iter().zip(generated) {
+            results
+                .entry(q.subtask)
+                .or_default()
+                .push(mimic_metrics::mme::MmeRecord {
+                    image: q.image.clone(),
+                    question: q.question.clone(),
+                    gt: if q.yes {
+                        mimic_metrics::mme::YesNo::Yes
+                    } else {
+                        mimic_metrics::mme::YesNo::No
+                    },
+                    prediction: g.trim().to_string(),
+                });
+        }
+        results
+    }
+
+    /// The official results: VQA `[{question_id, answer}]` and SEED `[{question_id,
+    /// prediction}]` JSON files at `path`, written under a temporary name and renamed; MME one
+    /// `{subtask}.txt` per subtask in the folder `path` without its extension.
+    pub fn write_results(&self, path: &Path, generated: &[String]) -> Result<PathBuf> {
+        let rows: Vec<serde_json::Value> = match &self.scoring {
+            Scoring::Vqa(qs) => qs
+                .iter()
+                .zip(generated)
+                .map(|(q, g)| serde_json::json!({"question_id": q.question_id, "answer": postprocess(g)}))
+                .collect(),
+            Scoring::Seed(qs) => qs
+                .iter()
+                .zip(generated)
+                .map(|(q, g)| serde_json::json!({"question_id": q.question_id, "prediction": g.trim()}))
+                .collect(),
+            Scoring::Mme(qs) => {
+                let dir = path.with_extension("");
+                mimic_metrics::mme::write_results_dir(&dir, &self.mme_results(qs, generated))?;
+                return Ok(dir);
+            }
+        };
         let text = serde_json::to_string(&rows)?;
         mimic_models::files::write_atomically(path, text.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path.to_path_buf())
     }
 }
 
