@@ -352,3 +352,77 @@ fn mme_and_seed_from_their_official_layouts() {
     let rows = read_json(&results.join("seed-zero-shot.json"));
     assert_eq!(rows.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn coco_captions_from_the_karpathy_split() {
+    // dataset_coco.json with train and val images; scored by CIDEr-D, written as
+    // [{image_id, caption}].
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("coco");
+    let mut images = vec![];
+    for (i, (split, rgb)) in [
+        ("train", [200, 20, 20]),
+        ("train", [20, 200, 20]),
+        ("val", [20, 20, 200]),
+        ("val", [200, 200, 20]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let folder = if *split == "train" {
+            "train2014"
+        } else {
+            "val2014"
+        };
+        let filename = format!("COCO_{folder}_{i:012}.jpg");
+        jpeg(&root.join(folder).join(&filename), *rgb);
+        let sentences: Vec<Value> = (0..5)
+            .map(|k| {
+                json!({"raw": format!("A plain colour, number {k}."), "tokens": [],
+                            "imgid": i, "sentid": i * 5 + k})
+            })
+            .collect();
+        images.push(json!({"filepath": folder, "filename": filename, "imgid": i,
+            "split": split, "cocoid": 1000 + i, "sentids": [], "sentences": sentences}));
+    }
+    std::fs::write(
+        root.join("dataset_coco.json"),
+        json!({"images": images, "dataset": "coco"}).to_string(),
+    )
+    .unwrap();
+    let results = tmp.path().join("results");
+    let json = tmp.path().join("coco.json");
+    succeeds(&[
+        "eval",
+        "--model",
+        &model("idefics2"),
+        "--dataset",
+        "coco",
+        "--root",
+        root.to_str().unwrap(),
+        "--method",
+        "zero-shot,icl",
+        "--shots",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--threads",
+        "2",
+        "--results",
+        results.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v = read_json(&json);
+    let score = &v["benchmark"][1];
+    assert_eq!(score["questions"], 2, "{v}");
+    assert!(score["cider"]["corpus"].is_number(), "{v}");
+    let rows = read_json(&results.join("coco-icl-1.json"));
+    let ids: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1002, 1003]);
+}

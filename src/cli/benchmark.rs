@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use mimic_models::datasets::captions::{read_karpathy, KarpathySplit};
 use mimic_models::datasets::easy_vqa::{package_root, read_easy_vqa, EasyVqaSplit};
 use mimic_models::datasets::mme::read_mme;
 use mimic_models::datasets::seed::read_seed;
@@ -24,13 +25,21 @@ use mimic_models::rng::SplitMix64;
 use mimic_models::task::{Pair, Task, Template};
 
 /// The data sets `--dataset` takes.
-pub const DATASETS: &[&str] = &["easy-vqa", "vqav2", "okvqa", "mme", "seed"];
+pub const DATASETS: &[&str] = &[
+    "easy-vqa",
+    "vqav2",
+    "okvqa",
+    "coco",
+    "flickr30k",
+    "mme",
+    "seed",
+];
 
 /// A benchmark named on the command line.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DatasetArgs {
     /// A benchmark in its official layout instead of `--task`: easy-vqa (the installed PyPI
-    /// package by default), vqav2, okvqa, mme, seed.
+    /// package by default), vqav2, okvqa, coco, flickr30k (Karpathy splits), mme, seed.
     #[arg(long, value_parser = super::one_of::<Dataset>(DATASETS), conflicts_with = "task")]
     pub dataset: Option<Dataset>,
     /// The data set's root folder (for easy-vqa, default: the installed package's data).
@@ -72,9 +81,17 @@ pub struct SeedQuestion {
     pub answer: mimic_metrics::seed::Choice,
 }
 
+/// An image's reference captions.
+#[derive(Debug, Clone)]
+pub struct CaptionRefs {
+    pub image_id: u64,
+    pub captions: Vec<String>,
+}
+
 /// What a benchmark scores, question by question in the order of the task's test pairs.
 pub enum Scoring {
     Vqa(Vec<Question>),
+    Captions(Vec<CaptionRefs>),
     Mme(Vec<MmeQuestion>),
     Seed(Vec<SeedQuestion>),
 }
@@ -170,6 +187,44 @@ impl DatasetArgs {
                     test,
                     Scoring::Vqa(questions),
                     train.skipped_missing,
+                )
+            }
+            Dataset::Coco | Dataset::Flickr30k => {
+                let root = self
+                    .root
+                    .as_ref()
+                    .with_context(|| format!("--dataset {} needs --root DIR", dataset.name()))?;
+                // As the published MimIC code: support from the train split, queries from val.
+                let train = read_karpathy(dataset, root, &[KarpathySplit::Train], missing)?;
+                let val = read_karpathy(dataset, root, &[KarpathySplit::Val], missing)?;
+                let caption_pair = |captions: &[String], image: &Path| Pair {
+                    input: String::new(),
+                    output: captions.first().cloned().unwrap_or_default(),
+                    images: vec![image.to_path_buf()],
+                };
+                let support = train
+                    .samples
+                    .iter()
+                    .map(|s| caption_pair(&s.captions, &s.image))
+                    .collect();
+                let test = val
+                    .samples
+                    .iter()
+                    .map(|s| caption_pair(&s.captions, &s.image))
+                    .collect();
+                let refs = val
+                    .samples
+                    .iter()
+                    .map(|s| CaptionRefs {
+                        image_id: s.image_id,
+                        captions: s.captions.clone(),
+                    })
+                    .collect();
+                (
+                    support,
+                    test,
+                    Scoring::Captions(refs),
+                    train.skipped_missing + val.skipped_missing,
                 )
             }
             Dataset::Mme => {
@@ -288,11 +343,6 @@ impl DatasetArgs {
                     train.skipped_missing + val.skipped_missing,
                 )
             }
-            other => bail!(
-                "--dataset {} is not evaluated by mimic yet (its reader and metric are in the \
-                 library); use one of {DATASETS:?}",
-                other.name()
-            ),
         };
         if skipped > 0 {
             eprintln!(
@@ -311,6 +361,7 @@ impl DatasetArgs {
             test.truncate(n);
             match &mut scoring {
                 Scoring::Vqa(q) => q.truncate(n),
+                Scoring::Captions(q) => q.truncate(n),
                 Scoring::Mme(q) => q.truncate(n),
                 Scoring::Seed(q) => q.truncate(n),
             }
@@ -424,6 +475,8 @@ pub enum Score {
         official: mimic_metrics::vqa::VqaReport,
         mimic: f64,
     },
+    /// CIDEr-D as pycocoevalcap computes it (both sides PTB-tokenized first).
+    Cider(mimic_metrics::cider::CiderScores),
     /// MME as the official tool scores it.
     Mme(mimic_metrics::mme::MmeReport),
     /// SEED-Bench accuracy.
@@ -445,6 +498,10 @@ impl Scores {
                     types.join(", "),
                 )
             }
+            Score::Cider(c) => (
+                format!("CIDEr-D {:.4}", c.corpus),
+                format!("{} images", c.per_image.len()),
+            ),
             Score::Mme(r) => (
                 format!(
                     "perception {:.2}, cognition {:.2}",
@@ -486,6 +543,21 @@ impl Benchmark {
                 let official = vqa_accuracy(&questions, VqaVariant::Official)?;
                 let mimic = vqa_accuracy(&questions, VqaVariant::Mimic)?.overall;
                 (questions.len(), Score::Vqa { official, mimic })
+            }
+            Scoring::Captions(refs) => {
+                use mimic_metrics::ptb::ptb_tokenize;
+                // pycocoevalcap tokenizes the references (image by image) and the hypotheses
+                // in two passes.
+                let flat: Vec<&String> = refs.iter().flat_map(|r| &r.captions).collect();
+                let mut tokenized = ptb_tokenize(&flat).into_iter();
+                let references: Vec<Vec<String>> = refs
+                    .iter()
+                    .map(|r| tokenized.by_ref().take(r.captions.len()).collect())
+                    .collect();
+                let hyps: Vec<String> = generated.iter().map(|g| postprocess(g)).collect();
+                let hypotheses = ptb_tokenize(&hyps);
+                let scores = mimic_metrics::cider::cider_d(&hypotheses, &references)?;
+                (refs.len(), Score::Cider(scores))
             }
             Scoring::Mme(qs) => {
                 let results = self.mme_results(qs, generated);
@@ -557,6 +629,11 @@ impl Benchmark {
                 .iter()
                 .zip(generated)
                 .map(|(q, g)| serde_json::json!({"question_id": q.question_id, "prediction": g.trim()}))
+                .collect(),
+            Scoring::Captions(refs) => refs
+                .iter()
+                .zip(generated)
+                .map(|(r, g)| serde_json::json!({"image_id": r.image_id, "caption": postprocess(g)}))
                 .collect(),
             Scoring::Mme(qs) => {
                 let dir = path.with_extension("");

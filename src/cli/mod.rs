@@ -340,7 +340,8 @@ pub struct TaskArgs {
     #[command(flatten)]
     pub dataset: benchmark::DatasetArgs,
     /// Prompt template, with `{input}` and then `{output}` (default `Q: {input}\nA:
-    /// {output}\n\n`; with --dataset, the published MimIC VQA shot for the model).
+    /// {output}\n\n`; with --dataset, the published MimIC VQA or caption shot for the
+    /// model).
     #[arg(long)]
     pub template: Option<String>,
     /// Pairs held out for evaluation (at most all but one; --task only).
@@ -395,8 +396,14 @@ impl TaskArgs {
                 };
                 let template = match &self.template {
                     Some(t) => t.clone(),
-                    None => mimic_models::vlm::prompt::MimicTemplate::for_architecture(arch)
-                        .vqa_task_template(),
+                    None => {
+                        use mimic_models::datasets::Dataset;
+                        let t = mimic_models::vlm::prompt::MimicTemplate::for_architecture(arch);
+                        match dataset {
+                            Dataset::Coco | Dataset::Flickr30k => t.caption_task_template(),
+                            _ => t.vqa_task_template(),
+                        }
+                    }
                 };
                 let (task, bench) = self.dataset.load(dataset, &template, self.seed, limit)?;
                 Ok((task, Some(bench)))

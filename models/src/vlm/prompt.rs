@@ -174,6 +174,30 @@ impl MimicTemplate {
             .unwrap_or_else(|_| unreachable!("a fixed conversation with content renders"))
     }
 
+    /// A caption shot as MimIC builds it (an `image` message, then a `caption`), with
+    /// `{output}` for the caption and an empty `{input}` just before the caption message (a
+    /// task template needs both): the input of every caption pair is empty.
+    pub fn caption_task_template(self) -> String {
+        let conv = Conversation {
+            instruction: None,
+            messages: vec![
+                Message::new(Role::Image, vec![Item::Image]),
+                Message::text(Role::Caption, "{output}"),
+            ],
+        };
+        let text = self
+            .render(&conv, false)
+            .unwrap_or_else(|_| unreachable!("a fixed conversation with content renders"));
+        let caption = match self {
+            MimicTemplate::LlavaInterleave => "<|im_start|>caption",
+            _ => "Caption:",
+        };
+        let at = text
+            .find(caption)
+            .unwrap_or_else(|| unreachable!("the caption message renders its role"));
+        format!("{}{{input}}{}", &text[..at], &text[at..])
+    }
+
     /// Renders the conversation; with `add_generation_prompt` the template appends the role
     /// that ends a round (always the last message's) as `Role:` or `<|im_start|>{role}\n`.
     pub fn render(self, conv: &Conversation, add_generation_prompt: bool) -> Result<String> {
@@ -426,6 +450,10 @@ mod vqa_template_tests {
             MimicTemplate::Idefics2.vqa_task_template(),
             "Image:<image><end_of_outterance>\nQuestion: {input}<end_of_outterance>\n\
              Answer: {output}<end_of_outterance>\n"
+        );
+        assert_eq!(
+            MimicTemplate::Idefics2.caption_task_template(),
+            "Image:<image><end_of_outterance>\n{input}Caption: {output}<end_of_outterance>\n"
         );
         assert_eq!(
             MimicTemplate::Idefics.vqa_task_template(),
