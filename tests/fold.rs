@@ -13,7 +13,7 @@ use mimic_runtime::{CompiledModel, SessionOptions};
 use mimic_trainer::shift::{LoraConfig, Shift};
 use mimic_trainer::{Forward, TorchModel};
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 const TOL: f32 = 1e-4;
 const METHODS: [Method; 4] = [
@@ -57,10 +57,6 @@ fn random_heads(model: &Model, method: Method, seed: u64, dir: &Path) -> (Shift,
         )
         .unwrap();
     (shift, path)
-}
-
-fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
 }
 
 /// Values of `[batch, seq, width]` at the given (row, position) pairs.

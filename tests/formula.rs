@@ -102,16 +102,6 @@ fn exact_additive_heads_reproduce_attention_over_demonstrations() {
     }
 }
 
-fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(
-        &t.to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous()
-            .view([-1]),
-    )
-    .unwrap()
-}
-
 /// `MIMIC_TEST_DEVICE` (cpu, cuda) picks where the check runs; scripts/cuda_check.sh sets it.
 fn test_device() -> Device {
     let name = std::env::var("MIMIC_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());

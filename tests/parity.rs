@@ -13,18 +13,9 @@ use mimic_models::backend::Site;
 use mimic_models::Model;
 use mimic_runtime::{CompiledModel, SessionOptions};
 use mimic_trainer::{Forward, KvCache, TorchModel};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 const TOL: f32 = 1e-4;
-
-fn tensor_i64(r: &Ref) -> Tensor {
-    let shape: Vec<i64> = r.shape.iter().map(|&d| d as i64).collect();
-    Tensor::from_slice(&r.i64).view(shape.as_slice())
-}
-
-fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
-}
 
 /// Values of `[batch, seq, width]` at the given (row, position) pairs.
 fn gather_positions(x: &[f32], seq: usize, width: usize, at: &[(usize, usize)]) -> Vec<f32> {

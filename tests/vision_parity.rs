@@ -12,20 +12,6 @@ use tch::{Device, Kind, Tensor};
 
 const TOL: f32 = 1e-4;
 
-fn tensor_f32(r: &Ref) -> Tensor {
-    let shape: Vec<i64> = r.shape.iter().map(|&d| d as i64).collect();
-    Tensor::from_slice(&r.f32).view(shape.as_slice())
-}
-
-fn tensor_i64(r: &Ref) -> Tensor {
-    let shape: Vec<i64> = r.shape.iter().map(|&d| d as i64).collect();
-    Tensor::from_slice(&r.i64).view(shape.as_slice())
-}
-
-fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
-}
-
 #[test]
 fn siglip_torch_matches_transformers() {
     let _guard = tch::no_grad_guard();

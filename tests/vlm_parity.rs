@@ -15,18 +15,9 @@ use mimic_models::vision::ConnectorSite;
 use mimic_models::vlm::{VisionLanguageModel, VlmArchitecture};
 use mimic_trainer::torch_backend::{Forward, TorchLm};
 use mimic_trainer::TorchVlm;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 const TOL: f32 = 1e-4;
-
-fn tensor_i64(r: &Ref) -> Tensor {
-    let shape: Vec<i64> = r.shape.iter().map(|&d| d as i64).collect();
-    Tensor::from_slice(&r.i64).view(shape.as_slice())
-}
-
-fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(&t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
-}
 
 fn check(name: &str, what: &str, got: &Tensor, want: &Ref) -> f32 {
     let dims: Vec<usize> = got.size().iter().map(|&d| d as usize).collect();

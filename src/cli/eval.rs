@@ -95,28 +95,9 @@ pub fn run(a: Args) -> Result<()> {
         super::AnyModel::Vision(v) => Some(v.as_ref()),
         super::AnyModel::Text(_) => None,
     };
-    let vlm = vision
-        .map(|v| mimic_trainer::TorchVlm::new(v, device))
-        .transpose()?;
-    let task_images = match (&vlm, vision, a.backend) {
-        (Some(t), Some(v), super::generate::BackendKind::Torch) => {
-            let paths = task.train.iter().chain(&task.test).flat_map(|p| &p.images);
-            Some(mimic_trainer::torch_vlm::TaskImages::encode(
-                t,
-                super::vlm_processor(v)?,
-                paths,
-            )?)
-        }
-        _ => None,
-    };
-    let owned;
-    let tm = match &vlm {
-        Some(v) => &v.decoder,
-        None => {
-            owned = mimic_trainer::TorchModel::new(model, device)?;
-            &owned
-        }
-    };
+    let encode_task = a.backend == super::generate::BackendKind::Torch;
+    let torch = super::TorchModels::new(&any, device, encode_task.then_some(&task))?;
+    let tm = torch.decoder();
     let tok = model.tokenizer()?;
     // Each run, with the heads it uses.
     let mut runs: Vec<(Prompting, Option<&mimic_models::Heads>)> = Vec::new();
@@ -146,7 +127,7 @@ pub fn run(a: Args) -> Result<()> {
                 p,
                 a.max_new_tokens,
                 seed,
-                task_images.as_ref(),
+                torch.images.as_ref(),
                 progress,
             )?,
             super::generate::BackendKind::Onnx => {

@@ -182,7 +182,7 @@ pub fn run(a: Args) -> Result<()> {
 
 #[cfg(feature = "torch")]
 fn run_torch(a: &Args) -> Result<()> {
-    use mimic_trainer::{TorchLm, TorchModel, TorchVlm};
+    use mimic_trainer::TorchLm;
     if a.compiled.is_some() {
         bail!("--compiled runs on the ONNX backend; drop --backend torch");
     }
@@ -196,33 +196,22 @@ fn run_torch(a: &Args) -> Result<()> {
     };
     let _guard = tch::no_grad_guard();
     // A vision-language model: its image encoder's tokens for the prompt.
-    let (vlm, prompt, features) = match &any {
-        super::AnyModel::Vision(v) => {
-            let processor = super::vlm_processor(v)?;
-            let (prompt, inputs) = prepare(a, Some((&v.config, processor)))?;
-            let vlm = TorchVlm::new(v, device)?;
-            let features = match &inputs {
-                Some(i) => Some(vlm.encode_images(i, false)?.hidden),
-                None => None,
-            };
-            (Some(vlm), prompt, features)
-        }
-        super::AnyModel::Text(_) => (None, prepare(a, None)?.0, None),
+    let (prompt, inputs) = match &any {
+        super::AnyModel::Vision(v) => prepare(a, Some((&v.config, super::vlm_processor(v)?)))?,
+        super::AnyModel::Text(_) => prepare(a, None)?,
     };
-    let owned;
-    let tm = match &vlm {
-        Some(v) => &v.decoder,
-        None => {
-            owned = TorchModel::new(model, device)?;
-            &owned
-        }
+    let torch = super::TorchModels::new(&any, device, None)?;
+    let features = match (&torch.vlm, &inputs) {
+        (Some(v), Some(i)) => Some(v.encode_images(i, false)?.hidden),
+        _ => None,
     };
+    let tm = torch.decoder();
     let tok = model.tokenizer()?;
     let mut eos = tok.eos_ids().to_vec();
     eos.extend(&model.config.eos_token_ids);
     let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
     let mut lm = TorchLm::with_shifts(tm, shifts);
-    if let (Some(v), Some(f)) = (&vlm, &features) {
+    if let (Some(v), Some(f)) = (&torch.vlm, &features) {
         lm.images = Some((v.config.image_token_id as i64, f.shallow_clone()));
     }
     stream(&mut lm, tok, &prompt, &a.prompt, a.max_new_tokens, &eos)?;

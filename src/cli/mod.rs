@@ -182,6 +182,65 @@ pub fn vlm_processor(
     })
 }
 
+/// A model on libtorch: a text model's decoder, or a vision-language model's decoder and image
+/// encoder, with the image tokens of every image a task names when one is given (its image
+/// encoder is frozen: each image is encoded once).
+#[cfg(feature = "torch")]
+pub struct TorchModels {
+    pub vlm: Option<mimic_trainer::TorchVlm>,
+    text: Option<mimic_trainer::TorchModel>,
+    pub images: Option<mimic_trainer::torch_vlm::TaskImages>,
+}
+
+#[cfg(feature = "torch")]
+impl TorchModels {
+    pub fn new(
+        model: &AnyModel,
+        device: tch::Device,
+        task: Option<&mimic_models::task::Task>,
+    ) -> Result<Self> {
+        match model {
+            AnyModel::Text(m) => Ok(TorchModels {
+                vlm: None,
+                text: Some(mimic_trainer::TorchModel::new(m, device)?),
+                images: None,
+            }),
+            AnyModel::Vision(v) => {
+                let vlm = mimic_trainer::TorchVlm::new(v, device)?;
+                let images = match task {
+                    Some(task) => {
+                        let paths = task.train.iter().chain(&task.test).flat_map(|p| &p.images);
+                        let images = mimic_trainer::torch_vlm::TaskImages::encode(
+                            &vlm,
+                            vlm_processor(v)?,
+                            paths,
+                        )?;
+                        if images.is_empty() {
+                            tracing::warn!("the task names no images: text prompts only");
+                        }
+                        Some(images)
+                    }
+                    None => None,
+                };
+                Ok(TorchModels {
+                    vlm: Some(vlm),
+                    text: None,
+                    images,
+                })
+            }
+        }
+    }
+
+    /// The language model.
+    pub fn decoder(&self) -> &mimic_trainer::TorchModel {
+        match (&self.vlm, &self.text) {
+            (Some(v), _) => &v.decoder,
+            (None, Some(t)) => t,
+            (None, None) => unreachable!("TorchModels::new sets one of them"),
+        }
+    }
+}
+
 /// A model a command takes: a text decoder, or a vision-language model.
 pub enum AnyModel {
     Text(Box<Model>),

@@ -135,27 +135,8 @@ pub fn run(a: Args) -> Result<()> {
     let device = a.device.torch()?;
     // A vision-language model: its language model is trained, its image encoder turns the
     // task's images into image tokens once.
-    let (vlm, task_images) = match &any {
-        super::AnyModel::Vision(v) => {
-            let processor = super::vlm_processor(v)?;
-            let vlm = mimic_trainer::TorchVlm::new(v, device)?;
-            let paths = task.train.iter().chain(&task.test).flat_map(|p| &p.images);
-            let images = mimic_trainer::torch_vlm::TaskImages::encode(&vlm, processor, paths)?;
-            if images.is_empty() {
-                tracing::warn!("the task names no images: training on text prompts only");
-            }
-            (Some(vlm), Some(images))
-        }
-        super::AnyModel::Text(_) => (None, None),
-    };
-    let owned;
-    let tm = match &vlm {
-        Some(v) => &v.decoder,
-        None => {
-            owned = mimic_trainer::TorchModel::new(model, device)?;
-            &owned
-        }
-    };
+    let torch = super::TorchModels::new(&any, device, Some(&task))?;
+    let tm = torch.decoder();
     let mut cfg = TrainConfig::for_method(method);
     cfg.shots = a.shots;
     cfg.steps = a.steps;
@@ -196,7 +177,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let mut trainer = Trainer::new(tm, model, &task, cfg)?;
     trainer.poison_step = a.poison_step;
-    trainer.images = task_images.as_ref();
+    trainer.images = torch.images.as_ref();
     if a.resume {
         trainer.resume(&ckpt)?;
         tracing::info!(step = trainer.step, "resumed from {}", ckpt.display());

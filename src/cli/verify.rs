@@ -68,7 +68,7 @@ pub fn run(a: Args) -> Result<()> {
     use mimic_models::vlm::request::image_tokens;
     use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
     use mimic_trainer::shift::Shift;
-    use mimic_trainer::{TorchLm, TorchModel};
+    use mimic_trainer::TorchLm;
     use std::io::Write;
 
     let _guard = tch::no_grad_guard();
@@ -85,9 +85,8 @@ pub fn run(a: Args) -> Result<()> {
         super::AnyModel::Vision(v) => Some(v.as_ref()),
         super::AnyModel::Text(_) => None,
     };
-    let vlm = vision
-        .map(|v| mimic_trainer::TorchVlm::new(v, tch::Device::Cpu))
-        .transpose()?;
+    let torch = super::TorchModels::new(&any, tch::Device::Cpu, None)?;
+    let vlm = &torch.vlm;
     // Each prompt's ids, and for a vision-language model its images' encoder inputs.
     let prompts: Vec<(Vec<u32>, Option<EncoderInputs>)> = match &a.task {
         Some(path) => {
@@ -132,7 +131,7 @@ pub fn run(a: Args) -> Result<()> {
     // The trainer's image tokens of each prompt.
     let torch_features: Vec<Option<tch::Tensor>> = prompts
         .iter()
-        .map(|(_, inputs)| match (&vlm, inputs) {
+        .map(|(_, inputs)| match (vlm, inputs) {
             (Some(v), Some(i)) => Ok(Some(v.encode_images(i, false)?.hidden)),
             _ => Ok(None),
         })
@@ -142,14 +141,7 @@ pub fn run(a: Args) -> Result<()> {
         mimic_compiler::Dtype::Fp32 => 1e-4,
         mimic_compiler::Dtype::Fp16 => 1e-2,
     });
-    let owned;
-    let tm = match &vlm {
-        Some(v) => &v.decoder,
-        None => {
-            owned = TorchModel::new(model, tch::Device::Cpu)?;
-            &owned
-        }
-    };
+    let tm = torch.decoder();
     let shifts = shift.as_ref().map(|s| s.shifts()).unwrap_or_default();
     let checked = a
         .attention
@@ -164,7 +156,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut reference = Vec::with_capacity(prompts.len());
     for ((p, _), features) in prompts.iter().zip(&torch_features) {
         let mut lm = TorchLm::with_shifts(tm, shifts);
-        if let (Some(v), Some(f)) = (&vlm, features) {
+        if let (Some(v), Some(f)) = (vlm, features) {
             let ids: Vec<i64> = p.iter().map(|&t| t as i64).collect();
             let ids = tch::Tensor::from_slice(&ids).view([1, -1]);
             let tokens = v.image_tokens(&ids, f)?;

@@ -195,3 +195,28 @@ pub fn rows_at_valid(values: &[f32], mask: &[i64], batch: usize, width: usize) -
         .flat_map(|(r, p)| values[(r * seq + p) * width..][..width].to_vec())
         .collect()
 }
+
+/// A float32 reference as a libtorch tensor of its shape.
+#[cfg(feature = "torch")]
+pub fn tensor_f32(r: &Ref) -> tch::Tensor {
+    let shape: Vec<i64> = r.shape.iter().map(|&d| d as i64).collect();
+    tch::Tensor::from_slice(&r.f32).view(shape.as_slice())
+}
+
+/// An int64 reference as a libtorch tensor of its shape.
+#[cfg(feature = "torch")]
+pub fn tensor_i64(r: &Ref) -> tch::Tensor {
+    let shape: Vec<i64> = r.shape.iter().map(|&d| d as i64).collect();
+    tch::Tensor::from_slice(&r.i64).view(shape.as_slice())
+}
+
+/// A tensor's values as float32, flattened (copied to the CPU first).
+#[cfg(feature = "torch")]
+pub fn to_vec(t: &tch::Tensor) -> Vec<f32> {
+    let flat = t
+        .to_device(tch::Device::Cpu)
+        .to_kind(tch::Kind::Float)
+        .contiguous()
+        .view([-1]);
+    Vec::<f32>::try_from(&flat).unwrap()
+}
