@@ -82,3 +82,4 @@ fixtures: reference-env setup
 	.venv-ref/bin/python scripts/make_vlm_fixtures.py
 	.venv-ref/bin/python scripts/make_vlm_task.py
 	.venv-ref/bin/python scripts/make_metric_fixtures.py
+	.venv-ref/bin/python scripts/make_beam_fixtures.py

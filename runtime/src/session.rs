@@ -83,8 +83,51 @@ pub struct KvState {
 }
 
 impl KvState {
+    /// Cached positions (of a batch-1 state; the mask's length per row otherwise times rows).
     pub fn len(&self) -> usize {
         self.mask.len()
+    }
+
+    /// The state of a new batch whose row `i` is a copy of this one's row `rows[i]` (beam
+    /// search reordering its beams).
+    pub fn select_rows(&self, rows: &[usize]) -> Result<KvState> {
+        let gather = |value: &DynValue| -> Result<DynValue> {
+            if let Ok((shape, data)) = value.try_extract_tensor::<f32>() {
+                let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+                let per = dims[1..].iter().product::<usize>();
+                let out: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| data[r * per..(r + 1) * per].iter().copied())
+                    .collect();
+                let mut new_dims = dims;
+                new_dims[0] = rows.len();
+                return Ok(Tensor::from_array((new_dims, out))?.into_dyn());
+            }
+            let (shape, data) = value.try_extract_tensor::<half::f16>()?;
+            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            let per = dims[1..].iter().product::<usize>();
+            let out: Vec<half::f16> = rows
+                .iter()
+                .flat_map(|&r| data[r * per..(r + 1) * per].iter().copied())
+                .collect();
+            let mut new_dims = dims;
+            new_dims[0] = rows.len();
+            Ok(Tensor::from_array((new_dims, out))?.into_dyn())
+        };
+        let batch = self.layers.first().map_or(1, |(k, _)| {
+            k.shape().first().copied().unwrap_or(1).max(1) as usize
+        });
+        let per_row = self.mask.len() / batch;
+        let mask = rows
+            .iter()
+            .flat_map(|&r| self.mask[r * per_row..(r + 1) * per_row].iter().copied())
+            .collect();
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| Ok((gather(k)?, gather(v)?)))
+            .collect::<Result<_>>()?;
+        Ok(KvState { layers, mask })
     }
     pub fn is_empty(&self) -> bool {
         self.mask.is_empty()
@@ -481,6 +524,47 @@ pub struct OnnxLm<'m> {
 impl<'m> OnnxLm<'m> {
     pub fn new(model: &'m mut CompiledModel) -> Self {
         OnnxLm { model, state: None }
+    }
+}
+
+impl mimic_models::beam::BeamLm for OnnxLm<'_> {
+    type Error = RuntimeError;
+
+    fn start(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
+        self.state = None;
+        CausalLm::extend(self, prompt)
+    }
+
+    fn step(&mut self, parents: &[usize], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let state = match self.state.take() {
+            Some(s) => s.select_rows(parents)?,
+            None => {
+                return Err(RuntimeError::Other(
+                    "beam search step before its prompt".into(),
+                ))
+            }
+        };
+        let batch = tokens.len();
+        let past = state.len() / batch.max(1);
+        let mut mask = Vec::with_capacity(batch * (past + 1));
+        for row in state.mask.chunks(past.max(1)).take(batch) {
+            mask.extend_from_slice(row);
+            mask.push(1);
+        }
+        if past == 0 {
+            mask = vec![1; batch];
+        }
+        let positions = vec![past as i64; batch];
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let out = self.model.run(batch, &ids, &mask, &positions, state)?;
+        let vocab = *out.logits_shape.last().unwrap_or(&0);
+        let rows = out.logits.len() / vocab.max(1);
+        let per = rows / batch.max(1);
+        let logits = (0..batch)
+            .map(|i| out.logits[(i * per + per - 1) * vocab..(i * per + per) * vocab].to_vec())
+            .collect();
+        self.state = Some(out.state);
+        Ok(logits)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use mimic_models::beam::{beam_search, BeamConfig, BeamLm};
 use mimic_models::generate::{argmax, CausalLm};
 use mimic_models::tokenizer::TextTokenizer;
 use mimic_models::vlm::prompt::ImageTokens;
@@ -54,16 +55,38 @@ pub struct Answer {
     pub exact: bool,
 }
 
-/// Greedy decoding until a newline appears in the text or `max_new` tokens.
-fn answer<M: CausalLm>(
+/// Greedy decoding until a newline appears in the text or `max_new` tokens; with `beam`, the
+/// best hypothesis of a beam search (until an end-of-sequence token or `max_new` tokens),
+/// its text cut at the first newline.
+fn answer<M>(
     lm: &mut M,
     tok: &TextTokenizer,
     prompt: &[u32],
     max_new: usize,
+    beam: Option<&BeamConfig>,
 ) -> Result<(Vec<u32>, String)>
 where
-    TrainerError: From<M::Error>,
+    M: CausalLm + BeamLm,
+    TrainerError: From<<M as CausalLm>::Error> + From<<M as BeamLm>::Error>,
 {
+    if let Some(cfg) = beam {
+        let cfg = BeamConfig {
+            max_new_tokens: max_new,
+            ..*cfg
+        };
+        let best = beam_search(lm, prompt, &cfg, tok.eos_ids())?;
+        let ids: Vec<u32> = best
+            .into_iter()
+            .next()
+            .map(|h| h.tokens)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| !tok.eos_ids().contains(t))
+            .collect();
+        let text = tok.decode(&ids)?;
+        let cut = text.split('\n').next().unwrap_or_default().to_string();
+        return Ok((ids, cut));
+    }
     lm.reset();
     let mut logits = lm.extend(prompt)?;
     let mut ids = Vec::new();
@@ -91,14 +114,12 @@ pub type SetImages<'f, M> = Box<dyn FnMut(&mut M, &[&PathBuf]) -> Result<()> + '
 
 /// Evaluates `prompting` on the test split with the trainer's forward (and, for a
 /// vision-language model, the task's image tokens); `on_done` is called after each query.
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &TorchModel,
     tok: &TextTokenizer,
     task: &Task,
     prompting: &Prompting,
-    max_new: usize,
-    seed: u64,
+    decoding: &Decoding,
     images: Option<&TaskImages>,
     on_done: impl FnMut(usize, usize),
 ) -> Result<(EvalResult, Vec<Answer>)> {
@@ -113,8 +134,7 @@ pub fn evaluate(
         method,
         trainable_params: params,
         shots,
-        max_new,
-        seed,
+        decoding: *decoding,
     };
     let images = images.map(|images| PromptImages {
         expansion: images.expansion,
@@ -132,13 +152,22 @@ pub struct EvalRun {
     pub trainable_params: i64,
     /// Demonstrations per query (0: zero-shot).
     pub shots: usize,
+    pub decoding: Decoding,
+}
+
+/// How answers are generated, and the seed of the demonstrations' draw.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoding {
+    /// New tokens per answer at most.
     pub max_new: usize,
     pub seed: u64,
+    /// Beam search instead of greedy decoding.
+    pub beam: Option<BeamConfig>,
 }
 
 /// Evaluates any causal LM (the trainer's, or a compiled model in ONNX Runtime) on the test
 /// split, prompted as `run` says.
-pub fn evaluate_lm<M: CausalLm>(
+pub fn evaluate_lm<M: CausalLm + BeamLm>(
     lm: &mut M,
     tok: &TextTokenizer,
     task: &Task,
@@ -147,12 +176,12 @@ pub fn evaluate_lm<M: CausalLm>(
     mut on_done: impl FnMut(usize, usize),
 ) -> Result<(EvalResult, Vec<Answer>)>
 where
-    TrainerError: From<M::Error>,
+    TrainerError: From<<M as CausalLm>::Error> + From<<M as BeamLm>::Error>,
 {
     let t0 = Instant::now();
     let start = start_token(tok);
-    let max_new = run.max_new;
-    let mut rng = SplitMix64::new(run.seed);
+    let max_new = run.decoding.max_new;
+    let mut rng = SplitMix64::new(run.decoding.seed);
     let (mut first, mut exact, mut prompt_tokens) = (0usize, 0usize, 0usize);
     let mut answers = Vec::with_capacity(task.test.len());
     for (i, q) in task.test.iter().enumerate() {
@@ -175,7 +204,7 @@ where
             )));
         }
         prompt_tokens += prompt.len();
-        let (ids, text) = answer(lm, tok, &prompt, max_new)?;
+        let (ids, text) = answer(lm, tok, &prompt, max_new, run.decoding.beam.as_ref())?;
         let first_ok = ids.first() == enc.answer.first();
         let exact_ok = text.trim() == q.output.trim();
         first += first_ok as usize;

@@ -83,6 +83,20 @@ impl KvCache {
         }
     }
 
+    /// Row `i` becomes a copy of row `rows[i]` (beam search reordering its beams).
+    pub fn select_rows(&mut self, rows: &[usize]) {
+        let Some(mask) = &self.key_mask else {
+            return;
+        };
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::from_slice(&idx).to_device(mask.device());
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(0, &idx);
+            *v = v.index_select(0, &idx);
+        }
+        self.key_mask = Some(mask.index_select(0, &idx));
+    }
+
     /// Layer `l`'s cached keys and values (after rotary), `[b, kv_heads, len, d]`.
     pub fn layer(&self, l: usize) -> Option<(&Tensor, &Tensor)> {
         self.layers.get(l)?.as_ref().map(|(k, v)| (k, v))
@@ -504,6 +518,36 @@ impl<'m> TorchLm<'m> {
             images: None,
             cache: KvCache::default(),
         }
+    }
+}
+
+impl mimic_models::beam::BeamLm for TorchLm<'_> {
+    type Error = crate::TrainerError;
+
+    fn start(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
+        self.cache = KvCache::default();
+        CausalLm::extend(self, prompt)
+    }
+
+    fn step(&mut self, parents: &[usize], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let _guard = tch::no_grad_guard();
+        self.cache.select_rows(parents);
+        let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
+        let ids = Tensor::f_from_slice(&ids)?
+            .view([-1, 1])
+            .to_device(self.model.device);
+        let mut f = Forward::new(&ids);
+        f.logits_last = Some(1);
+        f.shifts = self.shifts;
+        let out = self.model.forward(&f, Some(&mut self.cache));
+        let logits = out
+            .logits
+            .squeeze_dim(1)
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float);
+        (0..tokens.len() as i64)
+            .map(|i| Ok(Vec::<f32>::try_from(&logits.get(i))?))
+            .collect()
     }
 }
 
