@@ -222,3 +222,70 @@ fn eval_answers_agree_across_backends() {
     };
     assert_eq!(answers("torch"), answers("onnx"));
 }
+
+#[test]
+fn rices_picks_demonstrations_by_image() {
+    // RICES on the shape task: the same answers on both backends, and a different prompt
+    // from random demonstrations (the nearest images are not a seeded draw).
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures_dir().join("vlm/idefics3").display().to_string();
+    let run = |demos: &str, backend: &str| {
+        let json = tmp.path().join(format!("{demos}-{backend}.json"));
+        succeeds(&[
+            "eval",
+            "--model",
+            &model,
+            "--task",
+            &task(),
+            "--test-size",
+            "4",
+            "--method",
+            "icl",
+            "--shots",
+            "2",
+            "--demos",
+            demos,
+            "--backend",
+            backend,
+            "--max-new-tokens",
+            "3",
+            "--threads",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(
+            v["results"][0]["method"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap(),
+            if demos == "rices" { "rices-2" } else { "icl-2" }
+        );
+        v["answers"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["prompt"].as_str().unwrap().to_string(),
+                    a["generated"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let torch = run("rices", "torch");
+    let onnx = run("rices", "onnx");
+    assert_eq!(
+        torch.iter().map(|x| &x.1).collect::<Vec<_>>(),
+        onnx.iter().map(|x| &x.1).collect::<Vec<_>>()
+    );
+    let random = run("random", "torch");
+    assert_ne!(
+        torch.iter().map(|x| &x.0).collect::<Vec<_>>(),
+        random.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+}

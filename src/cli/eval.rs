@@ -17,6 +17,11 @@ pub struct Args {
     /// Demonstrations before each query for `--method icl`.
     #[arg(long, default_value_t = 8)]
     pub shots: usize,
+    /// How `--method icl` picks its demonstrations: `random` (seeded draws from the training
+    /// part) or `rices` (the training pairs whose image is nearest the query's, by the model's
+    /// own image features; vision-language models).
+    #[arg(long, value_enum, default_value = "random")]
+    pub demos: DemoChoice,
     /// Heads files for `--method heads` (one row each).
     #[arg(long, value_delimiter = ',', value_name = "FILE,...")]
     pub heads: Vec<PathBuf>,
@@ -61,6 +66,13 @@ pub struct Args {
     /// `{dataset}-{method}.json` (`[{question_id, answer}]`), for the official scorer.
     #[arg(long, value_name = "DIR", requires = "dataset")]
     pub results: Option<PathBuf>,
+}
+
+/// How in-context demonstrations are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoChoice {
+    Random,
+    Rices,
 }
 
 /// What `mimic eval` evaluates.
@@ -110,15 +122,29 @@ pub fn run(a: Args) -> Result<()> {
         super::AnyModel::Vision(v) => Some(v.as_ref()),
         super::AnyModel::Text(_) => None,
     };
-    let encode_task = a.backend == super::generate::BackendKind::Torch;
+    let rices = a.demos == DemoChoice::Rices && a.method.contains(&EvalMethod::Icl);
+    if rices && vision.is_none() {
+        bail!(
+            "--demos rices ranks demonstrations by their images: it needs a vision-language model"
+        );
+    }
+    let encode_task = a.backend == super::generate::BackendKind::Torch || rices;
     let torch = super::TorchModels::new(&any, device, encode_task.then_some(&task))?;
     let tm = torch.decoder();
     let tok = model.tokenizer()?;
+    // RICES: each query's demonstrations, nearest image last.
+    let retrieved = match (&torch.images, rices) {
+        (Some(images), true) => mimic_trainer::rices::rices_demonstrations(&task, images, a.shots)?,
+        _ => Vec::new(),
+    };
     // Each run, with the heads it uses.
     let mut runs: Vec<(Prompting, Option<&mimic_models::Heads>)> = Vec::new();
     for m in &a.method {
         match m {
             EvalMethod::ZeroShot => runs.push((Prompting::ZeroShot, None)),
+            EvalMethod::Icl if rices => {
+                runs.push((Prompting::Retrieved(a.shots, retrieved.as_slice()), None))
+            }
             EvalMethod::Icl => runs.push((Prompting::InContext(a.shots), None)),
             EvalMethod::Heads => {
                 runs.extend(shifts.iter().map(|(h, s)| (Prompting::Shifted(s), Some(h))))
@@ -171,11 +197,6 @@ pub fn run(a: Args) -> Result<()> {
                 progress,
             )?,
             super::generate::BackendKind::Onnx => {
-                let run = match p {
-                    Prompting::ZeroShot => ("zero-shot".to_string(), 0, 0),
-                    Prompting::InContext(k) => (format!("icl-{k}"), 0, *k),
-                    Prompting::Shifted(s) => (s.method.name().to_string(), s.num_params(), 0),
-                };
                 let opts = mimic_compiler::CompileOptions {
                     attention,
                     last_only: true,
@@ -190,12 +211,8 @@ pub fn run(a: Args) -> Result<()> {
                     },
                 )?;
                 let mut lm = TrainerErrors(mimic_runtime::OnnxLm::new(&mut compiled));
-                let run = EvalRun {
-                    method: format!("{} (onnx)", run.0),
-                    trainable_params: run.1,
-                    shots: run.2,
-                    decoding,
-                };
+                let mut run = EvalRun::new(p, decoding);
+                run.method = format!("{} (onnx)", run.method);
                 let images = match vision {
                     Some(v) => Some(onnx_prompt_images(v)?),
                     None => None,

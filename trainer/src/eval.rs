@@ -22,6 +22,9 @@ pub enum Prompting<'a> {
     ZeroShot,
     /// `k` demonstrations per query, drawn from the training part.
     InContext(usize),
+    /// `k` demonstrations per query chosen by RICES ([`crate::rices`]): each test query's
+    /// training-part indices.
+    Retrieved(usize, &'a [Vec<usize>]),
     /// No demonstrations; the shift applied.
     Shifted(&'a Shift),
 }
@@ -124,18 +127,12 @@ pub fn evaluate(
     on_done: impl FnMut(usize, usize),
 ) -> Result<(EvalResult, Vec<Answer>)> {
     let _guard = tch::no_grad_guard();
-    let (shifts, method, params, shots) = match prompting {
-        Prompting::ZeroShot => (Shifts::default(), "zero-shot".to_string(), 0, 0),
-        Prompting::InContext(k) => (Shifts::default(), format!("icl-{k}"), 0, *k),
-        Prompting::Shifted(s) => (s.shifts(), s.method.name().to_string(), s.num_params(), 0),
+    let shifts = match prompting {
+        Prompting::Shifted(s) => s.shifts(),
+        _ => Shifts::default(),
     };
     let mut lm = TorchLm::with_shifts(model, shifts);
-    let run = EvalRun {
-        method,
-        trainable_params: params,
-        shots,
-        decoding: *decoding,
-    };
+    let run = EvalRun::new(prompting, *decoding);
     let images = images.map(|images| PromptImages {
         expansion: images.expansion,
         set: Box::new(move |lm: &mut TorchLm, paths: &[&PathBuf]| {
@@ -146,6 +143,26 @@ pub fn evaluate(
     evaluate_lm(&mut lm, tok, task, &run, images, on_done)
 }
 
+impl EvalRun {
+    /// The run of `prompting`: its name (`zero-shot`, `icl-k`, `rices-k`, the heads' method),
+    /// trainable parameters, shots and demonstrations.
+    pub fn new(prompting: &Prompting, decoding: Decoding) -> Self {
+        let (method, trainable_params, shots, retrieved) = match prompting {
+            Prompting::ZeroShot => ("zero-shot".to_string(), 0, 0, None),
+            Prompting::InContext(k) => (format!("icl-{k}"), 0, *k, None),
+            Prompting::Retrieved(k, lists) => (format!("rices-{k}"), 0, *k, Some(lists.to_vec())),
+            Prompting::Shifted(s) => (s.method.name().to_string(), s.num_params(), 0, None),
+        };
+        EvalRun {
+            method,
+            trainable_params,
+            shots,
+            decoding,
+            retrieved,
+        }
+    }
+}
+
 /// What an evaluation run is: its name in the table, and how the model is prompted.
 pub struct EvalRun {
     pub method: String,
@@ -153,6 +170,9 @@ pub struct EvalRun {
     /// Demonstrations per query (0: zero-shot).
     pub shots: usize,
     pub decoding: Decoding,
+    /// Each test query's demonstrations, as indices into the training part (RICES); drawn at
+    /// random when `None`.
+    pub retrieved: Option<Vec<Vec<usize>>>,
 }
 
 /// How answers are generated, and the seed of the demonstrations' draw.
@@ -185,9 +205,10 @@ where
     let (mut first, mut exact, mut prompt_tokens) = (0usize, 0usize, 0usize);
     let mut answers = Vec::with_capacity(task.test.len());
     for (i, q) in task.test.iter().enumerate() {
-        let demos = match run.shots {
-            0 => vec![],
-            k => task.demonstrations(q, k, &mut rng)?,
+        let demos = match (run.shots, &run.retrieved) {
+            (0, _) => vec![],
+            (_, Some(lists)) => lists[i].iter().map(|&j| task.train[j].clone()).collect(),
+            (k, None) => task.demonstrations(q, k, &mut rng)?,
         };
         let expansion = images.as_ref().map(|i| i.expansion);
         let enc = Encoded::with_image_tokens(tok, start, &task.template, &demos, q, expansion)?;

@@ -2,6 +2,7 @@
 //! ([`torch_backend`]), with the hooks training needs (record activations, shift attention).
 pub mod eval;
 pub mod optim;
+pub mod rices;
 pub mod shift;
 pub mod stats;
 pub mod torch_backend;

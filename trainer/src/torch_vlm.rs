@@ -95,6 +95,16 @@ impl TaskImages {
         })
     }
 
+    /// Image tokens given directly (`[tokens, hidden]` per path), for tests and callers that
+    /// encode elsewhere.
+    pub fn from_features(features: impl IntoIterator<Item = (PathBuf, Tensor)>) -> Self {
+        TaskImages {
+            token_id: 0,
+            expansion: PromptImageTokens::Llava { per_image: 1 },
+            by_path: features.into_iter().collect(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.by_path.len()
     }
