@@ -151,6 +151,12 @@ impl DatasetArgs {
         } else {
             MissingImages::Error
         };
+        // The folder the data set's files are under (easy-VQA's default is the package's).
+        let root = || {
+            self.root
+                .as_ref()
+                .with_context(|| format!("--dataset {} needs --root DIR", dataset.name()))
+        };
         let (support, test, questions, skipped) = match dataset {
             Dataset::EasyVqa => {
                 let root = match &self.root {
@@ -190,10 +196,7 @@ impl DatasetArgs {
                 )
             }
             Dataset::Coco | Dataset::Flickr30k => {
-                let root = self
-                    .root
-                    .as_ref()
-                    .with_context(|| format!("--dataset {} needs --root DIR", dataset.name()))?;
+                let root = root()?;
                 // As the published MimIC code: support from the train split, queries from val.
                 let train = read_karpathy(dataset, root, &[KarpathySplit::Train], missing)?;
                 let val = read_karpathy(dataset, root, &[KarpathySplit::Val], missing)?;
@@ -228,10 +231,7 @@ impl DatasetArgs {
                 )
             }
             Dataset::Mme => {
-                let root = self
-                    .root
-                    .as_ref()
-                    .with_context(|| "--dataset mme needs --root DIR")?;
+                let root = root()?;
                 let read = read_mme(root, missing)?;
                 let mut rows = Vec::with_capacity(read.samples.len());
                 for s in &read.samples {
@@ -259,10 +259,7 @@ impl DatasetArgs {
                 (support, test, Scoring::Mme(questions), read.skipped_missing)
             }
             Dataset::Seed => {
-                let root = self
-                    .root
-                    .as_ref()
-                    .with_context(|| "--dataset seed needs --root DIR")?;
+                let root = root()?;
                 let read = read_seed(root, missing)?;
                 let mut rows = Vec::with_capacity(read.samples.len());
                 for s in &read.samples {
@@ -299,10 +296,7 @@ impl DatasetArgs {
                 )
             }
             Dataset::VqaV2 | Dataset::OkVqa => {
-                let root = self
-                    .root
-                    .as_ref()
-                    .with_context(|| format!("--dataset {} needs --root DIR", dataset.name()))?;
+                let root = root()?;
                 let train = read_vqa(dataset, root, VqaSplit::Train, missing)?;
                 let val = read_vqa(dataset, root, VqaSplit::Val, missing)?;
                 // The training target: the most frequent answer (VQAv2's
