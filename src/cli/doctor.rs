@@ -1,5 +1,6 @@
 //! `mimic doctor`: what this build of mimic can use here: libtorch (when built in), ONNX
-//! Runtime and its execution providers, the built-in task sets and the default model.
+//! Runtime and its execution providers, the built-in task sets, the default model and the
+//! default benchmark (easy-VQA).
 use std::io::Write;
 
 use anyhow::Result;
@@ -25,6 +26,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     report.insert("tasks".into(), tasks_report());
     report.insert("default_model".into(), default_model_report());
+    report.insert("easy_vqa".into(), easy_vqa_report());
     report.insert("huge_pages".into(), crate::hugepages::status());
     report.insert("cache".into(), json!(super::cache_dir()));
     let ok = report.values().all(|v| v.get("error").is_none());
@@ -53,6 +55,19 @@ fn tasks_report() -> serde_json::Value {
         };
     }
     json!({"built_in": counts})
+}
+
+/// The default benchmark: the easy-vqa package's data found, and its answers readable.
+fn easy_vqa_report() -> serde_json::Value {
+    use mimic_models::datasets::easy_vqa::{package_root, read_answers};
+    let root = match package_root() {
+        Ok(r) => r,
+        Err(e) => return json!({"error": e.to_string()}),
+    };
+    match read_answers(&root) {
+        Ok(answers) => json!({"path": root, "answers": answers.len()}),
+        Err(e) => json!({"path": root, "error": e.to_string()}),
+    }
 }
 
 /// The default model: found, and its GGUF header and metadata readable.
