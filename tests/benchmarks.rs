@@ -354,9 +354,9 @@ fn mme_and_seed_from_their_official_layouts() {
 }
 
 #[test]
-fn coco_captions_from_the_karpathy_split() {
-    // dataset_coco.json with train and val images; scored by CIDEr-D, written as
-    // [{image_id, caption}].
+fn coco_and_flickr30k_captions_from_the_karpathy_split() {
+    // dataset_coco.json and dataset_flickr30k.json with train and val images; scored by
+    // CIDEr-D, written as [{image_id, caption}].
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("coco");
     let mut images = vec![];
@@ -425,4 +425,55 @@ fn coco_captions_from_the_karpathy_split() {
         .map(|r| r["image_id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids, vec![1002, 1003]);
+
+    // Flickr30k: the same schema, images in flickr30k-images/, image ids its `imgid`s.
+    let root = tmp.path().join("flickr");
+    let images: Vec<Value> = (0..4)
+        .map(|i| {
+            let filename = format!("{i}.jpg");
+            jpeg(
+                &root.join("flickr30k-images").join(&filename),
+                [60 * i as u8, 90, 30],
+            );
+            let split = if i < 2 { "train" } else { "val" };
+            let sentences: Vec<Value> = (0..5)
+                .map(|k| {
+                    json!({"raw": format!("Shapes, picture {k}."), "tokens": [],
+                                "imgid": i, "sentid": i * 5 + k})
+                })
+                .collect();
+            json!({"filename": filename, "imgid": i, "split": split, "sentids": [],
+                   "sentences": sentences})
+        })
+        .collect();
+    std::fs::write(
+        root.join("dataset_flickr30k.json"),
+        json!({"images": images, "dataset": "flickr30k"}).to_string(),
+    )
+    .unwrap();
+    succeeds(&[
+        "eval",
+        "--model",
+        &model("idefics2"),
+        "--dataset",
+        "flickr30k",
+        "--root",
+        root.to_str().unwrap(),
+        "--method",
+        "zero-shot",
+        "--max-new-tokens",
+        "4",
+        "--threads",
+        "2",
+        "--results",
+        results.to_str().unwrap(),
+    ]);
+    let rows = read_json(&results.join("flickr30k-zero-shot.json"));
+    let ids: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![2, 3]);
 }
