@@ -289,3 +289,49 @@ fn rices_picks_demonstrations_by_image() {
         random.iter().map(|x| &x.0).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn batched_eval_answers_as_one_at_a_time() {
+    // ONNX Runtime, greedy, prompts with their demonstrations' images and their own: four
+    // queries in one left-padded batch answer as one by one.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures_dir().join("vlm/idefics3").display().to_string();
+    let answers = |batch: &str| {
+        let json = tmp.path().join(format!("batch-{batch}.json"));
+        succeeds(&[
+            "eval",
+            "--model",
+            &model,
+            "--task",
+            &task(),
+            "--test-size",
+            "4",
+            "--method",
+            "zero-shot,icl",
+            "--shots",
+            "1",
+            "--backend",
+            "onnx",
+            "--batch",
+            batch,
+            "--max-new-tokens",
+            "3",
+            "--threads",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        v["answers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|run| run.as_array().unwrap().iter())
+            .map(|a| a["generated"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let batched = answers("4");
+    assert_eq!(batched.len(), 8);
+    assert_eq!(batched, answers("1"));
+}

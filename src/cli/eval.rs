@@ -47,6 +47,10 @@ pub struct Args {
     /// `early_stopping=True`); by default, once no running beam can beat them.
     #[arg(long)]
     pub early_stopping: bool,
+    /// Queries answered at once (`--backend onnx`, greedy): left-padded into one batch, each
+    /// row stopping at its newline or end token.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     #[command(flatten)]
     pub device: super::DeviceArgs,
     #[command(flatten)]
@@ -167,6 +171,9 @@ pub fn run(a: Args) -> Result<()> {
     let length_penalty = a
         .length_penalty
         .unwrap_or(if dataset.is_some() { 0.0 } else { 1.0 });
+    if a.batch > 1 && (a.backend != super::generate::BackendKind::Onnx || num_beams > 1) {
+        bail!("--batch runs greedy decoding in ONNX Runtime: use it with --backend onnx and --num-beams 1");
+    }
     let decoding = Decoding {
         max_new,
         seed,
@@ -210,14 +217,27 @@ pub fn run(a: Args) -> Result<()> {
                         ..Default::default()
                     },
                 )?;
-                let mut lm = TrainerErrors(mimic_runtime::OnnxLm::new(&mut compiled));
                 let mut run = EvalRun::new(p, decoding);
                 run.method = format!("{} (onnx)", run.method);
-                let images = match vision {
-                    Some(v) => Some(onnx_prompt_images(v)?),
-                    None => None,
-                };
-                evaluate_lm(&mut lm, tok, &task, &run, images, progress)?
+                if a.batch > 1 {
+                    run.method = format!("{} batch {}", run.method, a.batch);
+                    evaluate_onnx_batched(
+                        &mut compiled,
+                        vision,
+                        tok,
+                        &task,
+                        &run,
+                        a.batch,
+                        progress,
+                    )?
+                } else {
+                    let mut lm = TrainerErrors(mimic_runtime::OnnxLm::new(&mut compiled));
+                    let images = match vision {
+                        Some(v) => Some(onnx_prompt_images(v)?),
+                        None => None,
+                    };
+                    evaluate_lm(&mut lm, tok, &task, &run, images, progress)?
+                }
             }
         };
         bar.finish_and_clear();
@@ -349,6 +369,69 @@ pub fn run(_: Args) -> Result<()> {
 /// A causal LM whose errors are the trainer's, so the evaluation loop can drive ONNX Runtime.
 #[cfg(feature = "torch")]
 struct TrainerErrors<M>(M);
+
+/// The test split `batch` queries at a time through a compiled folder (greedy, each row
+/// stopping at its newline or end token); a vision-language model's rows carry their images'
+/// tokens, row after row.
+#[cfg(feature = "torch")]
+fn evaluate_onnx_batched(
+    compiled: &mut mimic_runtime::CompiledModel,
+    vision: Option<&mimic_models::vlm::VisionLanguageModel>,
+    tok: &mimic_models::tokenizer::TextTokenizer,
+    task: &mimic_models::task::Task,
+    run: &mimic_trainer::eval::EvalRun,
+    batch: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<(
+    mimic_trainer::eval::EvalResult,
+    Vec<mimic_trainer::eval::Answer>,
+)> {
+    use mimic_trainer::TrainerError;
+    let err = |e: mimic_runtime::RuntimeError| TrainerError::Other(e.to_string());
+    let processor = vision.map(super::vlm_processor).transpose()?;
+    let expansion = match (vision, processor) {
+        (Some(v), Some(p)) => Some(mimic_models::vlm::request::image_tokens(&v.config, p)),
+        _ => None,
+    };
+    let eos = compiled.contract.eos_token_ids.clone();
+    let pad = tok.pad_id().unwrap_or(0);
+    let max_new = run.decoding.max_new;
+    let max_positions = compiled.contract.max_positions;
+    let answer_batch = |encs: &[mimic_models::task::Encoded]| {
+        if let (Some(v), Some(p)) = (vision, processor) {
+            let mut data = Vec::new();
+            let mut width = 0;
+            for enc in encs.iter().filter(|e| !e.images.is_empty()) {
+                let inputs = mimic_models::vlm::request::images_inputs(&v.config, p, &enc.images)?;
+                let f = compiled.encode_images(&inputs).map_err(err)?;
+                width = *f.shape.last().unwrap_or(&1);
+                data.extend(f.data);
+            }
+            if !data.is_empty() {
+                let rows = data.len() / width;
+                compiled
+                    .set_images(mimic_models::HostTensor::new(vec![rows, width], data))
+                    .map_err(err)?;
+            }
+        }
+        let prompts: Vec<Vec<u32>> = encs.iter().map(|e| e.prompt()).collect();
+        mimic_runtime::batch::greedy_batch(compiled, &prompts, max_new, pad, |_, toks| {
+            toks.last().is_some_and(|t| eos.contains(t))
+                || tok.decode(toks).is_ok_and(|t| t.contains('\n'))
+        })
+        .map_err(err)
+    };
+    Ok(mimic_trainer::eval::evaluate_batched(
+        tok,
+        task,
+        run,
+        expansion,
+        batch,
+        max_positions,
+        answer_batch,
+        progress,
+    )?)
+}
 
 /// A compiled vision-language model's prompts: each prompt's images through its own image
 /// encoder, handed to the runtime before the prompt runs.

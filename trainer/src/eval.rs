@@ -193,52 +193,136 @@ pub fn evaluate_lm<M: CausalLm + BeamLm>(
     task: &Task,
     run: &EvalRun,
     mut images: Option<PromptImages<'_, M>>,
-    mut on_done: impl FnMut(usize, usize),
+    on_done: impl FnMut(usize, usize),
 ) -> Result<(EvalResult, Vec<Answer>)>
 where
     TrainerError: From<<M as CausalLm>::Error> + From<<M as BeamLm>::Error>,
 {
+    let expansion = images.as_ref().map(|i| i.expansion);
+    let max_positions = lm.max_positions();
+    let max_new = run.decoding.max_new;
+    let beam = run.decoding.beam;
+    let answer_one = |encs: &[Encoded]| -> Result<Vec<(Vec<u32>, String)>> {
+        let enc = &encs[0];
+        if let Some(i) = images.as_mut() {
+            let paths: Vec<&PathBuf> = enc.images.iter().collect();
+            (i.set)(lm, &paths)?;
+        }
+        Ok(vec![answer(
+            lm,
+            tok,
+            &enc.prompt(),
+            max_new,
+            beam.as_ref(),
+        )?])
+    };
+    evaluate_with(
+        tok,
+        task,
+        run,
+        expansion,
+        1,
+        max_positions,
+        answer_one,
+        on_done,
+    )
+}
+
+/// Evaluates on the test split `batch` queries at a time: `answer_batch` gets the queries'
+/// encodings (their images in `images`) and returns each one's greedy new tokens; each
+/// answer is the text up to its first newline.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_batched(
+    tok: &TextTokenizer,
+    task: &Task,
+    run: &EvalRun,
+    expansion: Option<ImageTokens>,
+    batch: usize,
+    max_positions: usize,
+    mut answer_batch: impl FnMut(&[Encoded]) -> Result<Vec<Vec<u32>>>,
+    on_done: impl FnMut(usize, usize),
+) -> Result<(EvalResult, Vec<Answer>)> {
+    let answer = |encs: &[Encoded]| -> Result<Vec<(Vec<u32>, String)>> {
+        answer_batch(encs)?
+            .into_iter()
+            .map(|ids| {
+                let ids: Vec<u32> = ids
+                    .into_iter()
+                    .filter(|t| !tok.eos_ids().contains(t))
+                    .collect();
+                let text = tok.decode(&ids)?;
+                let cut = text.split('\n').next().unwrap_or_default().to_string();
+                Ok((ids, cut))
+            })
+            .collect()
+    };
+    evaluate_with(
+        tok,
+        task,
+        run,
+        expansion,
+        batch,
+        max_positions,
+        answer,
+        on_done,
+    )
+}
+
+/// The evaluation loop: each query's prompt (demonstrations drawn in order), answered
+/// `batch` at a time by `answer`, then scored.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_with(
+    tok: &TextTokenizer,
+    task: &Task,
+    run: &EvalRun,
+    expansion: Option<ImageTokens>,
+    batch: usize,
+    max_positions: usize,
+    mut answer: impl FnMut(&[Encoded]) -> Result<Vec<(Vec<u32>, String)>>,
+    mut on_done: impl FnMut(usize, usize),
+) -> Result<(EvalResult, Vec<Answer>)> {
     let t0 = Instant::now();
     let start = start_token(tok);
     let max_new = run.decoding.max_new;
     let mut rng = SplitMix64::new(run.decoding.seed);
-    let (mut first, mut exact, mut prompt_tokens) = (0usize, 0usize, 0usize);
-    let mut answers = Vec::with_capacity(task.test.len());
+    let mut encs = Vec::with_capacity(task.test.len());
     for (i, q) in task.test.iter().enumerate() {
         let demos = match (run.shots, &run.retrieved) {
             (0, _) => vec![],
             (_, Some(lists)) => lists[i].iter().map(|&j| task.train[j].clone()).collect(),
             (k, None) => task.demonstrations(q, k, &mut rng)?,
         };
-        let expansion = images.as_ref().map(|i| i.expansion);
         let enc = Encoded::with_image_tokens(tok, start, &task.template, &demos, q, expansion)?;
-        if let Some(i) = images.as_mut() {
-            let paths: Vec<&PathBuf> = enc.images.iter().collect();
-            (i.set)(lm, &paths)?;
-        }
-        let prompt = enc.prompt();
-        if prompt.len() + max_new > lm.max_positions() {
+        let len = enc.prompt().len();
+        if len + max_new > max_positions {
             return Err(TrainerError::Other(format!(
-                "prompt of {} tokens is longer than the model's context of {}",
-                prompt.len(),
-                lm.max_positions()
+                "prompt of {len} tokens is longer than the model's context of {max_positions}"
             )));
         }
-        prompt_tokens += prompt.len();
-        let (ids, text) = answer(lm, tok, &prompt, max_new, run.decoding.beam.as_ref())?;
-        let first_ok = ids.first() == enc.answer.first();
-        let exact_ok = text.trim() == q.output.trim();
-        first += first_ok as usize;
-        exact += exact_ok as usize;
-        answers.push(Answer {
-            prompt: tok.decode(&prompt)?,
-            input: q.input.clone(),
-            expected: q.output.clone(),
-            generated: text,
-            first_token_correct: first_ok,
-            exact: exact_ok,
-        });
-        on_done(i + 1, task.test.len());
+        encs.push(enc);
+    }
+    let (mut first, mut exact, mut prompt_tokens) = (0usize, 0usize, 0usize);
+    let mut answers = Vec::with_capacity(task.test.len());
+    for (c, chunk) in encs.chunks(batch.max(1)).enumerate() {
+        let outs = answer(chunk)?;
+        for (j, (enc, (ids, text))) in chunk.iter().zip(outs).enumerate() {
+            let q = &task.test[c * batch.max(1) + j];
+            let prompt = enc.prompt();
+            prompt_tokens += prompt.len();
+            let first_ok = ids.first() == enc.answer.first();
+            let exact_ok = text.trim() == q.output.trim();
+            first += first_ok as usize;
+            exact += exact_ok as usize;
+            answers.push(Answer {
+                prompt: tok.decode(&prompt)?,
+                input: q.input.clone(),
+                expected: q.output.clone(),
+                generated: text,
+                first_token_correct: first_ok,
+                exact: exact_ok,
+            });
+        }
+        on_done(answers.len(), task.test.len());
     }
     let n = task.test.len().max(1) as f64;
     let interval = |k| crate::stats::wilson(k, task.test.len(), crate::stats::Z95);
