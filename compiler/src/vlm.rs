@@ -104,17 +104,14 @@ pub fn compile_vlm(
     };
     write_folder_atomically(out, |dir| {
         let mut contract = crate::compile::write_folder(&vlm.decoder, heads, &opts, dir)?;
-        let write = |name: &str, m: ModelProto| -> Result<()> {
-            let path = dir.join(name);
-            std::fs::write(&path, m.encode_to_vec()).map_err(|e| CompileError::io(&path, e))
-        };
         crate::vision::compile_image_encoder(&vlm.encoder, dir)?;
         let embed = emit_embed(
             &vlm.decoder,
             vlm.config.image_token_id,
             Some(&dir.join(EMBED_DATA_FILE)),
         )?;
-        write(EMBED_MODEL_FILE, embed)?;
+        let path = dir.join(EMBED_MODEL_FILE);
+        std::fs::write(&path, embed.encode_to_vec()).map_err(|e| CompileError::io(&path, e))?;
         let processor = vlm.source.join(PROCESSOR_FILE);
         let processor = if processor.is_file() {
             let to = dir.join(PROCESSOR_FILE);

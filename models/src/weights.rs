@@ -22,6 +22,19 @@ impl HostTensor {
         Self { shape, data }
     }
 
+    /// The rows of `parts` (each `[.., width]`, one width) one after another, `[rows, width]`;
+    /// `None` when there are none (a batch's image tokens, prompt after prompt).
+    pub fn concat_rows<'a>(parts: impl IntoIterator<Item = &'a HostTensor>) -> Option<HostTensor> {
+        let mut width = None;
+        let mut data = Vec::new();
+        for p in parts {
+            width = p.shape.last().copied();
+            data.extend_from_slice(&p.data);
+        }
+        let width = width.filter(|&w| w > 0)?;
+        Some(HostTensor::new(vec![data.len() / width, width], data))
+    }
+
     /// The transpose of a 2-D tensor: `[r, c] -> [c, r]`.
     pub fn transpose2(&self) -> HostTensor {
         let (r, c) = (self.shape[0], self.shape[1]);

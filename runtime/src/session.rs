@@ -91,28 +91,10 @@ impl KvState {
     /// The state of a new batch whose row `i` is a copy of this one's row `rows[i]` (beam
     /// search reordering its beams).
     pub fn select_rows(&self, rows: &[usize]) -> Result<KvState> {
-        let gather = |value: &DynValue| -> Result<DynValue> {
-            if let Ok((shape, data)) = value.try_extract_tensor::<f32>() {
-                let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-                let per = dims[1..].iter().product::<usize>();
-                let out: Vec<f32> = rows
-                    .iter()
-                    .flat_map(|&r| data[r * per..(r + 1) * per].iter().copied())
-                    .collect();
-                let mut new_dims = dims;
-                new_dims[0] = rows.len();
-                return Ok(Tensor::from_array((new_dims, out))?.into_dyn());
-            }
-            let (shape, data) = value.try_extract_tensor::<half::f16>()?;
-            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            let per = dims[1..].iter().product::<usize>();
-            let out: Vec<half::f16> = rows
-                .iter()
-                .flat_map(|&r| data[r * per..(r + 1) * per].iter().copied())
-                .collect();
-            let mut new_dims = dims;
-            new_dims[0] = rows.len();
-            Ok(Tensor::from_array((new_dims, out))?.into_dyn())
+        // A float32 cache, or the float16 one of an fp16 graph.
+        let gather = |value: &DynValue| match value.try_extract_tensor::<f32>() {
+            Ok(_) => gather_rows::<f32>(value, rows),
+            Err(_) => gather_rows::<half::f16>(value, rows),
         };
         let batch = self.layers.first().map_or(1, |(k, _)| {
             k.shape().first().copied().unwrap_or(1).max(1) as usize
@@ -132,6 +114,22 @@ impl KvState {
     pub fn is_empty(&self) -> bool {
         self.mask.is_empty()
     }
+}
+
+/// The tensor whose row `i` (along the first axis) is `value`'s row `rows[i]`.
+fn gather_rows<T>(value: &DynValue, rows: &[usize]) -> Result<DynValue>
+where
+    T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static,
+{
+    let (shape, data) = value.try_extract_tensor::<T>()?;
+    let mut dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let per = dims[1..].iter().product::<usize>();
+    let out: Vec<T> = rows
+        .iter()
+        .flat_map(|&r| data[r * per..(r + 1) * per].iter().copied())
+        .collect();
+    dims[0] = rows.len();
+    Ok(Tensor::from_array((dims, out))?.into_dyn())
 }
 
 /// What one run returns.
@@ -546,13 +544,11 @@ impl mimic_models::beam::BeamLm for OnnxLm<'_> {
         };
         let batch = tokens.len();
         let past = state.len() / batch.max(1);
+        // Every beam continues the prompt's one row: its mask, and the new token.
         let mut mask = Vec::with_capacity(batch * (past + 1));
-        for row in state.mask.chunks(past.max(1)).take(batch) {
+        for row in state.mask.chunks(past) {
             mask.extend_from_slice(row);
             mask.push(1);
-        }
-        if past == 0 {
-            mask = vec![1; batch];
         }
         let positions = vec![past as i64; batch];
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();

@@ -399,19 +399,13 @@ fn evaluate_onnx_batched(
     let max_positions = compiled.contract.max_positions;
     let answer_batch = |encs: &[mimic_models::task::Encoded]| {
         if let (Some(v), Some(p)) = (vision, processor) {
-            let mut data = Vec::new();
-            let mut width = 0;
+            let mut parts = Vec::new();
             for enc in encs.iter().filter(|e| !e.images.is_empty()) {
                 let inputs = mimic_models::vlm::request::images_inputs(&v.config, p, &enc.images)?;
-                let f = compiled.encode_images(&inputs).map_err(err)?;
-                width = *f.shape.last().unwrap_or(&1);
-                data.extend(f.data);
+                parts.push(compiled.encode_images(&inputs).map_err(err)?);
             }
-            if !data.is_empty() {
-                let rows = data.len() / width;
-                compiled
-                    .set_images(mimic_models::HostTensor::new(vec![rows, width], data))
-                    .map_err(err)?;
+            if let Some(tokens) = mimic_models::HostTensor::concat_rows(&parts) {
+                compiled.set_images(tokens).map_err(err)?;
             }
         }
         let prompts: Vec<Vec<u32>> = encs.iter().map(|e| e.prompt()).collect();

@@ -214,15 +214,10 @@ pub fn run(a: Args) -> Result<()> {
             model.set_heads(&rows)?;
         }
         // The batch's image tokens, row after row (the order of its `<image>` tokens).
-        let rows_features: Vec<&HostTensor> =
-            rows.iter().filter_map(|&i| features[i].as_ref()).collect();
-        if let Some(first) = rows_features.first() {
-            let width = *first.shape.last().unwrap_or(&1);
-            let data: Vec<f32> = rows_features
-                .iter()
-                .flat_map(|f| f.data.iter().copied())
-                .collect();
-            model.set_images(HostTensor::new(vec![data.len() / width, width], data))?;
+        if let Some(tokens) =
+            HostTensor::concat_rows(rows.iter().filter_map(|&i| features[i].as_ref()))
+        {
+            model.set_images(tokens)?;
         }
         let outs = mimic_runtime::batch::greedy_batch(
             &mut model,

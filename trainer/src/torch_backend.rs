@@ -183,17 +183,7 @@ impl TorchModel {
             }
             groups.push((&gate_up[..], ".weight"));
             for (modules, suffix) in groups {
-                let names: Vec<String> = modules.iter().map(|m| format!("{m}{suffix}")).collect();
-                let parts: Vec<&Tensor> = names.iter().map(|n| &params[n]).collect();
-                let fused = Tensor::cat(&parts, 0);
-                let mut start = 0;
-                for n in &names {
-                    let rows = params[n].size()[0];
-                    params.insert(n.clone(), fused.narrow(0, start, rows));
-                    start += rows;
-                }
-                let refs: Vec<&str> = modules.iter().map(String::as_str).collect();
-                params.insert(format!("{}{suffix}", fused_name(&refs)), fused);
+                stack_rows(&mut params, modules, suffix);
             }
         }
         Ok(TorchModel {
@@ -269,6 +259,37 @@ impl TorchModel {
 /// several projections.
 pub(crate) fn fused_name(modules: &[&str]) -> String {
     modules.join("+")
+}
+
+/// Stacks the `{module}{suffix}` tensors of `modules` into one (rows concatenated), kept under
+/// [`fused_name`], and replaces each by a view of its rows, so that one matrix product serves
+/// them all.
+pub(crate) fn stack_rows<S: AsRef<str>>(
+    params: &mut HashMap<String, Tensor>,
+    modules: &[S],
+    suffix: &str,
+) {
+    let names: Vec<String> = modules
+        .iter()
+        .map(|m| format!("{}{suffix}", m.as_ref()))
+        .collect();
+    let parts: Vec<&Tensor> = names.iter().map(|n| &params[n]).collect();
+    let fused = Tensor::cat(&parts, 0);
+    let mut start = 0;
+    for n in &names {
+        let rows = params[n].size()[0];
+        params.insert(n.clone(), fused.narrow(0, start, rows));
+        start += rows;
+    }
+    let refs: Vec<&str> = modules.iter().map(AsRef::as_ref).collect();
+    params.insert(format!("{}{suffix}", fused_name(&refs)), fused);
+}
+
+/// `x / sqrt(mean(x^2) + eps) * weight` over the last axis (the decoder's and Idefics2's RMS
+/// norms).
+pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
+    let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+    x * (var + eps).rsqrt() * weight
 }
 
 /// `[batch, seq, heads * dim] -> [batch, heads, seq, dim]`.
@@ -397,8 +418,7 @@ impl Backend for TorchPass<'_, '_, '_> {
     }
 
     fn rms_norm(&mut self, x: &Tensor, weight: &str, eps: f64) -> Tensor {
-        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
-        x * (var + eps).rsqrt() * self.model.param(weight)
+        rms_norm(x, self.model.param(weight), eps)
     }
 
     fn silu(&mut self, x: &Tensor) -> Tensor {

@@ -12,7 +12,7 @@ use mimic_models::vlm::inputs::EncoderInputs;
 use mimic_models::vlm::{connector, ImageEncoder, VlmConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::torch_backend::fused_name;
+use crate::torch_backend::{fused_name, stack_rows};
 use crate::{Result, TrainerError};
 
 /// A SigLIP vision tower's weights on a device, float32, in HF layout (under its prefix),
@@ -103,18 +103,8 @@ impl TorchVision {
                 .iter()
                 .map(|m| format!("{}encoder.layers.{l}.self_attn.{m}", tower.prefix))
                 .collect();
-            let refs: Vec<&str> = qkv.iter().map(String::as_str).collect();
             for suffix in [".weight", ".bias"] {
-                let names: Vec<String> = qkv.iter().map(|m| format!("{m}{suffix}")).collect();
-                let parts: Vec<&Tensor> = names.iter().map(|n| &params[n]).collect();
-                let fused = Tensor::cat(&parts, 0);
-                let mut start = 0;
-                for n in &names {
-                    let rows = params[n].size()[0];
-                    params.insert(n.clone(), fused.narrow(0, start, rows));
-                    start += rows;
-                }
-                params.insert(format!("{}{suffix}", fused_name(&refs)), fused);
+                stack_rows(&mut params, &qkv, suffix);
             }
         }
         Ok(TorchVision {
@@ -384,8 +374,7 @@ impl VisionBackend for TorchVisionPass<'_> {
     }
 
     fn rms_norm(&mut self, x: &Tensor, weight: &str, eps: f64) -> Tensor {
-        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
-        x * (var + eps).rsqrt() * self.model.param(weight)
+        crate::torch_backend::rms_norm(x, self.model.param(weight), eps)
     }
 
     fn mul(&mut self, a: &Tensor, b: &Tensor) -> Tensor {

@@ -20,17 +20,6 @@ pub struct EncoderInputs {
     pub images_per_prompt: Vec<usize>,
 }
 
-impl EncoderInputs {
-    pub fn n_images(&self) -> usize {
-        self.pixel_values.shape[0]
-    }
-
-    /// Patches per image.
-    pub fn n_patches(&self, patch: usize) -> usize {
-        (self.pixel_values.shape[2] / patch) * (self.pixel_values.shape[3] / patch)
-    }
-}
-
 /// The encoder inputs of a processor's output. Idefics2/3 batches `[batch, max_images, 3, H, W]`
 /// lose their padding images (every value exactly 0.0, transformers' rule) and get patch
 /// masks from the pixel mask (Idefics2: every pixel of a patch real; Idefics3: any) and

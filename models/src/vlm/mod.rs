@@ -164,11 +164,6 @@ impl ImageEncoder {
             connector_prefix,
         })
     }
-
-    /// Image tokens per image.
-    pub fn tokens_per_image(&self) -> usize {
-        self.config.tokens_per_image()
-    }
 }
 
 /// The language model's tensors (renamed to the decoder's names) and the rest.

@@ -8,7 +8,9 @@ use crate::image::processor::ImageProcessor;
 use crate::vision::patches::Bucketing;
 use crate::vlm::config::{VlmArchitecture, VlmConfig};
 use crate::vlm::inputs::{encoder_inputs, EncoderInputs};
-use crate::vlm::prompt::{count_image_placeholders, ImageTokens, IMAGE_PLACEHOLDER};
+use crate::vlm::prompt::{
+    check_image_count, count_image_placeholders, ImageTokens, IMAGE_PLACEHOLDER,
+};
 
 /// A prompt's text, expanded, and its images' encoder inputs.
 #[derive(Debug, Clone)]
@@ -48,15 +50,11 @@ pub fn image_prompt(
             "a vision-language model's prompt needs at least one image (--image FILE)".into(),
         ));
     }
-    let placeholders = count_image_placeholders(text);
-    let text = match placeholders {
+    let text = match count_image_placeholders(text) {
         0 => format!("{}{text}", IMAGE_PLACEHOLDER.repeat(paths.len())),
-        n if n == paths.len() => text.to_string(),
-        n => {
-            return Err(ModelError::Other(format!(
-                "the prompt has {n} <image> placeholders but {} images were given",
-                paths.len()
-            )))
+        _ => {
+            check_image_count(text, paths.len()).map_err(|e| ModelError::Other(e.to_string()))?;
+            text.to_string()
         }
     };
     let inputs = images_inputs(cfg, processor, paths)?;
