@@ -9,7 +9,7 @@ export LIBTORCH = $(SITE)/torch
 CARGO_FLAGS ?= --release
 MIMIC := target/release/mimic
 
-.PHONY: setup build demo test lint bench bench-heads bench-train icl-table reference-env fixtures
+.PHONY: setup build demo demo-text align test lint bench bench-heads bench-train icl-table vlm-table reference-env fixtures
 
 setup: $(STAMP)
 
@@ -25,11 +25,39 @@ build: setup
 # the binary: `--task country-capital` names the built-in copy.
 DEMO := runs/demo-country-capital
 
-# The main job: check the environment, generate on both backends, train MimIC heads on
-# country-capital, fold them into a compiled ONNX model, check it against the trainer, and
-# compare zero-shot, 8-shot in-context prompting and the compiled heads in ONNX Runtime.
+# The vision-language model made here (`mimic align`): SmolLM2 with the SigLIP tower and
+# connector trained on easy-VQA's captions, shipped as data/vlm/easy-vqa-encoder.safetensors
+# (4.5 MB) and assembled with the default model into an HF folder.
+ENCODER := data/vlm/easy-vqa-encoder.safetensors
+VLM := runs/smolvlm-easy-vqa/model
+VLM_DEMO := runs/demo-easy-vqa
+EASY_VQA = $(SITE)/easy_vqa/data
+
+# The main job, on images: check the environment, assemble the vision-language model, answer
+# a question about an image on both backends, train MimIC heads on easy-VQA's training
+# questions (8-shot teachers with their images), fold them into the compiled three-graph ONNX
+# model, check it against the trainer, and compare zero-shot, 8-shot in-context prompting and
+# MimIC on easy-VQA's test questions in ONNX Runtime (VQA accuracy).
 demo: build
 	$(MIMIC) doctor
+	$(MIMIC) align --encoder $(ENCODER) --out $(dir $(VLM))
+	$(MIMIC) generate --backend torch --model $(VLM) --image $(EASY_VQA)/test/images/0.png \
+		--prompt "Image:<image><end_of_outterance>"$$'\n'"Caption:" --max-new-tokens 6
+	$(MIMIC) generate --backend onnx --model $(VLM) --image $(EASY_VQA)/test/images/0.png \
+		--prompt "Image:<image><end_of_outterance>"$$'\n'"Caption:" --max-new-tokens 6
+	$(MIMIC) train --model $(VLM) --dataset easy-vqa --method mimic --steps 200 --threads 2 \
+		--out $(VLM_DEMO)
+	$(MIMIC) compile --model $(VLM) --heads $(VLM_DEMO)/heads.safetensors --out $(VLM_DEMO)/compiled
+	$(MIMIC) verify --model $(VLM) --dataset easy-vqa --heads $(VLM_DEMO)/heads.safetensors \
+		--prompts 10 --json $(VLM_DEMO)/verify.json
+	$(MIMIC) eval --model $(VLM) --dataset easy-vqa --method zero-shot,icl,heads --shots 8 \
+		--heads $(VLM_DEMO)/heads.safetensors --backend onnx --limit 200 --threads 2 \
+		--json $(VLM_DEMO)/eval.json
+
+# The text pipeline: train MimIC heads on country-capital, fold them into a compiled ONNX
+# model, check it against the trainer, and compare zero-shot, 8-shot in-context prompting and
+# the compiled heads in ONNX Runtime.
+demo-text: build
 	$(MIMIC) generate --backend torch --prompt "The capital of France is" --max-new-tokens 12
 	$(MIMIC) generate --backend onnx --prompt "The capital of France is" --max-new-tokens 12
 	$(MIMIC) train --task country-capital --method mimic --steps 300 --threads 2 --out $(DEMO)
@@ -37,6 +65,10 @@ demo: build
 	$(MIMIC) verify --heads $(DEMO)/heads.safetensors --prompts 10 --json $(DEMO)/verify.json
 	$(MIMIC) eval --task country-capital --method zero-shot,icl,heads --shots 8 \
 		--heads $(DEMO)/heads.safetensors --backend onnx --threads 2 --json $(DEMO)/eval.json
+
+# Train the vision-language model's encoder from scratch (what made $(ENCODER)).
+align: build
+	$(MIMIC) align --steps 300 --batch 8 --threads 2 --out runs/align
 
 test: setup
 	cargo test $(CARGO_FLAGS) --workspace
@@ -62,6 +94,10 @@ bench-heads: build
 # One training step against the same step in Python PyTorch + transformers.
 bench-train: build reference-env
 	$(MIMIC) bench-train --rounds 3 --json bench-train.json
+
+# The MimIC table in miniature on the vision-language model made here (easy-VQA, ONNX Runtime).
+vlm-table: build
+	scripts/vlm_table.sh
 
 # The trainer's table: zero-shot, ICL and the four methods on country-capital and antonym.
 icl-table: build

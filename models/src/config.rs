@@ -286,6 +286,67 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
+    /// The HF `config.json` object of this configuration (what [`LlamaConfig::from_hf_value`]
+    /// reads back to an equal configuration), for writing a model folder.
+    pub fn to_hf_value(&self) -> Value {
+        let (model_type, class) = match self.architecture {
+            Architecture::Llama => ("llama", "LlamaForCausalLM"),
+            Architecture::Mistral => ("mistral", "MistralForCausalLM"),
+            Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+        };
+        let rope = match self.rope_scaling {
+            RopeScaling::Default => serde_json::json!({"rope_type": "default"}),
+            RopeScaling::Linear { factor } => {
+                serde_json::json!({"rope_type": "linear", "factor": factor})
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => serde_json::json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+            }),
+        };
+        let mut rope_parameters = rope.clone();
+        rope_parameters["rope_theta"] = serde_json::json!(self.rope_theta);
+        let mut v = serde_json::json!({
+            "architectures": [class],
+            "model_type": model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_parameters": rope_parameters,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.o_bias,
+            "mlp_bias": false,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": match self.eos_token_ids.as_slice() {
+                [one] => serde_json::json!(one),
+                many => serde_json::json!(many),
+            },
+        });
+        if self.rope_scaling != RopeScaling::Default {
+            v["rope_scaling"] = rope;
+        }
+        if let Some(Some(w)) = self.sliding_window.first() {
+            v["sliding_window"] = serde_json::json!(w);
+        }
+        v
+    }
+
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |msg: String| Err(ModelError::format(path, msg));
         if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_layers == 0 {

@@ -114,6 +114,32 @@ impl Template {
         }
     }
 
+    /// What ends an answer besides a newline: the template's text after `{output}` up to its
+    /// first line break, when there is any (`<end_of_outterance>` in MimIC's Idefics2 shots;
+    /// `None` for `Q: {input}\nA: {output}\n\n`).
+    pub fn answer_end(&self) -> Option<&str> {
+        let (_, tail) = self.text.split_once("{output}").expect("checked in new");
+        let line = tail.split('\n').next().unwrap_or_default().trim();
+        (!line.is_empty()).then_some(line)
+    }
+
+    /// `generated` up to the first newline or [`Template::answer_end`], whichever comes first;
+    /// an end marker that generation began but had no tokens left to finish (the text ends in
+    /// a prefix of it) is cut too.
+    pub fn cut_answer<'t>(&self, generated: &'t str) -> &'t str {
+        let mut text = generated.split('\n').next().unwrap_or_default();
+        if let Some(end) = self.answer_end() {
+            text = text.split(end).next().unwrap_or_default();
+            if let Some(k) = (1..end.len().min(text.len() + 1))
+                .rev()
+                .find(|&k| end.is_char_boundary(k) && text.ends_with(&end[..k]))
+            {
+                text = &text[..text.len() - k];
+            }
+        }
+        text
+    }
+
     /// A whole demonstration.
     pub fn demonstration(&self, p: &Pair) -> String {
         self.text
@@ -324,6 +350,20 @@ pub fn start_token(tok: &TextTokenizer) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_end_at_a_newline_or_the_templates_end_marker() {
+        let plain = Template::new(DEFAULT_TEMPLATE).unwrap();
+        assert_eq!(plain.answer_end(), None);
+        assert_eq!(plain.cut_answer(" Paris\nQ: x"), " Paris");
+        let idefics2 =
+            Template::new("Question: {input}<end_of_outterance>\nAnswer: {output}<end_of_outterance>\n")
+                .unwrap();
+        assert_eq!(idefics2.answer_end(), Some("<end_of_outterance>"));
+        assert_eq!(idefics2.cut_answer(" yes<end_of_outterance>\nQuestion"), " yes");
+        assert_eq!(idefics2.cut_answer(" no<end_of"), " no", "an unfinished marker");
+        assert_eq!(idefics2.cut_answer(" a < b"), " a < b", "not at the end");
+    }
 
     #[test]
     fn template_moves_the_space_to_the_answer() {

@@ -544,6 +544,28 @@ impl TextTokenizer {
         &self.inner
     }
 
+    /// This tokenizer with `tokens` added as special tokens (matched whole, never split), each
+    /// taking the next id after the vocabulary unless it is already there; their ids in order.
+    pub fn with_special_tokens(&self, tokens: &[&str]) -> (Self, Vec<u32>) {
+        let mut out = self.clone();
+        let added: Vec<tokenizers::AddedToken> = tokens
+            .iter()
+            .map(|t| tokenizers::AddedToken::from(t.to_string(), true))
+            .collect();
+        out.inner.add_special_tokens(&added);
+        out.id_limit = id_limit(&out.inner);
+        out.vocab_size = out.inner.get_vocab_size(true);
+        let ids = tokens
+            .iter()
+            .map(|t| {
+                out.inner
+                    .token_to_id(t)
+                    .unwrap_or_else(|| unreachable!("{t} was just added"))
+            })
+            .collect();
+        (out, ids)
+    }
+
     /// Writes `path` (a `tokenizer.json`) and, in the same folder, a `tokenizer_config.json` with
     /// the special tokens, `add_bos_token` and the chat template, so that
     /// [`from_file`](Self::from_file) on `path` gives back an equivalent tokenizer (and

@@ -219,7 +219,8 @@ pub fn run(a: Args) -> Result<()> {
                 )?;
                 let mut run = EvalRun::new(p, decoding);
                 run.method = format!("{} (onnx)", run.method);
-                if a.batch > 1 {
+                let encoder_time = std::cell::Cell::new(0.0);
+                let (mut r, answers) = if a.batch > 1 {
                     run.method = format!("{} batch {}", run.method, a.batch);
                     evaluate_onnx_batched(
                         &mut compiled,
@@ -228,16 +229,19 @@ pub fn run(a: Args) -> Result<()> {
                         &task,
                         &run,
                         a.batch,
+                        &encoder_time,
                         progress,
                     )?
                 } else {
                     let mut lm = TrainerErrors(mimic_runtime::OnnxLm::new(&mut compiled));
                     let images = match vision {
-                        Some(v) => Some(onnx_prompt_images(v)?),
+                        Some(v) => Some(onnx_prompt_images(v, &encoder_time)?),
                         None => None,
                     };
                     evaluate_lm(&mut lm, tok, &task, &run, images, progress)?
-                }
+                };
+                r.encoder_seconds = encoder_time.get();
+                (r, answers)
             }
         };
         bar.finish_and_clear();
@@ -253,30 +257,47 @@ pub fn run(a: Args) -> Result<()> {
     let with_interval = |x: f64, (lo, hi): (f64, f64)| format!("{x:.3} [{lo:.2}, {hi:.2}]");
     writeln!(
         out,
-        "| {:<15} | {:<20} | {:>7} | {:>19} | {:>19} | {:>10} | {:>13} |",
-        "task", "method", "queries", "first-token", "exact match", "params", "prompt tokens"
+        "| {:<15} | {:<20} | {:>7} | {:>19} | {:>19} | {:>10} | {:>13} | {:>7} | {:>7} |",
+        "task",
+        "method",
+        "queries",
+        "first-token",
+        "exact match",
+        "params",
+        "prompt tokens",
+        "s/query",
+        "encoder"
     )?;
     writeln!(
         out,
-        "|{:-<17}|{:-<22}|{:->9}|{:->21}|{:->21}|{:->12}|{:->15}|",
-        "", "", "", "", "", "", ""
+        "|{:-<17}|{:-<22}|{:->9}|{:->21}|{:->21}|{:->12}|{:->15}|{:->9}|{:->9}|",
+        "", "", "", "", "", "", "", "", ""
     )?;
     for r in &results {
+        let per_query = r.seconds / r.queries.max(1) as f64;
+        let encoder = if r.encoder_seconds > 0.0 {
+            format!("{:.0}%", 100.0 * r.encoder_seconds / r.seconds.max(1e-9))
+        } else {
+            "-".to_string()
+        };
         writeln!(
             out,
-            "| {:<15} | {:<20} | {:>7} | {:>19} | {:>19} | {:>10} | {:>13.1} |",
+            "| {:<15} | {:<20} | {:>7} | {:>19} | {:>19} | {:>10} | {:>13.1} | {:>7.3} | {:>7} |",
             r.task,
             r.method,
             r.queries,
             with_interval(r.first_token_accuracy, r.first_token_interval),
             with_interval(r.exact_match, r.exact_match_interval),
             r.trainable_params,
-            r.mean_prompt_tokens
+            r.mean_prompt_tokens,
+            per_query,
+            encoder
         )?;
     }
     writeln!(
         out,
-        "accuracy [95% Wilson interval]; below, exact match of each later method against each \
+        "accuracy [95% Wilson interval]; s/query: seconds per query, whole run over queries; \
+         encoder: the image encoder's share of it (compiled models); below, exact match of each later method against each \
          earlier one on the same queries (exact McNemar test)"
     )?;
     // Every pair of methods, each later row against each earlier one: queries only one of
@@ -381,6 +402,7 @@ fn evaluate_onnx_batched(
     task: &mimic_models::task::Task,
     run: &mimic_trainer::eval::EvalRun,
     batch: usize,
+    encoder_time: &std::cell::Cell<f64>,
     progress: impl FnMut(usize, usize),
 ) -> Result<(
     mimic_trainer::eval::EvalResult,
@@ -401,8 +423,10 @@ fn evaluate_onnx_batched(
         if let (Some(v), Some(p)) = (vision, processor) {
             let mut parts = Vec::new();
             for enc in encs.iter().filter(|e| !e.images.is_empty()) {
+                let t0 = std::time::Instant::now();
                 let inputs = mimic_models::vlm::request::images_inputs(&v.config, p, &enc.images)?;
                 parts.push(compiled.encode_images(&inputs).map_err(err)?);
+                encoder_time.set(encoder_time.get() + t0.elapsed().as_secs_f64());
             }
             if let Some(tokens) = mimic_models::HostTensor::concat_rows(&parts) {
                 compiled.set_images(tokens).map_err(err)?;
@@ -411,7 +435,9 @@ fn evaluate_onnx_batched(
         let prompts: Vec<Vec<u32>> = encs.iter().map(|e| e.prompt()).collect();
         mimic_runtime::batch::greedy_batch(compiled, &prompts, max_new, pad, |_, toks| {
             toks.last().is_some_and(|t| eos.contains(t))
-                || tok.decode(toks).is_ok_and(|t| t.contains('\n'))
+                || tok
+                    .decode(toks)
+                    .is_ok_and(|t| task.template.cut_answer(&t).len() < t.len())
         })
         .map_err(err)
     };
@@ -428,10 +454,12 @@ fn evaluate_onnx_batched(
 }
 
 /// A compiled vision-language model's prompts: each prompt's images through its own image
-/// encoder, handed to the runtime before the prompt runs.
+/// encoder (preprocessing and encoding timed into `encoder_time`), handed to the runtime
+/// before the prompt runs.
 #[cfg(feature = "torch")]
 fn onnx_prompt_images<'f, 'm: 'f>(
     v: &'f mimic_models::vlm::VisionLanguageModel,
+    encoder_time: &'f std::cell::Cell<f64>,
 ) -> Result<mimic_trainer::eval::PromptImages<'f, TrainerErrors<mimic_runtime::OnnxLm<'m>>>> {
     let processor = super::vlm_processor(v)?;
     Ok(mimic_trainer::eval::PromptImages {
@@ -441,11 +469,13 @@ fn onnx_prompt_images<'f, 'm: 'f>(
             if paths.is_empty() {
                 return Ok(());
             }
+            let t0 = std::time::Instant::now();
             let inputs = mimic_models::vlm::request::images_inputs(&v.config, processor, paths)?;
             let features =
                 lm.0.model
                     .encode_images(&inputs)
                     .map_err(|e| err(e.to_string()))?;
+            encoder_time.set(encoder_time.get() + t0.elapsed().as_secs_f64());
             lm.0.model
                 .set_images(features)
                 .map_err(|e| err(e.to_string()))

@@ -1,4 +1,5 @@
 //! The command line: one file per subcommand.
+mod align;
 mod bench;
 mod bench_train;
 mod bench_vision;
@@ -43,6 +44,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Make a vision-language model: train a vision tower and connector under the frozen
+    /// language model on easy-VQA's captioned images (or assemble a trained encoder).
+    Align(align::Args),
     /// Generate text greedily on the libtorch or the ONNX Runtime backend.
     Generate(generate::Args),
     /// Compile a model into an ONNX folder (model.onnx, weights, tokenizer, mimic.json).
@@ -71,6 +75,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Align(a) => align::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Compile(a) => compile::run(a),
         Command::Bench(a) => bench::run(a),

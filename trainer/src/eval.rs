@@ -1,6 +1,7 @@
 //! Accuracy on a task's test split: first-token accuracy and exact match of the greedy answer
-//! cut at the first newline, for the model prompted zero-shot, with `k` demonstrations
-//! (in-context learning), or zero-shot with a trained [`Shift`].
+//! cut at the first newline (or the template's end marker, [`Template::cut_answer`]), for the
+//! model prompted zero-shot, with `k` demonstrations (in-context learning), or zero-shot with
+//! a trained [`Shift`].
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::SplitMix64;
 use crate::shift::Shift;
-use crate::task::{start_token, Encoded, Task};
+use crate::task::{start_token, Encoded, Task, Template};
 use crate::torch_backend::{Shifts, TorchLm, TorchModel};
 use crate::torch_vlm::TaskImages;
 use crate::{Result, TrainerError};
@@ -44,6 +45,10 @@ pub struct EvalResult {
     pub trainable_params: i64,
     pub mean_prompt_tokens: f64,
     pub seconds: f64,
+    /// Of `seconds`, the time spent in the image encoder (a compiled vision-language model's
+    /// per-prompt encoding; 0 where images were encoded once beforehand, or there are none).
+    #[serde(default)]
+    pub encoder_seconds: f64,
 }
 
 /// One query's outcome.
@@ -60,10 +65,11 @@ pub struct Answer {
 
 /// Greedy decoding until a newline appears in the text or `max_new` tokens; with `beam`, the
 /// best hypothesis of a beam search (until an end-of-sequence token or `max_new` tokens),
-/// its text cut at the first newline.
+/// its text cut at the first newline or the template's end marker.
 fn answer<M>(
     lm: &mut M,
     tok: &TextTokenizer,
+    template: &Template,
     prompt: &[u32],
     max_new: usize,
     beam: Option<&BeamConfig>,
@@ -87,8 +93,7 @@ where
             .filter(|t| !tok.eos_ids().contains(t))
             .collect();
         let text = tok.decode(&ids)?;
-        let cut = text.split('\n').next().unwrap_or_default().to_string();
-        return Ok((ids, cut));
+        return Ok((ids, template.cut_answer(&text).to_string()));
     }
     lm.reset();
     let mut logits = lm.extend(prompt)?;
@@ -97,9 +102,9 @@ where
         let next = argmax(&logits);
         ids.push(next);
         let text = tok.decode(&ids)?;
-        if text.contains('\n') || ids.len() >= max_new || tok.eos_ids().contains(&next) {
-            let cut = text.split('\n').next().unwrap_or_default().to_string();
-            return Ok((ids, cut));
+        let cut = template.cut_answer(&text);
+        if cut.len() < text.len() || ids.len() >= max_new || tok.eos_ids().contains(&next) {
+            return Ok((ids, cut.to_string()));
         }
         logits = lm.extend(&[next])?;
     }
@@ -211,6 +216,7 @@ where
         Ok(vec![answer(
             lm,
             tok,
+            &task.template,
             &enc.prompt(),
             max_new,
             beam.as_ref(),
@@ -230,7 +236,7 @@ where
 
 /// Evaluates on the test split `batch` queries at a time: `answer_batch` gets the queries'
 /// encodings (their images in `images`) and returns each one's greedy new tokens; each
-/// answer is the text up to its first newline.
+/// answer is the text up to its first newline or the template's end marker.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_batched(
     tok: &TextTokenizer,
@@ -251,8 +257,7 @@ pub fn evaluate_batched(
                     .filter(|t| !tok.eos_ids().contains(t))
                     .collect();
                 let text = tok.decode(&ids)?;
-                let cut = text.split('\n').next().unwrap_or_default().to_string();
-                Ok((ids, cut))
+                Ok((ids, task.template.cut_answer(&text).to_string()))
             })
             .collect()
     };
@@ -342,6 +347,7 @@ fn evaluate_with(
             trainable_params: run.trainable_params,
             mean_prompt_tokens: prompt_tokens as f64 / n,
             seconds: t0.elapsed().as_secs_f64(),
+            encoder_seconds: 0.0,
         },
         answers,
     ))

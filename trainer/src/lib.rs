@@ -1,5 +1,6 @@
 //! The libtorch side of mimic: the model definition executed eagerly with autograd
 //! ([`torch_backend`]), with the hooks training needs (record activations, shift attention).
+pub mod align;
 pub mod eval;
 pub mod optim;
 pub mod rices;

@@ -116,6 +116,94 @@ impl TorchVision {
         })
     }
 
+    /// The tensors training updates, in a fixed order (by name): every tensor except the
+    /// single q/k/v ones, which are views of their stacked matrix.
+    fn trainable_names(&self) -> Vec<String> {
+        let mut views = std::collections::HashSet::new();
+        for name in self.params.keys().filter(|n| n.contains('+')) {
+            let (modules, suffix) = name
+                .rsplit_once('.')
+                .map(|(m, s)| (m, format!(".{s}")))
+                .unwrap_or((name, String::new()));
+            // `a.q_proj+a.k_proj+a.v_proj.weight`: each module, then the suffix.
+            for m in modules.split('+') {
+                views.insert(format!("{m}{suffix}"));
+            }
+        }
+        let mut names: Vec<String> = self
+            .params
+            .keys()
+            .filter(|n| !views.contains(*n))
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Marks the trainable tensors as requiring gradients and returns them (handles to the
+    /// same tensors), in [`TorchVision::trainable_params`]' order.
+    pub fn make_trainable(&mut self) -> Vec<Tensor> {
+        let names = self.trainable_names();
+        names
+            .iter()
+            .map(|n| {
+                let t = self.params[n].detach().set_requires_grad(true);
+                self.params.insert(n.clone(), t.shallow_clone());
+                t
+            })
+            .collect()
+    }
+
+    /// The trainable tensors by name (handles sharing their storage and gradients).
+    pub fn trainable_params(&self) -> Vec<(String, Tensor)> {
+        self.trainable_names()
+            .into_iter()
+            .map(|n| {
+                let t = self.params[&n].shallow_clone();
+                (n, t)
+            })
+            .collect()
+    }
+
+    /// Overwrites the trainable tensors with `values`, in [`TorchVision::trainable_params`]'
+    /// order (a resumed run).
+    pub fn load_trainable(&mut self, values: &[Tensor]) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        let names = self.trainable_names();
+        if names.len() != values.len() {
+            return Err(TrainerError::Other(format!(
+                "{} tensors given for {} trainable ones",
+                values.len(),
+                names.len()
+            )));
+        }
+        for (n, v) in names.iter().zip(values) {
+            let mut p = self.params[n].shallow_clone();
+            if p.size() != v.size() {
+                return Err(TrainerError::Other(format!(
+                    "{n}: shape {:?}, expected {:?}",
+                    v.size(),
+                    p.size()
+                )));
+            }
+            p.f_copy_(v)?;
+        }
+        Ok(())
+    }
+
+    /// The tower's and connector's tensors under their HF names (the single q/k/v ones, not
+    /// the stacked matrices), detached, in name order.
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self
+            .params
+            .iter()
+            .filter(|(n, _)| !n.contains('+'))
+            .map(|(n, t)| (n.clone(), t.detach()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     fn param(&self, name: &str) -> &Tensor {
         // `new` copied every tensor the config implies, checked by `SiglipVision::open`.
         self.params

@@ -132,3 +132,126 @@ pub fn read_easy_vqa(
     }
     Ok(check.finish(samples))
 }
+
+/// The shapes and colours easy-VQA draws.
+pub const SHAPES: [&str; 3] = ["circle", "rectangle", "triangle"];
+pub const COLORS: [&str; 8] = [
+    "red", "green", "blue", "black", "gray", "teal", "brown", "yellow",
+];
+
+/// What an image shows, as its questions reveal it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLabel {
+    pub image_id: u64,
+    pub image: PathBuf,
+    pub shape: String,
+    pub color: String,
+}
+
+impl ImageLabel {
+    /// `a red circle`.
+    pub fn caption(&self) -> String {
+        format!("a {} {}", self.color, self.shape)
+    }
+}
+
+/// Each image's shape and colour, read off its questions: a `what` question's answer and the
+/// shape or colour it names (`what is the blue shape?` → `rectangle`, and blue); a yes/no
+/// question answered so that the named shape or colour is there (`yes` without negation, `no`
+/// with `not` or `no`). Images whose questions reveal only one of the two are left out;
+/// questions that would contradict an earlier reading are an error. In image id order.
+pub fn image_labels(samples: &[EasyVqaSample]) -> Result<Vec<ImageLabel>> {
+    use std::collections::BTreeMap;
+    type Partial = (PathBuf, Option<String>, Option<String>);
+    let mut by_id: BTreeMap<u64, Partial> = BTreeMap::new();
+    for s in samples {
+        let entry = by_id
+            .entry(s.image_id)
+            .or_insert_with(|| (s.image.clone(), None, None));
+        let words: Vec<&str> = s
+            .question
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let named = |set: &[&str]| {
+            words
+                .iter()
+                .find(|w| set.contains(w))
+                .map(|w| w.to_string())
+        };
+        let mut found = Vec::new();
+        if words.first() == Some(&"what") {
+            if SHAPES.contains(&s.answer.as_str()) {
+                found.push((true, s.answer.clone()));
+            } else if COLORS.contains(&s.answer.as_str()) {
+                found.push((false, s.answer.clone()));
+            }
+            found.extend(named(&SHAPES).map(|w| (true, w)));
+            found.extend(named(&COLORS).map(|w| (false, w)));
+        } else {
+            let negated = words.contains(&"not") || words.contains(&"no");
+            if (s.answer == "yes") != negated {
+                found.extend(named(&SHAPES).map(|w| (true, w)));
+                found.extend(named(&COLORS).map(|w| (false, w)));
+            }
+        }
+        for (is_shape, value) in found {
+            let slot = if is_shape { &mut entry.1 } else { &mut entry.2 };
+            match slot {
+                Some(old) if *old != value => {
+                    return Err(ModelError::Other(format!(
+                        "easy-VQA image {}: its questions say both {old} and {value}",
+                        s.image_id
+                    )))
+                }
+                _ => *slot = Some(value),
+            }
+        }
+    }
+    Ok(by_id
+        .into_iter()
+        .filter_map(|(image_id, (image, shape, color))| {
+            Some(ImageLabel {
+                image_id,
+                image,
+                shape: shape?,
+                color: color?,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_what_and_yes_no_questions() {
+        let q = |question: &str, answer: &str, id: u64| EasyVqaSample {
+            image_id: id,
+            image: PathBuf::from(format!("{id}.png")),
+            question: question.into(),
+            answer: answer.into(),
+        };
+        let samples = [
+            q("what is the blue shape?", "rectangle", 0),
+            q("is there a triangle?", "no", 0),
+            q("is no red shape present?", "no", 1),
+            q("does the image contain a circle?", "yes", 1),
+            q("what color is the shape?", "teal", 2),
+        ];
+        let labels = image_labels(&samples).unwrap();
+        assert_eq!(labels.len(), 2, "image 2 has no shape: left out");
+        assert_eq!(labels[0].caption(), "a blue rectangle");
+        assert_eq!(labels[1].caption(), "a red circle");
+        let clash = [
+            q("what color is the shape?", "red", 0),
+            q("is there a blue shape?", "yes", 0),
+        ];
+        let err = image_labels(&clash).unwrap_err().to_string();
+        assert!(
+            err.contains("image 0") && err.contains("red") && err.contains("blue"),
+            "{err}"
+        );
+    }
+}

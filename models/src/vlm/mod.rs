@@ -9,6 +9,7 @@
 //! its tensors renamed to the decoder's names (`model.layers.*`, `lm_head.weight`) so that
 //! every text-model stage (heads, fold, compile) runs on it unchanged, and the image encoder
 //! (tower and connector) under transformers' own names.
+pub mod assemble;
 pub mod config;
 pub mod connector;
 pub mod inputs;
