@@ -110,7 +110,7 @@ reference-env: .venv-ref/.installed
 	.venv-ref/bin/pip install --quiet --disable-pip-version-check -r requirements-ref.txt
 	touch $@
 
-fixtures: reference-env setup
+fixtures: reference-env build
 	.venv-ref/bin/python scripts/make_fixtures.py
 	.venv-ref/bin/python scripts/reference_default_model.py
 	.venv-ref/bin/python scripts/make_image_fixtures.py
@@ -119,3 +119,6 @@ fixtures: reference-env setup
 	.venv-ref/bin/python scripts/make_vlm_task.py
 	.venv-ref/bin/python scripts/make_metric_fixtures.py
 	.venv-ref/bin/python scripts/make_beam_fixtures.py
+	$(MIMIC) align --encoder $(ENCODER) --out $(dir $(VLM))
+	.venv-ref/bin/python scripts/reference_made_vlm.py $(VLM) $(EASY_VQA) \
+		tests/fixtures/made_vlm/transformers.safetensors

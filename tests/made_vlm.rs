@@ -1,6 +1,6 @@
 //! The vision-language model `mimic align` made (the default SmolLM2 with the shipped trained
 //! encoder, data/vlm/easy-vqa-encoder.safetensors), assembled into an HF folder here, against
-//! transformers loading that same folder (tests/fixtures/made_vlm/reference.safetensors,
+//! transformers loading that same folder (tests/fixtures/made_vlm/transformers.safetensors,
 //! written by scripts/reference_made_vlm.py): the prompt's ids and the preprocessed pixels
 //! exactly (pixels to 1e-6), the image tokens and the last four positions' logits within 1e-4
 //! relative (`max|a - b| / max|b|`), eight greedy tokens identical.
@@ -28,9 +28,9 @@ fn repo() -> std::path::PathBuf {
 #[test]
 fn made_model_matches_transformers() {
     let _guard = tch::no_grad_guard();
-    let reference = read_reference(&fixtures_dir().join("made_vlm/reference.safetensors"));
+    let reference = read_reference(&fixtures_dir().join("made_vlm/transformers.safetensors"));
     let meta = mimic_models::weights::read_safetensors_metadata(
-        &fixtures_dir().join("made_vlm/reference.safetensors"),
+        &fixtures_dir().join("made_vlm/transformers.safetensors"),
     )
     .unwrap();
 
@@ -67,7 +67,11 @@ fn made_model_matches_transformers() {
         .into_iter()
         .chain(tok.encode(&expanded).unwrap())
         .collect();
-    let want_ids: Vec<u32> = reference["input_ids"].i64.iter().map(|&x| x as u32).collect();
+    let want_ids: Vec<u32> = reference["input_ids"]
+        .i64
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
     assert_eq!(ids, want_ids, "prompt ids");
 
     // The image tokens.
@@ -117,4 +121,51 @@ fn align_refuses_an_encoder_of_another_shape() {
         !tmp.path().join("model").exists(),
         "no folder written for a refused encoder"
     );
+}
+
+#[test]
+fn resumed_alignment_ends_with_the_same_encoder() {
+    // Four steps at once against two, then two more from the checkpoint: bit-identical.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "align".as_ref(),
+            "--steps".as_ref(),
+            "4".as_ref(),
+            "--batch".as_ref(),
+            "1".as_ref(),
+            "--max-images".as_ref(),
+            "2".as_ref(),
+            "--threads".as_ref(),
+            "2".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
+        succeeds(&args)
+    };
+    let whole = tmp.path().join("whole");
+    let split = tmp.path().join("split");
+    run(&whole, &[]);
+    let out = run(&split, &["--stop-after", "2"]);
+    assert!(out.contains("stopped at step 2 of 4"), "{out}");
+    assert!(!split.join("vision.safetensors").exists());
+    run(&split, &["--resume"]);
+    let read = |p: &std::path::Path| {
+        mimic_models::weights::read_safetensors_with_metadata(p)
+            .unwrap()
+            .0
+    };
+    let a = read(&whole.join("vision.safetensors"));
+    let b = read(&split.join("vision.safetensors"));
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert_eq!(t.data, b[name].data, "{name} differs after resuming");
+    }
+    // The folder is a vision-language model mimic opens.
+    let model = VisionLanguageModel::open(&whole.join("model")).unwrap();
+    assert_eq!(model.config.tokens_per_image(), 16);
+    for f in ["log.json", "loss.svg", "checkpoint.safetensors"] {
+        assert!(whole.join(f).is_file(), "{f} missing");
+    }
 }

@@ -356,12 +356,20 @@ mod tests {
         let plain = Template::new(DEFAULT_TEMPLATE).unwrap();
         assert_eq!(plain.answer_end(), None);
         assert_eq!(plain.cut_answer(" Paris\nQ: x"), " Paris");
-        let idefics2 =
-            Template::new("Question: {input}<end_of_outterance>\nAnswer: {output}<end_of_outterance>\n")
-                .unwrap();
+        let idefics2 = Template::new(
+            "Question: {input}<end_of_outterance>\nAnswer: {output}<end_of_outterance>\n",
+        )
+        .unwrap();
         assert_eq!(idefics2.answer_end(), Some("<end_of_outterance>"));
-        assert_eq!(idefics2.cut_answer(" yes<end_of_outterance>\nQuestion"), " yes");
-        assert_eq!(idefics2.cut_answer(" no<end_of"), " no", "an unfinished marker");
+        assert_eq!(
+            idefics2.cut_answer(" yes<end_of_outterance>\nQuestion"),
+            " yes"
+        );
+        assert_eq!(
+            idefics2.cut_answer(" no<end_of"),
+            " no",
+            "an unfinished marker"
+        );
         assert_eq!(idefics2.cut_answer(" a < b"), " a < b", "not at the end");
     }
 

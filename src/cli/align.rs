@@ -61,6 +61,7 @@ pub struct Args {
 
 /// The file names inside `--out`.
 pub const MODEL_DIR: &str = "model";
+#[cfg_attr(not(feature = "torch"), allow(dead_code))]
 pub const ENCODER_FILE: &str = "vision.safetensors";
 
 pub fn run(a: Args) -> Result<()> {
@@ -178,7 +179,8 @@ fn train(
         &template,
         &examples,
     )?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let ckpt = a.out.join("checkpoint.safetensors");
     if a.resume {
         aligner.resume(&ckpt)?;

@@ -54,6 +54,16 @@ pub struct DatasetArgs {
     pub support: usize,
 }
 
+/// The prompt template a data set takes by default: the published MimIC shot of the model's
+/// architecture (caption shots for COCO and Flickr30k, VQA shots for the rest).
+pub fn default_template(dataset: Dataset, arch: mimic_models::vlm::VlmArchitecture) -> String {
+    let t = mimic_models::vlm::prompt::MimicTemplate::for_architecture(arch);
+    match dataset {
+        Dataset::Coco | Dataset::Flickr30k => t.caption_task_template(),
+        _ => t.vqa_task_template(),
+    }
+}
+
 /// One evaluation question's ground truth, in the order of the task's test pairs.
 #[derive(Debug, Clone)]
 pub struct Question {

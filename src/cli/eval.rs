@@ -94,7 +94,7 @@ pub enum EvalMethod {
 pub fn run(a: Args) -> Result<()> {
     use anyhow::{bail, Context};
     use mimic_models::beam::{BeamConfig, EarlyStopping};
-    use mimic_trainer::eval::{evaluate, evaluate_lm, Decoding, EvalRun, Prompting};
+    use mimic_trainer::eval::{evaluate, Decoding, EvalRun, Prompting};
     use mimic_trainer::shift::Shift;
     use std::io::Write;
 
@@ -219,29 +219,10 @@ pub fn run(a: Args) -> Result<()> {
                 )?;
                 let mut run = EvalRun::new(p, decoding);
                 run.method = format!("{} (onnx)", run.method);
-                let encoder_time = std::cell::Cell::new(0.0);
-                let (mut r, answers) = if a.batch > 1 {
+                if a.batch > 1 {
                     run.method = format!("{} batch {}", run.method, a.batch);
-                    evaluate_onnx_batched(
-                        &mut compiled,
-                        vision,
-                        tok,
-                        &task,
-                        &run,
-                        a.batch,
-                        &encoder_time,
-                        progress,
-                    )?
-                } else {
-                    let mut lm = TrainerErrors(mimic_runtime::OnnxLm::new(&mut compiled));
-                    let images = match vision {
-                        Some(v) => Some(onnx_prompt_images(v, &encoder_time)?),
-                        None => None,
-                    };
-                    evaluate_lm(&mut lm, tok, &task, &run, images, progress)?
-                };
-                r.encoder_seconds = encoder_time.get();
-                (r, answers)
+                }
+                evaluate_compiled(&mut compiled, vision, tok, &task, &run, a.batch, progress)?
             }
         };
         bar.finish_and_clear();
@@ -387,14 +368,55 @@ pub fn run(_: Args) -> Result<()> {
     anyhow::bail!("this mimic was built without the `torch` feature: evaluation runs on libtorch")
 }
 
+/// `run` on the test split through a compiled folder, one query at a time (`batch` 1, greedy
+/// or beam search) or `batch` at a time (greedy); a vision-language model's prompts have
+/// their images encoded by the folder's image encoder, timed into `encoder_seconds`.
+#[cfg(feature = "torch")]
+pub(crate) fn evaluate_compiled(
+    compiled: &mut mimic_runtime::CompiledModel,
+    vision: Option<&mimic_models::vlm::VisionLanguageModel>,
+    tok: &mimic_models::tokenizer::TextTokenizer,
+    task: &mimic_models::task::Task,
+    run: &mimic_trainer::eval::EvalRun,
+    batch: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<(
+    mimic_trainer::eval::EvalResult,
+    Vec<mimic_trainer::eval::Answer>,
+)> {
+    let encoder_time = std::cell::Cell::new(0.0);
+    let (mut r, answers) = if batch > 1 {
+        evaluate_onnx_batched(
+            compiled,
+            vision,
+            tok,
+            task,
+            run,
+            batch,
+            &encoder_time,
+            progress,
+        )?
+    } else {
+        let mut lm = TrainerErrors(mimic_runtime::OnnxLm::new(compiled));
+        let images = match vision {
+            Some(v) => Some(onnx_prompt_images(v, &encoder_time)?),
+            None => None,
+        };
+        mimic_trainer::eval::evaluate_lm(&mut lm, tok, task, run, images, progress)?
+    };
+    r.encoder_seconds = encoder_time.get();
+    Ok((r, answers))
+}
+
 /// A causal LM whose errors are the trainer's, so the evaluation loop can drive ONNX Runtime.
 #[cfg(feature = "torch")]
 struct TrainerErrors<M>(M);
 
 /// The test split `batch` queries at a time through a compiled folder (greedy, each row
-/// stopping at its newline or end token); a vision-language model's rows carry their images'
-/// tokens, row after row.
+/// stopping at its newline, the template's end marker or an end token); a vision-language model's rows carry their images'
+/// tokens, row after row, their encoding timed into `encoder_time`.
 #[cfg(feature = "torch")]
+#[allow(clippy::too_many_arguments)]
 fn evaluate_onnx_batched(
     compiled: &mut mimic_runtime::CompiledModel,
     vision: Option<&mimic_models::vlm::VisionLanguageModel>,

@@ -460,14 +460,7 @@ impl TaskArgs {
                 };
                 let template = match &self.template {
                     Some(t) => t.clone(),
-                    None => {
-                        use mimic_models::datasets::Dataset;
-                        let t = mimic_models::vlm::prompt::MimicTemplate::for_architecture(arch);
-                        match dataset {
-                            Dataset::Coco | Dataset::Flickr30k => t.caption_task_template(),
-                            _ => t.vqa_task_template(),
-                        }
-                    }
+                    None => benchmark::default_template(dataset, arch),
                 };
                 let (task, bench) = self.dataset.load(dataset, &template, self.seed, limit)?;
                 Ok((task, Some(bench)))

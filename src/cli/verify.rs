@@ -26,6 +26,10 @@ pub struct Args {
     /// prompts; a JSON file of {"input", "output"} pairs or a built-in task set's name.
     #[arg(long, value_name = "FILE|NAME")]
     task: Option<PathBuf>,
+    /// Prompts from a benchmark's evaluation split instead (with their images, in the
+    /// model's MimIC shot).
+    #[command(flatten)]
+    dataset: super::benchmark::DatasetArgs,
     /// Prompt template of `--task`, with `{input}` and then `{output}`.
     #[arg(long, default_value = mimic_models::prompt::DEFAULT_TEMPLATE)]
     template: String,
@@ -88,10 +92,30 @@ pub fn run(a: Args) -> Result<()> {
     let torch = super::TorchModels::new(&any, tch::Device::Cpu, None)?;
     let vlm = &torch.vlm;
     // Each prompt's ids, and for a vision-language model its images' encoder inputs.
-    let prompts: Vec<(Vec<u32>, Option<EncoderInputs>)> = match &a.task {
-        Some(path) => {
-            use mimic_models::task::{start_token, Encoded, Task, Template};
-            let task = Task::load(path, Template::new(&a.template)?, a.prompts, 0)?;
+    let task = match (&a.task, a.dataset.dataset) {
+        (Some(path), _) => {
+            use mimic_models::task::{Task, Template};
+            Some((
+                Task::load(path, Template::new(&a.template)?, a.prompts, 0)?,
+                path.display().to_string(),
+            ))
+        }
+        (None, Some(dataset)) => {
+            let Some(v) = vision else {
+                anyhow::bail!(
+                    "--dataset {} asks questions about images: it needs a vision-language model",
+                    dataset.name()
+                );
+            };
+            let template = super::benchmark::default_template(dataset, v.config.architecture);
+            let (task, _) = a.dataset.load(dataset, &template, 0, Some(a.prompts))?;
+            Some((task, dataset.name().to_string()))
+        }
+        (None, None) => None,
+    };
+    let prompts: Vec<(Vec<u32>, Option<EncoderInputs>)> = match &task {
+        Some((task, name)) => {
+            use mimic_models::task::{start_token, Encoded};
             let start = start_token(tok);
             let expansion = vision
                 .map(|v| Ok::<_, anyhow::Error>(image_tokens(&v.config, super::vlm_processor(v)?)))
@@ -103,11 +127,10 @@ pub fn run(a: Args) -> Result<()> {
                     let e =
                         Encoded::with_image_tokens(tok, start, &task.template, &[], q, expansion)?;
                     let inputs = match vision {
-                        Some(v) if !q.images.is_empty() => {
-                            Some(prompt_images(v, &q.images).with_context(|| {
-                                format!("{}: the images of {:?}", path.display(), q.input)
-                            })?)
-                        }
+                        Some(v) if !q.images.is_empty() => Some(
+                            prompt_images(v, &q.images)
+                                .with_context(|| format!("{name}: the images of {:?}", q.input))?,
+                        ),
                         _ => None,
                     };
                     Ok((e.prompt(), inputs))

@@ -121,7 +121,9 @@ impl<'a> Aligner<'a> {
         examples: &[CaptionedImage],
     ) -> Result<Self> {
         if examples.is_empty() {
-            return Err(TrainerError::Other("no captioned images to align on".into()));
+            return Err(TrainerError::Other(
+                "no captioned images to align on".into(),
+            ));
         }
         if cfg.max_images == 0 || cfg.batch == 0 || cfg.steps == 0 {
             return Err(TrainerError::Other(
@@ -265,7 +267,11 @@ impl<'a> Aligner<'a> {
         let mut target = Vec::with_capacity(rows.len() * len);
         for (r, t) in &rows {
             let pad = len - r.len();
-            ids.extend(r.iter().copied().chain(std::iter::repeat_n(self.pad as i64, pad)));
+            ids.extend(
+                r.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(self.pad as i64, pad)),
+            );
             mask.extend(std::iter::repeat_n(1i64, r.len()).chain(std::iter::repeat_n(0, pad)));
             target.extend(t.iter().copied().chain(std::iter::repeat_n(0, pad)));
         }
@@ -347,8 +353,10 @@ impl<'a> Aligner<'a> {
     /// Writes a checkpoint: the encoder's tensors, the optimiser's moments, the sampler's
     /// state, the step and the log.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let mut tensors = self.encoder.tensors();
-        for (i, (name, _)) in self.encoder.trainable_params().iter().enumerate() {
+        // The trainable tensors under their own names (q/k/v stacked), as `resume` reads them.
+        let mut tensors = Vec::new();
+        for (i, (name, t)) in self.encoder.trainable_params().into_iter().enumerate() {
+            tensors.push((name.clone(), t));
             tensors.push((format!("opt.m.{name}"), self.opt.m[i].shallow_clone()));
             tensors.push((format!("opt.v.{name}"), self.opt.v[i].shallow_clone()));
         }
@@ -382,8 +390,7 @@ impl<'a> Aligner<'a> {
             != serde_json::to_value(&self.cfg).ok()
         {
             return Err(err(
-                "was written with other alignment settings; pass the same options to resume"
-                    .into(),
+                "was written with other alignment settings; pass the same options to resume".into(),
             ));
         }
         let num = |k: &str| -> Result<u64> {

@@ -65,9 +65,10 @@ impl EncoderSpec {
 /// `model` with the image tokens added after its vocabulary (tokenizer, config and embedding
 /// rows; a separate head grows too), and the `<image>` id.
 pub fn with_image_tokens(model: &Model) -> Result<(Model, u32)> {
-    let tok = model.tokenizer.as_ref().ok_or_else(|| {
-        ModelError::format(&model.source, "the language model has no tokenizer")
-    })?;
+    let tok = model
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| ModelError::format(&model.source, "the language model has no tokenizer"))?;
     let (tokenizer, ids) = tok.with_special_tokens(&[IMAGE_WRAPPER, IMAGE_TOKEN, GLOBAL_IMAGE]);
     let rows = ids.iter().map(|&i| i as usize + 1).max().unwrap_or(0);
     let added = rows.saturating_sub(model.config.vocab_size);
@@ -267,9 +268,10 @@ pub fn write_folder(
     spec: &EncoderSpec,
     encoder: &Weights,
 ) -> Result<()> {
-    let tokenizer = text.tokenizer.as_ref().ok_or_else(|| {
-        ModelError::format(&text.source, "the language model has no tokenizer")
-    })?;
+    let tokenizer = text
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| ModelError::format(&text.source, "the language model has no tokenizer"))?;
     let config = vlm_config(text, image_token_id, spec)?;
     let mut expected = config.vision.expected_tensors(TOWER_PREFIX);
     expected.extend(config.connector_tensors(CONNECTOR_PREFIX));
@@ -292,10 +294,7 @@ pub fn write_folder(
                 .map_err(|e| ModelError::format(&path, e.to_string()))?;
             std::fs::write(&path, text).map_err(|e| ModelError::io(&path, e))
         };
-        write_json(
-            "config.json",
-            &config_value(text, image_token_id, spec),
-        )?;
+        write_json("config.json", &config_value(text, image_token_id, spec))?;
         write_json("preprocessor_config.json", &processor_value(spec))?;
         write_json(
             "generation_config.json",

@@ -11,6 +11,7 @@
 mod backends;
 mod batch;
 mod harness;
+mod images;
 mod report;
 
 /// `bench-train`'s steps take their medians as the decode rates do.
@@ -46,6 +47,11 @@ pub struct Args {
     /// onnx-icl, and test queries for the batched runs.
     #[arg(long, value_name = "FILE|NAME")]
     task: Option<PathBuf>,
+    /// With a vision-language model: questions about images from a benchmark instead (zero-
+    /// shot, `--shots` demonstrations with their images, and `--heads`), answered at each of
+    /// `--batch-sizes` through the compiled folder, the image encoder's share timed apart.
+    #[command(flatten)]
+    dataset: super::benchmark::DatasetArgs,
     /// Demonstrations before each onnx-icl prompt and each in-context batched query.
     #[arg(long, default_value_t = 8)]
     shots: usize,
@@ -180,6 +186,9 @@ pub struct Report {
 
 pub fn run(a: Args) -> Result<()> {
     use harness::measure_bandwidth;
+    if a.dataset.dataset.is_some() {
+        return images::run(&a);
+    }
     let model = a.model.open()?;
     let threads = a.threads.resolved();
     // Bandwidth before and after every backend, the highest kept: the machine is shared and
