@@ -201,13 +201,7 @@ fn train(
         spec.tokens_per_image(),
         aligner.cfg.precision,
     );
-    let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_position(aligner.step as u64);
+    let bar = super::steps_bar(a.steps, aligner.step);
     let stop = a.stop_after.unwrap_or(a.steps).min(a.steps);
     while aligner.step < stop {
         let log = match aligner.train_step() {

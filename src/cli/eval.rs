@@ -413,8 +413,9 @@ pub(crate) fn evaluate_compiled(
 struct TrainerErrors<M>(M);
 
 /// The test split `batch` queries at a time through a compiled folder (greedy, each row
-/// stopping at its newline, the template's end marker or an end token); a vision-language model's rows carry their images'
-/// tokens, row after row, their encoding timed into `encoder_time`.
+/// stopping at its newline, the template's end marker or an end token); a vision-language
+/// model's rows carry their images' tokens, row after row, their encoding timed into
+/// `encoder_time`.
 #[cfg(feature = "torch")]
 #[allow(clippy::too_many_arguments)]
 fn evaluate_onnx_batched(

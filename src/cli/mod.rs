@@ -521,6 +521,19 @@ impl RuntimeArgs {
     }
 }
 
+/// The progress bar of a training loop (`train`, `align`): `steps` in all, `done` already.
+#[cfg_attr(not(feature = "torch"), allow(dead_code))]
+pub fn steps_bar(steps: usize, done: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(steps as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(done as u64);
+    bar
+}
+
 /// A spinner on stderr for work without a count (hidden when stderr is no terminal).
 pub fn spinner(msg: impl Into<std::borrow::Cow<'static, str>>) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner().with_message(msg);

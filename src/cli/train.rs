@@ -191,13 +191,7 @@ pub fn run(a: Args) -> Result<()> {
         a.shots,
         trainer.shift.num_params()
     );
-    let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_position(trainer.step as u64);
+    let bar = super::steps_bar(a.steps, trainer.step);
     let stop = a.stop_after.unwrap_or(a.steps).min(a.steps);
     while trainer.step < stop {
         let log = match trainer.train_step() {
