@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-SITE = $(shell $(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+SITE = $(shell test -x $(VENV)/bin/python && $(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 export LIBTORCH = $(SITE)/torch
 CARGO_FLAGS ?= --release
 MIMIC := target/release/mimic
@@ -68,7 +68,7 @@ demo-text: build
 
 # Train the vision-language model's encoder from scratch (what made $(ENCODER)).
 align: build
-	$(MIMIC) align --steps 300 --batch 8 --threads 2 --out runs/align
+	$(MIMIC) align --steps 300 --batch 8 --pretrain-steps 2000 --threads 2 --out runs/align
 
 test: setup
 	cargo test $(CARGO_FLAGS) --workspace

@@ -1,9 +1,10 @@
 //! The vision-language model `mimic align` made (the default SmolLM2 with the shipped trained
 //! encoder, data/vlm/easy-vqa-encoder.safetensors), assembled into an HF folder here, against
 //! transformers loading that same folder (tests/fixtures/made_vlm/transformers.safetensors,
-//! written by scripts/reference_made_vlm.py): the prompt's ids and the preprocessed pixels
-//! exactly (pixels to 1e-6), the image tokens and the last four positions' logits within 1e-4
-//! relative (`max|a - b| / max|b|`), eight greedy tokens identical.
+//! written by scripts/reference_made_vlm.py), on three prompts of one to three images: the
+//! prompt's ids exactly, the preprocessed pixels to 1e-6, the image tokens and the last four
+//! positions' logits within 1e-4 relative (`max|a - b| / max|b|`), eight greedy tokens
+//! identical.
 #![cfg(feature = "torch")]
 mod common;
 
@@ -51,53 +52,83 @@ fn made_model_matches_transformers() {
     let vlm = TorchVlm::new(&model, Device::Cpu).unwrap();
     let processor = folder_processor(&dir).unwrap();
 
-    // Pixels, from the same two easy-VQA test images.
-    let data = package_root().unwrap();
-    let paths: Vec<_> = meta["images"].split(',').map(|p| data.join(p)).collect();
-    let inputs = images_inputs(&model.config, &processor, &paths).unwrap();
-    let err = rel_err(&inputs.pixel_values.data, &reference["pixel_values"].f32);
-    assert!(err <= 1e-6, "pixel values relative error {err:e}");
-
-    // The prompt's ids: mimic's expansion and tokenizer against transformers' tokenizer.
     let tok = model.decoder.tokenizer.as_ref().unwrap();
-    let expanded = image_tokens(&model.config, &processor)
-        .expand(&meta["prompt"])
-        .unwrap();
-    let ids: Vec<u32> = start_token(tok)
-        .into_iter()
-        .chain(tok.encode(&expanded).unwrap())
-        .collect();
-    let want_ids: Vec<u32> = reference["input_ids"]
-        .i64
-        .iter()
-        .map(|&x| x as u32)
-        .collect();
-    assert_eq!(ids, want_ids, "prompt ids");
+    let data = package_root().unwrap();
+    for k in 0..3 {
+        let key = |name: &str| format!("p{k}.{name}");
+        let want = |name: &str| &reference[&key(name)];
+        // Pixels, from the same easy-VQA test images.
+        let paths: Vec<_> = meta[&key("images")]
+            .split(',')
+            .map(|p| data.join(p))
+            .collect();
+        let inputs = images_inputs(&model.config, &processor, &paths).unwrap();
+        let err = rel_err(&inputs.pixel_values.data, &want("pixel_values").f32);
+        assert!(err <= 1e-6, "p{k}: pixel values relative error {err:e}");
 
-    // The image tokens.
-    let features = vlm.encode_images(&inputs, false).unwrap().hidden;
-    let err = rel_err(&to_vec(&features), &reference["image_features"].f32);
-    eprintln!("image features relative error {err:.2e}");
-    assert!(err <= TOL, "image features relative error {err:e}");
+        // The prompt's ids: mimic's expansion and tokenizer against transformers' tokenizer.
+        let expanded = image_tokens(&model.config, &processor)
+            .expand(&meta[&key("prompt")])
+            .unwrap();
+        let ids: Vec<u32> = start_token(tok)
+            .into_iter()
+            .chain(tok.encode(&expanded).unwrap())
+            .collect();
+        let want_ids: Vec<u32> = want("input_ids").i64.iter().map(|&x| x as u32).collect();
+        assert_eq!(ids, want_ids, "p{k}: prompt ids");
 
-    // The last four positions' logits.
-    let t = Tensor::from_slice(&reference["input_ids"].i64).view([1, -1]);
-    let mut f = Forward::new(&t);
-    f.logits_last = Some(4);
-    f.images = Some(vlm.image_tokens(&t, &features).unwrap());
-    let logits = vlm.decoder.forward(&f, None).logits;
-    let err = rel_err(&to_vec(&logits), &reference["logits_last"].f32);
-    eprintln!("logits relative error {err:.2e}");
-    assert!(err <= TOL, "logits relative error {err:e}");
+        // The image tokens.
+        let features = vlm.encode_images(&inputs, false).unwrap().hidden;
+        let err = rel_err(&to_vec(&features), &want("image_features").f32);
+        eprintln!("p{k} ({} images): image features relative error {err:.2e}", paths.len());
+        assert!(err <= TOL, "p{k}: image features relative error {err:e}");
 
-    // Greedy decoding, token for token.
-    let mut lm = TorchLm::new(&vlm.decoder);
-    lm.images = Some((image_token_id as i64, features.shallow_clone()));
-    let want = &reference["greedy"].i64;
-    let gen = greedy(&mut lm, &ids, want.len(), &[], |_| {}).unwrap();
-    let got: Vec<i64> = gen.tokens.iter().map(|&t| t as i64).collect();
-    eprintln!("greedy {got:?} = {:?}", tok.decode(&gen.tokens).unwrap());
-    assert_eq!(&got, want, "greedy tokens");
+        // The last four positions' logits.
+        let t = Tensor::from_slice(&want("input_ids").i64).view([1, -1]);
+        let mut f = Forward::new(&t);
+        f.logits_last = Some(4);
+        f.images = Some(vlm.image_tokens(&t, &features).unwrap());
+        let logits = vlm.decoder.forward(&f, None).logits;
+        let err = rel_err(&to_vec(&logits), &want("logits_last").f32);
+        eprintln!("p{k}: logits relative error {err:.2e}");
+        assert!(err <= TOL, "p{k}: logits relative error {err:e}");
+
+        // Greedy decoding, token for token.
+        let mut lm = TorchLm::new(&vlm.decoder);
+        lm.images = Some((image_token_id as i64, features.shallow_clone()));
+        let want_greedy = &want("greedy").i64;
+        let gen = greedy(&mut lm, &ids, want_greedy.len(), &[], |_| {}).unwrap();
+        let got: Vec<i64> = gen.tokens.iter().map(|&t| t as i64).collect();
+        eprintln!("p{k}: greedy {got:?} = {:?}", tok.decode(&gen.tokens).unwrap());
+        assert_eq!(&got, want_greedy, "p{k}: greedy tokens");
+    }
+}
+
+#[test]
+fn shipped_encoder_captions_held_out_images() {
+    // The model sees: on 50 easy-VQA test images it never trained on, greedy decoding names
+    // colour and shape both right for at least 90% of them.
+    let tmp = tempfile::tempdir().unwrap();
+    let encoder = repo().join("data/vlm/easy-vqa-encoder.safetensors");
+    let out = succeeds(&[
+        "align".as_ref(),
+        "--encoder".as_ref(),
+        encoder.as_os_str(),
+        "--holdout".as_ref(),
+        "50".as_ref(),
+        "--threads".as_ref(),
+        "2".as_ref(),
+        "--out".as_ref(),
+        tmp.path().as_os_str(),
+    ]);
+    let right: f64 = out
+        .split("all words right ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no caption accuracy in:\n{out}"));
+    assert!(out.contains("captions of 50 held-out images"), "{out}");
+    assert!(right >= 0.9, "captions right for {right} of held-out images:\n{out}");
 }
 
 #[test]
@@ -125,7 +156,8 @@ fn align_refuses_an_encoder_of_another_shape() {
 
 #[test]
 fn resumed_alignment_ends_with_the_same_encoder() {
-    // Four steps at once against two, then two more from the checkpoint: bit-identical.
+    // Pretraining and four steps at once against pretraining and two, then two more from the
+    // checkpoint (no pretraining again): bit-identical.
     let tmp = tempfile::tempdir().unwrap();
     let run = |out: &std::path::Path, extra: &[&str]| {
         let mut args: Vec<&std::ffi::OsStr> = vec![
@@ -136,6 +168,12 @@ fn resumed_alignment_ends_with_the_same_encoder() {
             "1".as_ref(),
             "--max-images".as_ref(),
             "2".as_ref(),
+            "--pretrain-steps".as_ref(),
+            "3".as_ref(),
+            "--pretrain-batch".as_ref(),
+            "4".as_ref(),
+            "--holdout".as_ref(),
+            "4".as_ref(),
             "--threads".as_ref(),
             "2".as_ref(),
             "--out".as_ref(),
@@ -146,7 +184,8 @@ fn resumed_alignment_ends_with_the_same_encoder() {
     };
     let whole = tmp.path().join("whole");
     let split = tmp.path().join("split");
-    run(&whole, &[]);
+    let first = run(&whole, &[]);
+    assert!(first.contains("captions of 4 held-out images"), "{first}");
     let out = run(&split, &["--stop-after", "2"]);
     assert!(out.contains("stopped at step 2 of 4"), "{out}");
     assert!(!split.join("vision.safetensors").exists());
@@ -165,7 +204,13 @@ fn resumed_alignment_ends_with_the_same_encoder() {
     // The folder is a vision-language model mimic opens.
     let model = VisionLanguageModel::open(&whole.join("model")).unwrap();
     assert_eq!(model.config.tokens_per_image(), 16);
-    for f in ["log.json", "loss.svg", "checkpoint.safetensors"] {
+    for f in [
+        "log.json",
+        "loss.svg",
+        "checkpoint.safetensors",
+        "pretrain.json",
+        "accuracy.json",
+    ] {
         assert!(whole.join(f).is_file(), "{f} missing");
     }
 }

@@ -320,3 +320,30 @@ fn heads_made_for_another_model() {
         "{err}"
     );
 }
+
+#[cfg(feature = "torch")]
+#[test]
+fn lora_targets_run_on_to_the_end_of_the_answer() {
+    // The same draw for MimIC and LoRA: LoRA's answers carry the template's end of the answer
+    // (`\n` here) after the answer's own ids, MimIC's do not.
+    use mimic_models::Method;
+    use mimic_models::task::{Task, Template, DEFAULT_TEMPLATE};
+    use mimic_trainer::train::{TrainConfig, Trainer};
+    let tmp = tempfile::tempdir().unwrap();
+    let task_path = write_task(tmp.path(), &PAIRS);
+    let task = Task::load(&task_path, Template::new(DEFAULT_TEMPLATE).unwrap(), 2, 0).unwrap();
+    let base = mimic_models::Model::open(&common::default_model()).unwrap();
+    let tm = mimic_trainer::TorchModel::new(&base, tch::Device::Cpu).unwrap();
+    let draw = |method| {
+        let mut t = Trainer::new(&tm, &base, &task, TrainConfig::for_method(method)).unwrap();
+        t.draw_batch().unwrap()
+    };
+    let (mimic, lora) = (draw(Method::Mimic), draw(Method::Lora));
+    let end = base.tokenizer().unwrap().encode("\n").unwrap();
+    assert!(!end.is_empty());
+    assert_eq!(mimic.len(), lora.len());
+    for (m, l) in mimic.iter().zip(&lora) {
+        assert_eq!(m.query, l.query);
+        assert_eq!(l.answer, [&m.answer[..], &end].concat());
+    }
+}

@@ -123,6 +123,14 @@ impl Template {
         (!line.is_empty()).then_some(line)
     }
 
+    /// What follows the answer in a demonstration, up to and including its first line break
+    /// (`\n` for `Q: {input}\nA: {output}\n\n`, `<end_of_outterance>\n` for MimIC's
+    /// Idefics2 shots): what a model must write to end an answer.
+    pub fn answer_tail(&self) -> &str {
+        let (_, tail) = self.text.split_once("{output}").expect("checked in new");
+        tail.find('\n').map_or(tail, |i| &tail[..=i])
+    }
+
     /// `generated` up to the first newline or [`Template::answer_end`], whichever comes first;
     /// an end marker that generation began but had no tokens left to finish (the text ends in
     /// a prefix of it) is cut too.
@@ -355,12 +363,14 @@ mod tests {
     fn answers_end_at_a_newline_or_the_templates_end_marker() {
         let plain = Template::new(DEFAULT_TEMPLATE).unwrap();
         assert_eq!(plain.answer_end(), None);
+        assert_eq!(plain.answer_tail(), "\n");
         assert_eq!(plain.cut_answer(" Paris\nQ: x"), " Paris");
         let idefics2 = Template::new(
             "Question: {input}<end_of_outterance>\nAnswer: {output}<end_of_outterance>\n",
         )
         .unwrap();
         assert_eq!(idefics2.answer_end(), Some("<end_of_outterance>"));
+        assert_eq!(idefics2.answer_tail(), "<end_of_outterance>\n");
         assert_eq!(
             idefics2.cut_answer(" yes<end_of_outterance>\nQuestion"),
             " yes"

@@ -25,6 +25,7 @@ use crate::optim::{cosine_lr, AdamW, AdamWConfig};
 use crate::rng::SplitMix64;
 use crate::torch_backend::{Forward, ImageTokens, TorchModel};
 use crate::torch_vision::{TorchVision, VisionForward};
+use mimic_models::vision::siglip::Features;
 use crate::train::Precision;
 use crate::{Result, TrainerError};
 
@@ -39,6 +40,9 @@ pub struct AlignConfig {
     pub seed: u64,
     pub optim: AdamWConfig,
     pub precision: Precision,
+    /// The tower's pretraining before the alignment, if any ([`Aligner::pretrain`]).
+    #[serde(default)]
+    pub pretrain: Option<PretrainConfig>,
 }
 
 impl Default for AlignConfig {
@@ -54,6 +58,7 @@ impl Default for AlignConfig {
                 ..AdamWConfig::default()
             },
             precision: Precision::F32,
+            pretrain: None,
         }
     }
 }
@@ -80,6 +85,78 @@ pub struct AlignLog {
     pub seconds: f64,
 }
 
+/// Held-out images: pixels on the device, shots and captions.
+struct Holdout {
+    pixels: Tensor,
+    shots: Vec<Shot>,
+    captions: Vec<String>,
+}
+
+/// Settings of the tower's pretraining ([`Aligner::pretrain`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainConfig {
+    pub steps: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Peak learning rate of the cosine schedule.
+    pub lr: f64,
+    pub seed: u64,
+}
+
+/// One pretraining step's numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainLog {
+    pub step: usize,
+    pub loss: f64,
+    /// Images of this step whose caption the head named.
+    pub accuracy: f64,
+    pub seconds: f64,
+}
+
+/// How well captions come out on held-out images.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CaptionAccuracy {
+    pub images: usize,
+    /// Images whose every caption word is right: greedy decoding writes the caption.
+    pub words: f64,
+    /// ... and its end marker: greedy decoding writes exactly the caption, then stops.
+    pub exact: f64,
+    /// Per word position (`a`, the colour, the shape), the images with that word right.
+    pub per_word: Vec<f64>,
+}
+
+impl CaptionAccuracy {
+    /// Tallies per image: all words right, and each word position right.
+    fn tally(rights: impl Iterator<Item = (bool, Vec<bool>)>) -> Self {
+        let mut acc = CaptionAccuracy::default();
+        let mut per_word: Vec<usize> = Vec::new();
+        let mut words = 0;
+        for (all, each) in rights {
+            acc.images += 1;
+            words += all as usize;
+            if per_word.len() < each.len() {
+                per_word.resize(each.len(), 0);
+            }
+            for (j, ok) in each.iter().enumerate() {
+                per_word[j] += *ok as usize;
+            }
+        }
+        let n = acc.images.max(1) as f64;
+        acc.words = words as f64 / n;
+        acc.exact = acc.words;
+        acc.per_word = per_word.iter().map(|&k| k as f64 / n).collect();
+        acc
+    }
+}
+
+/// The language model's predictions over a batch of caption sequences
+/// ([`Aligner::predict`]).
+struct Pass {
+    pred: Tensor,
+    next: Tensor,
+    kind: Tensor,
+}
+
 /// One image's shot, tokenized: the ids up to the caption (the image's run of image tokens
 /// expanded) and the caption's ids with its end marker.
 struct Shot {
@@ -87,6 +164,84 @@ struct Shot {
     caption: Vec<u32>,
     /// How many of `caption`'s ids are the caption's words (the rest: its end marker).
     words: usize,
+    /// Where each word of the caption ends in `caption` (ids up to and including it); empty
+    /// where the words' tokens do not line up with the caption's.
+    word_ends: Vec<usize>,
+}
+
+impl Shot {
+    fn new(
+        ex: &CaptionedImage,
+        tok: &TextTokenizer,
+        expansion: &PromptImageTokens,
+        template: &Template,
+        tail: &str,
+    ) -> Result<Self> {
+        let pair = Pair {
+            input: String::new(),
+            output: ex.caption.clone(),
+            images: vec![ex.image.clone()],
+        };
+        let (q, a) = template.query_answer(&pair);
+        let caption = tok.encode(&format!("{a}{tail}"))?;
+        let prefix_len = |text: &str| -> Result<Option<usize>> {
+            let ids = tok.encode(text)?;
+            Ok(caption.starts_with(&ids).then_some(ids.len()))
+        };
+        let words = prefix_len(&a)?.unwrap_or(0);
+        // Each word's end: the ids of the answer up to it must begin the caption's.
+        let mut word_ends = Vec::new();
+        let mut at = 0;
+        for w in a.split_whitespace() {
+            let end = a[at..].find(w).map_or(a.len(), |i| at + i + w.len());
+            at = end;
+            match prefix_len(&a[..end])? {
+                Some(n) if n > word_ends.last().copied().unwrap_or(0) => word_ends.push(n),
+                _ => {
+                    word_ends.clear();
+                    break;
+                }
+            }
+        }
+        let prompt = expansion
+            .expand(&q)
+            .map_err(|e| TrainerError::Other(e.to_string()))?;
+        Ok(Shot {
+            prompt: tok.encode(&prompt)?,
+            caption,
+            words,
+            word_ends,
+        })
+    }
+}
+
+/// `examples`' images, preprocessed: `[n, channels, size, size]` on the CPU. Every image must
+/// preprocess to the tower's size.
+fn preprocess(
+    examples: &[CaptionedImage],
+    processor: &ImageProcessor,
+    size: i64,
+) -> Result<Tensor> {
+    let mut pixels = Vec::with_capacity(examples.len());
+    for (i, ex) in examples.iter().enumerate() {
+        let img = load_image(&ex.image)?;
+        let p = processor.process(std::slice::from_ref(&img))?;
+        let v = &p.pixel_values;
+        // [1, 1, c, h, w] for Idefics3's processor: one image of the tower's size.
+        let (h, w) = (v.shape[v.shape.len() - 2], v.shape[v.shape.len() - 1]);
+        if h as i64 != size || w as i64 != size || v.data.len() != 3 * h * w {
+            return Err(TrainerError::Other(format!(
+                "{}: preprocessed to {h}x{w}, the tower takes {size}x{size} images \
+                 (give images with a side of {size})",
+                ex.image.display()
+            )));
+        }
+        pixels.push(Tensor::f_from_slice(&v.data)?.view([1, 3, size, size]));
+        if (i + 1) % 1000 == 0 {
+            tracing::info!(images = i + 1, of = examples.len(), "preprocessing images");
+        }
+    }
+    Ok(Tensor::cat(&pixels, 0))
 }
 
 pub struct Aligner<'a> {
@@ -97,6 +252,13 @@ pub struct Aligner<'a> {
     /// Every image, preprocessed once: `[n, channels, size, size]` on the device.
     pixels: Tensor,
     shots: Vec<Shot>,
+    /// The distinct captions, sorted: the classes of the tower's pretraining.
+    pub classes: Vec<String>,
+    /// Each image's class, `[n]` int64 on the device.
+    class_of: Tensor,
+    /// Held-out images, for [`Aligner::caption_accuracy`] and [`Aligner::pretrain`]'s
+    /// accuracy.
+    holdout: Option<Holdout>,
     start: Option<u32>,
     pad: u32,
     opt: AdamW,
@@ -119,6 +281,7 @@ impl<'a> Aligner<'a> {
         expansion: PromptImageTokens,
         template: &Template,
         examples: &[CaptionedImage],
+        holdout: &[CaptionedImage],
     ) -> Result<Self> {
         if examples.is_empty() {
             return Err(TrainerError::Other(
@@ -131,59 +294,19 @@ impl<'a> Aligner<'a> {
             ));
         }
         let device = encoder.device;
-        let size = encoder.config.image_size as i64;
-        let mut pixels = Vec::with_capacity(examples.len());
-        for (i, ex) in examples.iter().enumerate() {
-            let img = load_image(&ex.image)?;
-            let p = processor.process(std::slice::from_ref(&img))?;
-            let v = &p.pixel_values;
-            // [1, 1, c, h, w] for Idefics3's processor: one image of the tower's size.
-            let (h, w) = (v.shape[v.shape.len() - 2], v.shape[v.shape.len() - 1]);
-            if h as i64 != size || w as i64 != size || v.data.len() != 3 * h * w {
-                return Err(TrainerError::Other(format!(
-                    "{}: preprocessed to {h}x{w}, the tower takes {size}x{size} images \
-                     (give images with a side of {size})",
-                    ex.image.display()
-                )));
-            }
-            pixels.push(Tensor::f_from_slice(&v.data)?.view([1, 3, size, size]));
-            if (i + 1) % 1000 == 0 {
-                tracing::info!(images = i + 1, of = examples.len(), "preprocessing images");
-            }
-        }
-        let pixels = Tensor::cat(&pixels, 0).to_device(device);
-        let expand = |text: String| -> Result<String> {
-            expansion
-                .expand(&text)
-                .map_err(|e| TrainerError::Other(e.to_string()))
-        };
+        let pixels = preprocess(examples, processor, encoder.config.image_size as i64)?
+            .to_device(device);
         let (_, tail) = template
             .text
             .split_once("{output}")
             .ok_or_else(|| TrainerError::Other("the caption template has no {output}".into()))?;
-        let shots = examples
-            .iter()
-            .map(|ex| {
-                let pair = Pair {
-                    input: String::new(),
-                    output: ex.caption.clone(),
-                    images: vec![ex.image.clone()],
-                };
-                let (q, a) = template.query_answer(&pair);
-                let caption = tok.encode(&format!("{a}{tail}"))?;
-                let words = tok.encode(&a)?.len();
-                let words = if caption.starts_with(&tok.encode(&a)?) {
-                    words
-                } else {
-                    0
-                };
-                Ok(Shot {
-                    prompt: tok.encode(&expand(q)?)?,
-                    caption,
-                    words,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let shots_of = |examples: &[CaptionedImage]| {
+            examples
+                .iter()
+                .map(|ex| Shot::new(ex, tok, &expansion, template, tail))
+                .collect::<Result<Vec<_>>>()
+        };
+        let shots = shots_of(examples)?;
         let per_image = vlm.tokens_per_image() as i64;
         if let Some(s) = shots.iter().find(|s| {
             s.prompt
@@ -197,6 +320,25 @@ impl<'a> Aligner<'a> {
                 s.prompt.len()
             )));
         }
+        let mut captions: Vec<&str> = examples.iter().map(|e| e.caption.as_str()).collect();
+        captions.sort_unstable();
+        captions.dedup();
+        let classes: Vec<String> = captions.iter().map(|c| c.to_string()).collect();
+        let ids: Vec<i64> = examples
+            .iter()
+            .map(|e| classes.iter().position(|c| *c == e.caption).unwrap_or(0) as i64)
+            .collect();
+        let class_of = Tensor::from_slice(&ids).to_device(device);
+        let holdout = if holdout.is_empty() {
+            None
+        } else {
+            let size = encoder.config.image_size as i64;
+            Some(Holdout {
+                pixels: preprocess(holdout, processor, size)?.to_device(device),
+                shots: shots_of(holdout)?,
+                captions: holdout.iter().map(|e| e.caption.clone()).collect(),
+            })
+        };
         let params = encoder.make_trainable();
         let opt = AdamW::new(cfg.optim.clone(), &params.iter().collect::<Vec<_>>());
         let rng = SplitMix64::new(cfg.seed);
@@ -206,6 +348,9 @@ impl<'a> Aligner<'a> {
             encoder,
             pixels,
             shots,
+            classes,
+            class_of,
+            holdout,
             start: start_token(tok),
             pad: tok.pad_id().unwrap_or(0),
             opt,
@@ -233,18 +378,18 @@ impl<'a> Aligner<'a> {
         self.step_on(&batch)
     }
 
-    /// One step on sequences of the given images.
-    pub fn step_on(&mut self, batch: &[Vec<usize>]) -> Result<AlignLog> {
-        let t0 = Instant::now();
+    /// The language model's predictions over sequences of the given images (indices into
+    /// `shots` and `pixels`): `pred` `[b, s - 1, vocab]` for positions `0..s - 1`, the `next`
+    /// ids they predict, and what each next id is (0 prompt or padding, 1 a caption's end
+    /// marker, 2 a caption's words).
+    fn predict(&self, shots: &[Shot], pixels: &Tensor, batch: &[Vec<usize>]) -> Result<Pass> {
         let device = self.encoder.device;
-        // Right-padded ids and, per position, what it holds: 0 prompt, 1 a caption's end
-        // marker, 2 a caption's words.
         let mut rows: Vec<(Vec<i64>, Vec<i64>)> = Vec::new();
         for seq in batch {
             let mut ids: Vec<i64> = self.start.iter().map(|&s| s as i64).collect();
             let mut target = vec![0; ids.len()];
             for &i in seq {
-                let shot = &self.shots[i];
+                let shot = &shots[i];
                 ids.extend(shot.prompt.iter().map(|&t| t as i64));
                 target.extend(std::iter::repeat_n(0, shot.prompt.len()));
                 ids.extend(shot.caption.iter().map(|&t| t as i64));
@@ -280,9 +425,7 @@ impl<'a> Aligner<'a> {
         let target = Tensor::from_slice(&target).view([b, s]).to_device(device);
 
         let order: Vec<i64> = batch.iter().flatten().map(|&i| i as i64).collect();
-        let pixels = self
-            .pixels
-            .index_select(0, &Tensor::from_slice(&order).to_device(device));
+        let pixels = pixels.index_select(0, &Tensor::from_slice(&order).to_device(device));
         let mut vf = VisionForward::new(&pixels);
         vf.features = self.vlm.features();
         let features = self.encoder.encode(&vf)?.hidden;
@@ -297,9 +440,17 @@ impl<'a> Aligner<'a> {
         });
         let logits = self.decoder.forward(&f, None).logits;
         // Position t predicts token t + 1: a caption token at t + 1 is a target.
-        let pred = logits.narrow(1, 0, s - 1);
-        let next = ids.narrow(1, 1, s - 1);
-        let kind = target.narrow(1, 1, s - 1);
+        Ok(Pass {
+            pred: logits.narrow(1, 0, s - 1),
+            next: ids.narrow(1, 1, s - 1),
+            kind: target.narrow(1, 1, s - 1),
+        })
+    }
+
+    /// One step on sequences of the given images.
+    pub fn step_on(&mut self, batch: &[Vec<usize>]) -> Result<AlignLog> {
+        let t0 = Instant::now();
+        let Pass { pred, next, kind } = self.predict(&self.shots, &self.pixels, batch)?;
         let is_target = kind.gt(0);
         let is_word = kind.eq(2);
         let logp = pred.log_softmax(-1, Kind::Float);
@@ -348,6 +499,162 @@ impl<'a> Aligner<'a> {
         self.step += 1;
         self.log.push(log.clone());
         Ok(log)
+    }
+
+    /// Pretrains the tower alone, before it meets the language model (as a SigLIP tower is
+    /// pretrained before it is put under one): a linear head over the tower's mean-pooled last
+    /// hidden state learns to name each image's caption among [`Aligner::classes`]
+    /// (cross-entropy; images flipped left to right at random; AdamW with a cosine schedule).
+    /// The head is dropped afterwards and the connector is untouched. `progress` sees every
+    /// step; returns the log and the held-out accuracy (per word of the named caption).
+    pub fn pretrain(
+        &mut self,
+        cfg: &PretrainConfig,
+        mut progress: impl FnMut(&PretrainLog),
+    ) -> Result<(Vec<PretrainLog>, Option<CaptionAccuracy>)> {
+        let device = self.encoder.device;
+        let hidden = self.encoder.config.hidden_size as i64;
+        let k = self.classes.len() as i64;
+        let mut head_w = Tensor::zeros([k, hidden], (Kind::Float, device)).set_requires_grad(true);
+        let mut head_b = Tensor::zeros([k], (Kind::Float, device)).set_requires_grad(true);
+        let mut tower: Vec<(String, Tensor)> = self
+            .encoder
+            .trainable_params()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(&self.encoder.prefix))
+            .collect();
+        let optim = AdamWConfig {
+            lr: cfg.lr,
+            ..self.cfg.optim.clone()
+        };
+        let mut opt = {
+            let mut all: Vec<&Tensor> = tower.iter().map(|(_, t)| t).collect();
+            all.extend([&head_w, &head_b]);
+            AdamW::new(optim.clone(), &all)
+        };
+        let mut rng = SplitMix64::new(cfg.seed);
+        let n = self.shots.len();
+        let mut log = Vec::with_capacity(cfg.steps);
+        for step in 0..cfg.steps {
+            let t0 = Instant::now();
+            let idx: Vec<i64> = (0..cfg.batch).map(|_| rng.below(n) as i64).collect();
+            let flip: Vec<f32> = (0..cfg.batch).map(|_| rng.below(2) as f32).collect();
+            let idx = Tensor::from_slice(&idx).to_device(device);
+            let x = self.pixels.index_select(0, &idx);
+            let flip = Tensor::from_slice(&flip).to_device(device).view([-1, 1, 1, 1]);
+            let x = &x + (x.flip([3]) - &x) * &flip;
+            let logits = self.pooled(&x)?.matmul(&head_w.tr()) + &head_b;
+            let y = self.class_of.index_select(0, &idx);
+            let loss = logits.cross_entropy_for_logits(&y);
+            loss.backward();
+            let accuracy = logits
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]);
+            let loss_v = loss.double_value(&[]);
+            if !loss_v.is_finite() {
+                return Err(TrainerError::Other(format!(
+                    "pretraining loss is {loss_v} at step {step}"
+                )));
+            }
+            let lr = cosine_lr(&optim, step, cfg.steps);
+            let mut refs: Vec<(&mut Tensor, bool)> = tower
+                .iter_mut()
+                .map(|(name, t)| (t, !(name.ends_with(".bias") || name.contains("norm"))))
+                .collect();
+            refs.push((&mut head_w, true));
+            refs.push((&mut head_b, false));
+            opt.step(&mut refs, lr);
+            let entry = PretrainLog {
+                step,
+                loss: loss_v,
+                accuracy,
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            progress(&entry);
+            log.push(entry);
+        }
+        let held = match &self.holdout {
+            None => None,
+            Some(h) => {
+                let _guard = tch::no_grad_guard();
+                let n = h.captions.len() as i64;
+                let mut named = Vec::with_capacity(n as usize);
+                for start in (0..n).step_by(256) {
+                    let x = h.pixels.narrow(0, start, (n - start).min(256));
+                    let logits = self.pooled(&x)?.matmul(&head_w.tr()) + &head_b;
+                    named.extend(Vec::<i64>::try_from(&logits.argmax(-1, false))?);
+                }
+                let rights = h.captions.iter().zip(&named).map(|(truth, &c)| {
+                    let said: Vec<&str> = self.classes[c as usize].split_whitespace().collect();
+                    let truth: Vec<&str> = truth.split_whitespace().collect();
+                    let per_word: Vec<bool> = (0..truth.len())
+                        .map(|j| said.get(j) == truth.get(j))
+                        .collect();
+                    (per_word.iter().all(|&r| r) && said.len() == truth.len(), per_word)
+                });
+                Some(CaptionAccuracy::tally(rights))
+            }
+        };
+        Ok((log, held))
+    }
+
+    /// The tower's last hidden state, mean over patches: `[n, hidden]`.
+    fn pooled(&self, pixels: &Tensor) -> Result<Tensor> {
+        let mut vf = VisionForward::new(pixels);
+        vf.features = Features::LastHiddenState;
+        let h = self.encoder.forward(&vf)?.hidden;
+        Ok(h.mean_dim([1].as_slice(), false, Kind::Float))
+    }
+
+    /// Captions of the held-out images (`None` without any), one image to a sequence, read
+    /// under teacher forcing: an image counts as right when the language model's most likely
+    /// next token is the caption's at every position, which is exactly when greedy decoding
+    /// writes the caption.
+    pub fn caption_accuracy(&self) -> Result<Option<CaptionAccuracy>> {
+        let Some(h) = &self.holdout else {
+            return Ok(None);
+        };
+        let _guard = tch::no_grad_guard();
+        let mut rights = Vec::with_capacity(h.shots.len());
+        let indices: Vec<usize> = (0..h.shots.len()).collect();
+        for chunk in indices.chunks(32) {
+            let batch: Vec<Vec<usize>> = chunk.iter().map(|&i| vec![i]).collect();
+            let Pass { pred, next, kind } = self.predict(&h.shots, &h.pixels, &batch)?;
+            let right = pred.argmax(-1, false).eq_tensor(&next);
+            let cols = right.size()[1] as usize;
+            let right = Vec::<bool>::try_from(&right.flatten(0, -1))?;
+            let kind = Vec::<i64>::try_from(&kind.flatten(0, -1))?;
+            for (r, &i) in chunk.iter().enumerate() {
+                let row = r * cols..(r + 1) * cols;
+                // One image a sequence: its caption's ids are the targets, in order.
+                let caption: Vec<bool> = right[row.clone()]
+                    .iter()
+                    .zip(&kind[row])
+                    .filter(|(_, &k)| k > 0)
+                    .map(|(&ok, _)| ok)
+                    .collect();
+                let shot = &h.shots[i];
+                let exact = caption.iter().all(|&ok| ok);
+                let words = caption[..shot.words.min(caption.len())].iter().all(|&ok| ok);
+                let mut from = 0;
+                let per_word: Vec<bool> = shot
+                    .word_ends
+                    .iter()
+                    .map(|&end| {
+                        let ok = caption[from..end.min(caption.len())].iter().all(|&ok| ok);
+                        from = end;
+                        ok
+                    })
+                    .collect();
+                rights.push((words, exact, per_word));
+            }
+        }
+        let mut acc = CaptionAccuracy::tally(rights.iter().map(|(w, _, p)| (*w, p.clone())));
+        acc.exact = rights.iter().filter(|r| r.1).count() as f64 / rights.len().max(1) as f64;
+        Ok(Some(acc))
     }
 
     /// Writes a checkpoint: the encoder's tensors, the optimiser's moments, the sampler's
@@ -427,5 +734,26 @@ impl<'a> Aligner<'a> {
         self.log = serde_json::from_str(meta.get("align.log").map_or("[]", |s| s.as_str()))
             .unwrap_or_default();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caption_accuracy_tallies_images_and_word_positions() {
+        let acc = CaptionAccuracy::tally(
+            [
+                (true, vec![true, true, true]),
+                (false, vec![true, true, false]),
+                (false, vec![true, false, false]),
+                (true, vec![true, true, true]),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(acc.images, 4);
+        assert_eq!(acc.words, 0.5);
+        assert_eq!(acc.per_word, vec![1.0, 0.75, 0.5]);
     }
 }

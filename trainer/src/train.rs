@@ -304,6 +304,14 @@ impl<'a> Trainer<'a> {
                 )?);
             }
         }
+        if cfg.method == Method::Lora {
+            // LoRA learns from the answer alone: its target runs on to the template's end of
+            // the answer, so that it stops like the model prompted with demonstrations.
+            let end = tok.encode(task.template.answer_tail())?;
+            for e in &mut examples {
+                e.answer.extend(&end);
+            }
+        }
         Ok(examples)
     }
 
