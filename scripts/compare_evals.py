@@ -2,7 +2,7 @@
 
 Usage: python3 scripts/compare_evals.py A.json B.json
 
-Per row (method): both accuracies from each file, and how many questions got the same
+Per row (method, the ` (onnx)` tag left off): both accuracies from each file, and how many questions got the same
 generated answer in both. Exits 1 when any row's accuracies differ or a file lacks a row of
 the other. Standard library only.
 """
@@ -11,9 +11,11 @@ import sys
 
 
 def rows(path):
+    """Rows by method, the backend's tag (`mimic (onnx)`) left off."""
     with open(path) as f:
         doc = json.load(f)
-    return {r["method"]: (r, answers) for r, answers in zip(doc["results"], doc["answers"])}
+    return {r["method"].removesuffix(" (onnx)"): (r, answers)
+            for r, answers in zip(doc["results"], doc["answers"])}
 
 
 def main():

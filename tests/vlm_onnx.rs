@@ -236,3 +236,24 @@ fn idefics2_onnx_drops_partial_patches_as_transformers() {
     eprintln!("idefics2 30x27 onnx: logits relative error {err:.2e}");
     assert!(err <= TOL, "logits relative error {err:e}");
 }
+
+#[test]
+fn a_changed_image_encoder_changes_the_compiled_cache_key() {
+    // `eval --backend onnx` caches compiled folders by the language model's fingerprint and
+    // the encoder's: two models with one language model and two encoders must not share one.
+    let (model, _) = vlm_fixture("idefics3");
+    let (mut other, _) = vlm_fixture("idefics3");
+    assert_eq!(model.encoder_fingerprint(), other.encoder_fingerprint());
+    let connector = model.encoder.connector_prefix.clone();
+    let (_, t) = other
+        .encoder
+        .tower
+        .weights
+        .tensors
+        .iter_mut()
+        .find(|(n, _)| n.starts_with(&connector))
+        .expect("a connector tensor");
+    t.data[0] += 1e-3;
+    assert_eq!(model.decoder.fingerprint(), other.decoder.fingerprint());
+    assert_ne!(model.encoder_fingerprint(), other.encoder_fingerprint());
+}

@@ -621,7 +621,8 @@ fn compiled_folder(
         }
         None => String::new(),
     };
-    let vision_tag = if vision.is_some() { "-vlm" } else { "" };
+    // Models that share a language model but not an image encoder compile apart.
+    let vision_tag = vision.map_or(String::new(), |v| format!("-vlm-{}", v.encoder_fingerprint()));
     let passes: Vec<&str> = opts.passes.iter().map(|p| p.name()).collect();
     let tag = format!(
         "{fingerprint}-{build:x}-{:?}-{}-{}-{}{heads_tag}{vision_tag}",

@@ -66,6 +66,22 @@ pub struct VisionLanguageModel {
 }
 
 impl VisionLanguageModel {
+    /// A short hash of the model's config and its image encoder's weights (the tower's and the
+    /// connector's: names and their first 8,192 values each); the language model has its own
+    /// ([`Model::fingerprint`]). Two models that share a language model but not an encoder
+    /// differ here.
+    pub fn encoder_fingerprint(&self) -> String {
+        let mut h = crate::default_model::Fnv64::default();
+        h.write(format!("{:?}", self.config).as_bytes());
+        for (name, t) in &self.encoder.tower.weights.tensors {
+            h.write(name.as_bytes());
+            for x in t.data.iter().take(8192) {
+                h.write(&x.to_le_bytes());
+            }
+        }
+        format!("{:016x}", h.0)
+    }
+
     /// Opens an HF folder (config.json, safetensors or a sharded index, tokenizer.json,
     /// preprocessor_config.json) and checks every tensor the config implies.
     pub fn open(dir: &Path) -> Result<Self> {
