@@ -80,7 +80,10 @@ fn made_model_matches_transformers() {
         // The image tokens.
         let features = vlm.encode_images(&inputs, false).unwrap().hidden;
         let err = rel_err(&to_vec(&features), &want("image_features").f32);
-        eprintln!("p{k} ({} images): image features relative error {err:.2e}", paths.len());
+        eprintln!(
+            "p{k} ({} images): image features relative error {err:.2e}",
+            paths.len()
+        );
         assert!(err <= TOL, "p{k}: image features relative error {err:e}");
 
         // The last four positions' logits.
@@ -99,7 +102,10 @@ fn made_model_matches_transformers() {
         let want_greedy = &want("greedy").i64;
         let gen = greedy(&mut lm, &ids, want_greedy.len(), &[], |_| {}).unwrap();
         let got: Vec<i64> = gen.tokens.iter().map(|&t| t as i64).collect();
-        eprintln!("p{k}: greedy {got:?} = {:?}", tok.decode(&gen.tokens).unwrap());
+        eprintln!(
+            "p{k}: greedy {got:?} = {:?}",
+            tok.decode(&gen.tokens).unwrap()
+        );
         assert_eq!(&got, want_greedy, "p{k}: greedy tokens");
     }
 }
@@ -128,7 +134,10 @@ fn shipped_encoder_captions_held_out_images() {
         .and_then(|x| x.parse().ok())
         .unwrap_or_else(|| panic!("no caption accuracy in:\n{out}"));
     assert!(out.contains("captions of 50 held-out images"), "{out}");
-    assert!(right >= 0.9, "captions right for {right} of held-out images:\n{out}");
+    assert!(
+        right >= 0.9,
+        "captions right for {right} of held-out images:\n{out}"
+    );
 }
 
 #[test]

@@ -326,8 +326,8 @@ fn heads_made_for_another_model() {
 fn lora_targets_run_on_to_the_end_of_the_answer() {
     // The same draw for MimIC and LoRA: LoRA's answers carry the template's end of the answer
     // (`\n` here) after the answer's own ids, MimIC's do not.
-    use mimic_models::Method;
     use mimic_models::task::{Task, Template, DEFAULT_TEMPLATE};
+    use mimic_models::Method;
     use mimic_trainer::train::{TrainConfig, Trainer};
     let tmp = tempfile::tempdir().unwrap();
     let task_path = write_task(tmp.path(), &PAIRS);

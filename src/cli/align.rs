@@ -191,7 +191,7 @@ fn train(
             super::train::PrecisionChoice::F32 => Precision::F32,
             super::train::PrecisionChoice::Bf16 => Precision::Bf16,
         },
-        pretrain: (a.pretrain_steps > 0 && a.init.is_none()).then(|| PretrainConfig {
+        pretrain: (a.pretrain_steps > 0 && a.init.is_none()).then_some(PretrainConfig {
             steps: a.pretrain_steps,
             batch: a.pretrain_batch,
             lr: a.pretrain_lr,
@@ -261,12 +261,22 @@ fn train(
             bar.set_position(l.step as u64 + 1);
             bar.set_message(format!("loss {:.4} right {:.3}", l.loss, l.accuracy));
             if bar.is_hidden() && (l.step + 1) % 100 == 0 {
-                tracing::info!(step = l.step + 1, of = pre.steps, loss = l.loss, accuracy = l.accuracy, "pretraining");
+                tracing::info!(
+                    step = l.step + 1,
+                    of = pre.steps,
+                    loss = l.loss,
+                    accuracy = l.accuracy,
+                    "pretraining"
+                );
             }
         })?;
         bar.finish();
         if let Some(h) = &held {
-            println!("pretrained tower on {} held-out images: {}", h.images, describe(h));
+            println!(
+                "pretrained tower on {} held-out images: {}",
+                h.images,
+                describe(h)
+            );
             report.insert("pretrain_holdout".into(), serde_json::to_value(h)?);
         }
         mimic_models::files::write_atomically(

@@ -622,7 +622,9 @@ fn compiled_folder(
         None => String::new(),
     };
     // Models that share a language model but not an image encoder compile apart.
-    let vision_tag = vision.map_or(String::new(), |v| format!("-vlm-{}", v.encoder_fingerprint()));
+    let vision_tag = vision.map_or(String::new(), |v| {
+        format!("-vlm-{}", v.encoder_fingerprint())
+    });
     let passes: Vec<&str> = opts.passes.iter().map(|p| p.name()).collect();
     let tag = format!(
         "{fingerprint}-{build:x}-{:?}-{}-{}-{}{heads_tag}{vision_tag}",

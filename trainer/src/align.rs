@@ -25,9 +25,9 @@ use crate::optim::{cosine_lr, AdamW, AdamWConfig};
 use crate::rng::SplitMix64;
 use crate::torch_backend::{Forward, ImageTokens, TorchModel};
 use crate::torch_vision::{TorchVision, VisionForward};
-use mimic_models::vision::siglip::Features;
 use crate::train::Precision;
 use crate::{Result, TrainerError};
+use mimic_models::vision::siglip::Features;
 
 /// Everything that determines an alignment run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -294,8 +294,8 @@ impl<'a> Aligner<'a> {
             ));
         }
         let device = encoder.device;
-        let pixels = preprocess(examples, processor, encoder.config.image_size as i64)?
-            .to_device(device);
+        let pixels =
+            preprocess(examples, processor, encoder.config.image_size as i64)?.to_device(device);
         let (_, tail) = template
             .text
             .split_once("{output}")
@@ -541,7 +541,9 @@ impl<'a> Aligner<'a> {
             let flip: Vec<f32> = (0..cfg.batch).map(|_| rng.below(2) as f32).collect();
             let idx = Tensor::from_slice(&idx).to_device(device);
             let x = self.pixels.index_select(0, &idx);
-            let flip = Tensor::from_slice(&flip).to_device(device).view([-1, 1, 1, 1]);
+            let flip = Tensor::from_slice(&flip)
+                .to_device(device)
+                .view([-1, 1, 1, 1]);
             let x = &x + (x.flip([3]) - &x) * &flip;
             let logits = self.pooled(&x)?.matmul(&head_w.tr()) + &head_b;
             let y = self.class_of.index_select(0, &idx);
@@ -593,7 +595,10 @@ impl<'a> Aligner<'a> {
                     let per_word: Vec<bool> = (0..truth.len())
                         .map(|j| said.get(j) == truth.get(j))
                         .collect();
-                    (per_word.iter().all(|&r| r) && said.len() == truth.len(), per_word)
+                    (
+                        per_word.iter().all(|&r| r) && said.len() == truth.len(),
+                        per_word,
+                    )
                 });
                 Some(CaptionAccuracy::tally(rights))
             }
@@ -638,7 +643,9 @@ impl<'a> Aligner<'a> {
                     .collect();
                 let shot = &h.shots[i];
                 let exact = caption.iter().all(|&ok| ok);
-                let words = caption[..shot.words.min(caption.len())].iter().all(|&ok| ok);
+                let words = caption[..shot.words.min(caption.len())]
+                    .iter()
+                    .all(|&ok| ok);
                 let mut from = 0;
                 let per_word: Vec<bool> = shot
                     .word_ends
