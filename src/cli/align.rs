@@ -385,8 +385,8 @@ fn train(
     Ok(())
 }
 
-/// `words right 0.950 (a 1.000, colour 0.990, shape 0.955), exact 0.948`: easy-VQA's
-/// captions are `a {colour} {shape}`.
+/// `all words right 0.950 (a 1.000, colour 0.990, shape 0.955), exactly the caption 0.948`:
+/// easy-VQA's captions are `a {colour} {shape}`.
 #[cfg(feature = "torch")]
 fn describe(h: &mimic_trainer::align::CaptionAccuracy) -> String {
     let names = ["a", "colour", "shape"];

@@ -125,28 +125,42 @@ pub struct CaptionAccuracy {
     pub per_word: Vec<f64>,
 }
 
+/// One held-out image's caption: all its words right, the whole caption (end marker
+/// included) right, and each word position right.
+struct CaptionVerdict {
+    words: bool,
+    exact: bool,
+    per_word: Vec<bool>,
+}
+
 impl CaptionAccuracy {
-    /// Tallies per image: all words right, and each word position right.
-    fn tally(rights: impl Iterator<Item = (bool, Vec<bool>)>) -> Self {
+    /// The share of images right in each sense.
+    fn tally(verdicts: impl Iterator<Item = CaptionVerdict>) -> Self {
         let mut acc = CaptionAccuracy::default();
+        let (mut words, mut exact) = (0, 0);
         let mut per_word: Vec<usize> = Vec::new();
-        let mut words = 0;
-        for (all, each) in rights {
+        for v in verdicts {
             acc.images += 1;
-            words += all as usize;
-            if per_word.len() < each.len() {
-                per_word.resize(each.len(), 0);
+            words += v.words as usize;
+            exact += v.exact as usize;
+            if per_word.len() < v.per_word.len() {
+                per_word.resize(v.per_word.len(), 0);
             }
-            for (j, ok) in each.iter().enumerate() {
+            for (j, ok) in v.per_word.iter().enumerate() {
                 per_word[j] += *ok as usize;
             }
         }
         let n = acc.images.max(1) as f64;
         acc.words = words as f64 / n;
-        acc.exact = acc.words;
+        acc.exact = exact as f64 / n;
         acc.per_word = per_word.iter().map(|&k| k as f64 / n).collect();
         acc
     }
+}
+
+/// Whether AdamW decays a tensor: not biases and norms.
+fn decays(name: &str) -> bool {
+    !(name.ends_with(".bias") || name.contains("norm"))
 }
 
 /// The language model's predictions over a batch of caption sequences
@@ -323,11 +337,12 @@ impl<'a> Aligner<'a> {
         let mut captions: Vec<&str> = examples.iter().map(|e| e.caption.as_str()).collect();
         captions.sort_unstable();
         captions.dedup();
-        let classes: Vec<String> = captions.iter().map(|c| c.to_string()).collect();
+        // Sorted and drawn from the examples' own captions: every caption is found.
         let ids: Vec<i64> = examples
             .iter()
-            .map(|e| classes.iter().position(|c| *c == e.caption).unwrap_or(0) as i64)
+            .map(|e| captions.binary_search(&e.caption.as_str()).unwrap_or(0) as i64)
             .collect();
+        let classes: Vec<String> = captions.iter().map(|c| c.to_string()).collect();
         let class_of = Tensor::from_slice(&ids).to_device(device);
         let holdout = if holdout.is_empty() {
             None
@@ -482,7 +497,7 @@ impl<'a> Aligner<'a> {
         let mut refs: Vec<(&mut Tensor, bool)> = params
             .iter_mut()
             .map(|(name, t)| {
-                let decay = !(name.ends_with(".bias") || name.contains("norm"));
+                let decay = decays(name);
                 (t, decay)
             })
             .collect();
@@ -564,7 +579,7 @@ impl<'a> Aligner<'a> {
             let lr = cosine_lr(&optim, step, cfg.steps);
             let mut refs: Vec<(&mut Tensor, bool)> = tower
                 .iter_mut()
-                .map(|(name, t)| (t, !(name.ends_with(".bias") || name.contains("norm"))))
+                .map(|(name, t)| (t, decays(name)))
                 .collect();
             refs.push((&mut head_w, true));
             refs.push((&mut head_b, false));
@@ -589,18 +604,21 @@ impl<'a> Aligner<'a> {
                     let logits = self.pooled(&x)?.matmul(&head_w.tr()) + &head_b;
                     named.extend(Vec::<i64>::try_from(&logits.argmax(-1, false))?);
                 }
-                let rights = h.captions.iter().zip(&named).map(|(truth, &c)| {
+                // The head names a whole caption: words right is exactly right.
+                let verdicts = h.captions.iter().zip(&named).map(|(truth, &c)| {
                     let said: Vec<&str> = self.classes[c as usize].split_whitespace().collect();
                     let truth: Vec<&str> = truth.split_whitespace().collect();
                     let per_word: Vec<bool> = (0..truth.len())
                         .map(|j| said.get(j) == truth.get(j))
                         .collect();
-                    (
-                        per_word.iter().all(|&r| r) && said.len() == truth.len(),
+                    let right = per_word.iter().all(|&r| r) && said.len() == truth.len();
+                    CaptionVerdict {
+                        words: right,
+                        exact: right,
                         per_word,
-                    )
+                    }
                 });
-                Some(CaptionAccuracy::tally(rights))
+                Some(CaptionAccuracy::tally(verdicts))
             }
         };
         Ok((log, held))
@@ -623,7 +641,7 @@ impl<'a> Aligner<'a> {
             return Ok(None);
         };
         let _guard = tch::no_grad_guard();
-        let mut rights = Vec::with_capacity(h.shots.len());
+        let mut verdicts = Vec::with_capacity(h.shots.len());
         let indices: Vec<usize> = (0..h.shots.len()).collect();
         for chunk in indices.chunks(32) {
             let batch: Vec<Vec<usize>> = chunk.iter().map(|&i| vec![i]).collect();
@@ -642,10 +660,6 @@ impl<'a> Aligner<'a> {
                     .map(|(&ok, _)| ok)
                     .collect();
                 let shot = &h.shots[i];
-                let exact = caption.iter().all(|&ok| ok);
-                let words = caption[..shot.words.min(caption.len())]
-                    .iter()
-                    .all(|&ok| ok);
                 let mut from = 0;
                 let per_word: Vec<bool> = shot
                     .word_ends
@@ -656,12 +670,16 @@ impl<'a> Aligner<'a> {
                         ok
                     })
                     .collect();
-                rights.push((words, exact, per_word));
+                verdicts.push(CaptionVerdict {
+                    words: caption[..shot.words.min(caption.len())]
+                        .iter()
+                        .all(|&ok| ok),
+                    exact: caption.iter().all(|&ok| ok),
+                    per_word,
+                });
             }
         }
-        let mut acc = CaptionAccuracy::tally(rights.iter().map(|(w, _, p)| (*w, p.clone())));
-        acc.exact = rights.iter().filter(|r| r.1).count() as f64 / rights.len().max(1) as f64;
-        Ok(Some(acc))
+        Ok(Some(CaptionAccuracy::tally(verdicts.into_iter())))
     }
 
     /// Writes a checkpoint: the encoder's tensors, the optimiser's moments, the sampler's
@@ -750,17 +768,23 @@ mod tests {
 
     #[test]
     fn caption_accuracy_tallies_images_and_word_positions() {
+        let verdict = |words, exact, per_word: [bool; 3]| CaptionVerdict {
+            words,
+            exact,
+            per_word: per_word.to_vec(),
+        };
         let acc = CaptionAccuracy::tally(
             [
-                (true, vec![true, true, true]),
-                (false, vec![true, true, false]),
-                (false, vec![true, false, false]),
-                (true, vec![true, true, true]),
+                verdict(true, true, [true, true, true]),
+                verdict(false, false, [true, true, false]),
+                verdict(false, false, [true, false, false]),
+                verdict(true, false, [true, true, true]),
             ]
             .into_iter(),
         );
         assert_eq!(acc.images, 4);
         assert_eq!(acc.words, 0.5);
+        assert_eq!(acc.exact, 0.25);
         assert_eq!(acc.per_word, vec![1.0, 0.75, 0.5]);
     }
 }
