@@ -349,6 +349,15 @@ fn mme_and_seed_from_their_official_layouts() {
     let score = &v["benchmark"][0];
     assert_eq!(score["questions"], 2, "{v}");
     assert!(score["seed"]["overall"].is_number(), "{v}");
+    // The choices in MimIC's own `choices` message between the question and the answer.
+    let prompt = v["answers"][0][0]["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains(
+            "<|im_start|>question\n\nWhat colour is the image?<|im_end|>\n<|im_start|>choices\n\n\
+             A. red B. green C. blue D. grey\nAnswer with the letter.<|im_end|>\n<|im_start|>answer"
+        ),
+        "{prompt}"
+    );
     let rows = read_json(&results.join("seed-zero-shot.json"));
     assert_eq!(rows.as_array().unwrap().len(), 2);
 }

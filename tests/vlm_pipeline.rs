@@ -292,12 +292,13 @@ fn rices_picks_demonstrations_by_image() {
 
 #[test]
 fn batched_eval_answers_as_one_at_a_time() {
-    // ONNX Runtime, greedy, prompts with their demonstrations' images and their own: four
-    // queries in one left-padded batch answer as one by one.
+    // Prompts with their demonstrations' images and their own: four queries in one
+    // left-padded batch answer as one by one, on both backends, greedy and with beam search
+    // (every query's three beams rows of the batch).
     let tmp = tempfile::tempdir().unwrap();
     let model = fixtures_dir().join("vlm/idefics3").display().to_string();
-    let answers = |batch: &str| {
-        let json = tmp.path().join(format!("batch-{batch}.json"));
+    let answers = |backend: &str, beams: &str, batch: &str| {
+        let json = tmp.path().join(format!("{backend}-{beams}-{batch}.json"));
         succeeds(&[
             "eval",
             "--model",
@@ -311,7 +312,9 @@ fn batched_eval_answers_as_one_at_a_time() {
             "--shots",
             "1",
             "--backend",
-            "onnx",
+            backend,
+            "--num-beams",
+            beams,
             "--batch",
             batch,
             "--max-new-tokens",
@@ -331,7 +334,20 @@ fn batched_eval_answers_as_one_at_a_time() {
             .map(|a| a["generated"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
     };
-    let batched = answers("4");
-    assert_eq!(batched.len(), 8);
-    assert_eq!(batched, answers("1"));
+    for backend in ["onnx", "torch"] {
+        for beams in ["1", "3"] {
+            let batched = answers(backend, beams, "4");
+            assert_eq!(batched.len(), 8);
+            // Not one answer repeated: the comparison below has something to compare.
+            assert!(
+                batched.iter().any(|a| a != &batched[0]),
+                "{backend}, {beams} beams: {batched:?}"
+            );
+            assert_eq!(
+                batched,
+                answers(backend, beams, "1"),
+                "{backend}, {beams} beams"
+            );
+        }
+    }
 }

@@ -106,6 +106,126 @@ fn log_softmax(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&x| x - lse).collect()
 }
 
+/// One prompt's beam search, a step at a time: [`BeamSearch::advance`] takes the logits of
+/// its running beams and says which beams to run next and on which tokens, so that one
+/// driver can run a single search ([`beam_search`]) or the searches of many prompts as one
+/// batch ([`crate::batch::beam_search_batch`]).
+pub struct BeamSearch<'e> {
+    num_beams: usize,
+    max_new_tokens: usize,
+    eos: &'e [u32],
+    finished: Finished,
+    /// The running beams' generated tokens and scores.
+    beams: Vec<Vec<u32>>,
+    scores: Vec<f32>,
+    /// Candidates kept each step: `max(2, 1 + n_eos) * num_beams`.
+    keep: usize,
+    step: usize,
+    done: bool,
+}
+
+impl<'e> BeamSearch<'e> {
+    pub fn new(cfg: &BeamConfig, eos: &'e [u32]) -> Self {
+        let b = cfg.num_beams.max(1);
+        BeamSearch {
+            num_beams: b,
+            max_new_tokens: cfg.max_new_tokens,
+            eos,
+            finished: Finished {
+                num_beams: b,
+                length_penalty: cfg.length_penalty,
+                early_stopping: cfg.early_stopping,
+                max_new_tokens: cfg.max_new_tokens,
+                hyps: Vec::new(),
+                worst: 1e9,
+            },
+            beams: vec![Vec::new(); b],
+            // At the first step the beams are identical: only the first counts.
+            scores: (0..b).map(|i| if i == 0 { 0.0 } else { -1e9 }).collect(),
+            keep: 2usize.max(1 + eos.len()) * b,
+            step: 0,
+            done: cfg.max_new_tokens == 0,
+        }
+    }
+
+    /// Whether the search has ended (no more steps to run).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// One step from `logits`, the next-token logits of each running beam (at the first step,
+    /// the prompt's one row). Returns the beams to run next, as (parent row in `logits`,
+    /// token) pairs, or `None` once the search has ended.
+    pub fn advance(&mut self, logits: &[Vec<f32>]) -> Option<Vec<(usize, u32)>> {
+        if self.done || logits.is_empty() {
+            self.done = true;
+            return None;
+        }
+        let b = self.num_beams;
+        // The first step's rows are all the prompt's one row.
+        let rows_in = logits.len();
+        let row_logits = |row: usize| &logits[if rows_in == 1 { 0 } else { row }];
+        let vocab = logits[0].len();
+        let mut candidates: Vec<(f32, usize)> = Vec::with_capacity(b * vocab);
+        for row in 0..b {
+            for (t, lp) in log_softmax(row_logits(row)).into_iter().enumerate() {
+                candidates.push((lp + self.scores[row], row * vocab + t));
+            }
+        }
+        let keep = self.keep.min(candidates.len());
+        let by_rank = |a: &(f32, usize), c: &(f32, usize)| c.0.total_cmp(&a.0).then(a.1.cmp(&c.1));
+        candidates.select_nth_unstable_by(keep - 1, by_rank);
+        candidates.truncate(keep);
+        candidates.sort_by(by_rank);
+        // A candidate "hits" when it ends in an end token or reaches `max_new_tokens`; hits
+        // ranked among the first `b` are finished, the best `b` others run on.
+        let step = self.step;
+        self.step += 1;
+        let last = step + 1 == self.max_new_tokens;
+        let mut next: Vec<(usize, u32, f32)> = Vec::with_capacity(b);
+        for (rank, &(score, flat)) in candidates.iter().enumerate() {
+            let (row, token) = (flat / vocab, (flat % vocab) as u32);
+            if last || self.eos.contains(&token) {
+                if rank < b {
+                    let mut tokens = self.beams[row].clone();
+                    tokens.push(token);
+                    self.finished.add(tokens, score as f64, step + 1);
+                }
+            } else if next.len() < b {
+                next.push((row, token, score));
+            }
+        }
+        // The best running beam, normalised, against the worst finished hypothesis.
+        if last || next.is_empty() || self.finished.is_done(next[0].2 as f64, step + 1) {
+            self.done = true;
+            return None;
+        }
+        self.beams = next
+            .iter()
+            .map(|&(row, token, _)| {
+                let mut t = self.beams[row].clone();
+                t.push(token);
+                t
+            })
+            .collect();
+        self.scores = next.iter().map(|&(_, _, s)| s).collect();
+        Some(
+            next.iter()
+                .map(|&(row, token, _)| (if rows_in == 1 { 0 } else { row }, token))
+                .collect(),
+        )
+    }
+
+    /// The finished hypotheses, best first (at most `num_beams`); of equal scores the one
+    /// added last, as transformers' stable sort and pop.
+    pub fn hypotheses(self) -> Vec<Hypothesis> {
+        let mut hyps: Vec<(usize, Hypothesis)> =
+            self.finished.hyps.into_iter().enumerate().collect();
+        hyps.sort_by(|(i, a), (j, c)| c.score.total_cmp(&a.score).then(j.cmp(i)));
+        hyps.into_iter().map(|(_, h)| h).collect()
+    }
+}
+
 /// The hypotheses of a beam search from `prompt`, best first (at most `num_beams`).
 pub fn beam_search<M: BeamLm>(
     lm: &mut M,
@@ -113,76 +233,16 @@ pub fn beam_search<M: BeamLm>(
     cfg: &BeamConfig,
     eos: &[u32],
 ) -> Result<Vec<Hypothesis>, M::Error> {
-    let b = cfg.num_beams.max(1);
-    let mut finished = Finished {
-        num_beams: b,
-        length_penalty: cfg.length_penalty,
-        early_stopping: cfg.early_stopping,
-        max_new_tokens: cfg.max_new_tokens,
-        hyps: Vec::new(),
-        worst: 1e9,
-    };
-    if cfg.max_new_tokens == 0 {
+    let mut search = BeamSearch::new(cfg, eos);
+    if search.is_done() {
         return Ok(vec![]);
     }
-    let first = lm.start(prompt)?;
-    let mut logits: Vec<Vec<f32>> = vec![first; b];
-    let mut beams: Vec<Vec<u32>> = vec![Vec::new(); b];
-    let mut scores: Vec<f32> = (0..b).map(|i| if i == 0 { 0.0 } else { -1e9 }).collect();
-    let keep = 2usize.max(1 + eos.len()) * b;
-    for step in 0..cfg.max_new_tokens {
-        let vocab = logits[0].len();
-        let mut candidates: Vec<(f32, usize)> = Vec::with_capacity(b * vocab);
-        for (row, l) in logits.iter().enumerate() {
-            for (t, lp) in log_softmax(l).into_iter().enumerate() {
-                candidates.push((lp + scores[row], row * vocab + t));
-            }
-        }
-        let keep = keep.min(candidates.len());
-        let by_rank = |a: &(f32, usize), c: &(f32, usize)| c.0.total_cmp(&a.0).then(a.1.cmp(&c.1));
-        candidates.select_nth_unstable_by(keep - 1, by_rank);
-        candidates.truncate(keep);
-        candidates.sort_by(by_rank);
-        // A candidate "hits" when it ends in an end token or reaches `max_new_tokens`; hits
-        // ranked among the first `b` are finished, the best `b` others run on.
-        let last = step + 1 == cfg.max_new_tokens;
-        let mut next: Vec<(usize, u32, f32)> = Vec::with_capacity(b);
-        for (rank, &(score, flat)) in candidates.iter().enumerate() {
-            let (row, token) = (flat / vocab, (flat % vocab) as u32);
-            if last || eos.contains(&token) {
-                if rank < b {
-                    let mut tokens = beams[row].clone();
-                    tokens.push(token);
-                    finished.add(tokens, score as f64, step + 1);
-                }
-            } else if next.len() < b {
-                next.push((row, token, score));
-            }
-        }
-        if last || next.is_empty() {
-            break;
-        }
-        // The best running beam, normalised, against the worst finished hypothesis.
-        if finished.is_done(next[0].2 as f64, step + 1) {
-            break;
-        }
-        beams = next
-            .iter()
-            .map(|&(row, token, _)| {
-                let mut t = beams[row].clone();
-                t.push(token);
-                t
-            })
-            .collect();
-        scores = next.iter().map(|&(_, _, s)| s).collect();
-        let parents: Vec<usize> = next.iter().map(|&(row, _, _)| row).collect();
-        let tokens: Vec<u32> = next.iter().map(|&(_, t, _)| t).collect();
+    let mut logits = vec![lm.start(prompt)?];
+    while let Some(next) = search.advance(&logits) {
+        let (parents, tokens): (Vec<usize>, Vec<u32>) = next.into_iter().unzip();
         logits = lm.step(&parents, &tokens)?;
     }
-    // Best first; of equal scores the one added last, as transformers' stable sort and pop.
-    let mut hyps: Vec<(usize, Hypothesis)> = finished.hyps.into_iter().enumerate().collect();
-    hyps.sort_by(|(i, a), (j, c)| c.score.total_cmp(&a.score).then(j.cmp(i)));
-    Ok(hyps.into_iter().map(|(_, h)| h).collect())
+    Ok(search.hypotheses())
 }
 
 #[cfg(test)]

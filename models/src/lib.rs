@@ -1,6 +1,7 @@
 //! Model architectures written once over a tensor-operation trait ([`backend::Backend`]), with
 //! loaders for Hugging Face folders and GGUF files, tokenizers, and the default model.
 pub mod backend;
+pub mod batch;
 pub mod beam;
 pub mod config;
 pub mod contract;

@@ -1,8 +1,8 @@
-//! Greedy generation for a batch of prompts of different lengths: left-padded, one row per
-//! prompt, each row stopping on its own.
-use mimic_models::generate::argmax;
+//! Generation for a batch of prompts of different lengths through a compiled model: left-padded,
+//! one row per prompt (or per beam), each row stopping on its own.
+use mimic_models::batch::BatchLm;
 
-use crate::session::CompiledModel;
+use crate::session::{CompiledModel, KvState, RunOutput};
 use crate::{Result, RuntimeError};
 
 /// The prompts' token ids laid out for one run: `[batch, longest]` ids left-padded with
@@ -36,6 +36,96 @@ pub fn by_length(lengths: impl IntoIterator<Item = usize>) -> Vec<usize> {
     order
 }
 
+/// A compiled model running a batch of rows ([`BatchLm`]): the prompts left-padded with
+/// `pad`, each row's attention mask and next position carried from step to step, rows
+/// reordered (beam search) by gathering their caches.
+pub struct OnnxBatch<'m> {
+    pub model: &'m mut CompiledModel,
+    pub pad: u32,
+    state: Option<KvState>,
+    /// `[rows, cached positions]`, 0 on padding.
+    mask: Vec<i64>,
+    next_pos: Vec<i64>,
+}
+
+impl<'m> OnnxBatch<'m> {
+    pub fn new(model: &'m mut CompiledModel, pad: u32) -> Self {
+        OnnxBatch {
+            model,
+            pad,
+            state: None,
+            mask: Vec::new(),
+            next_pos: Vec::new(),
+        }
+    }
+
+    /// Each row's last logits of a run over `rows` rows.
+    fn last_logits(out: &RunOutput, rows: usize) -> Vec<Vec<f32>> {
+        let vocab = *out.logits_shape.last().unwrap_or(&0);
+        let per = out.logits.len() / vocab.max(1) / rows.max(1);
+        (0..rows)
+            .map(|i| out.logits[(i * per + per - 1) * vocab..(i * per + per) * vocab].to_vec())
+            .collect()
+    }
+}
+
+impl BatchLm for OnnxBatch<'_> {
+    type Error = RuntimeError;
+
+    fn start_batch(&mut self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        if let Some(i) = prompts.iter().position(Vec::is_empty) {
+            return Err(RuntimeError::Other(format!("prompt {i} is empty")));
+        }
+        if self.model.contract.logits != mimic_models::contract::Logits::Last {
+            return Err(RuntimeError::Other(format!(
+                "{}: batched generation needs a graph with last-position logits (compiled without --all-logits)",
+                self.model.dir.display()
+            )));
+        }
+        let batch = prompts.len();
+        let (ids, mask, pos) = left_padded(prompts, self.pad);
+        let state = self.model.empty_state(batch)?;
+        let out = self.model.run(batch, &ids, &mask, &pos, state)?;
+        self.mask = mask;
+        self.next_pos = prompts.iter().map(|p| p.len() as i64).collect();
+        let logits = Self::last_logits(&out, batch);
+        self.state = Some(out.state);
+        Ok(logits)
+    }
+
+    fn step_batch(&mut self, parents: &[usize], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let Some(mut state) = self.state.take() else {
+            return Err(RuntimeError::Other(
+                "a batch step before its prompts".into(),
+            ));
+        };
+        let rows = self.next_pos.len();
+        let total = self.mask.len() / rows.max(1);
+        let same_rows = parents.len() == rows && parents.iter().enumerate().all(|(i, &p)| i == p);
+        if !same_rows {
+            state = state.select_rows(parents)?;
+            self.next_pos = parents.iter().map(|&p| self.next_pos[p]).collect();
+        }
+        // One more column: every row's new token is real.
+        let mut mask = Vec::with_capacity(parents.len() * (total + 1));
+        for &p in parents {
+            mask.extend_from_slice(&self.mask[p * total..(p + 1) * total]);
+            mask.push(1);
+        }
+        self.mask = mask;
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let out = self
+            .model
+            .run(parents.len(), &ids, &self.mask, &self.next_pos, state)?;
+        for p in &mut self.next_pos {
+            *p += 1;
+        }
+        let logits = Self::last_logits(&out, parents.len());
+        self.state = Some(out.state);
+        Ok(logits)
+    }
+}
+
 /// Greedy continuation of every prompt, at most `max_new` tokens each. `done(row, tokens)`
 /// says when a row has finished (its end-of-sequence token, a newline, ...); finished rows
 /// keep their place in the batch until every row is done. Returns each row's new tokens.
@@ -44,58 +134,9 @@ pub fn greedy_batch(
     prompts: &[Vec<u32>],
     max_new: usize,
     pad: u32,
-    mut done: impl FnMut(usize, &[u32]) -> bool,
+    done: impl FnMut(usize, &[u32]) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
-    let batch = prompts.len();
-    let mut out = vec![Vec::new(); batch];
-    if batch == 0 || max_new == 0 {
-        return Ok(out);
-    }
-    if let Some(i) = prompts.iter().position(Vec::is_empty) {
-        return Err(RuntimeError::Other(format!("prompt {i} is empty")));
-    }
-    if model.contract.logits != mimic_models::contract::Logits::Last {
-        return Err(RuntimeError::Other(format!(
-            "{}: batched generation needs a graph with last-position logits (compiled without --all-logits)",
-            model.dir.display()
-        )));
-    }
-    let (ids, mut mask, pos) = left_padded(prompts, pad);
-    let mut next_pos: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
-    let state = model.empty_state(batch)?;
-    let mut r = model.run(batch, &ids, &mask, &pos, state)?;
-    let mut finished = vec![false; batch];
-    loop {
-        let vocab = *r.logits_shape.last().unwrap_or(&0);
-        let mut step_ids = Vec::with_capacity(batch);
-        for (row, logits) in r.logits.chunks(vocab).enumerate() {
-            let t = if finished[row] {
-                *out[row].last().unwrap_or(&pad)
-            } else {
-                let t = argmax(logits);
-                out[row].push(t);
-                finished[row] = done(row, &out[row]) || out[row].len() >= max_new;
-                t
-            };
-            step_ids.push(t as i64);
-        }
-        if finished.iter().all(|&f| f) {
-            return Ok(out);
-        }
-        // One more column: every row's new token is real (finished rows' are ignored).
-        let total = mask.len() / batch;
-        let mut grown = Vec::with_capacity(batch * (total + 1));
-        for row in mask.chunks(total) {
-            grown.extend_from_slice(row);
-            grown.push(1);
-        }
-        mask = grown;
-        let step_pos = next_pos.clone();
-        for p in &mut next_pos {
-            *p += 1;
-        }
-        r = model.run(batch, &step_ids, &mask, &step_pos, r.state)?;
-    }
+    mimic_models::batch::greedy_batch(&mut OnnxBatch::new(model, pad), prompts, max_new, done)
 }
 
 #[cfg(test)]

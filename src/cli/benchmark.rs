@@ -1,11 +1,11 @@
 //! `--dataset`: a benchmark in its official layout as a task (a support set drawn from its
 //! training split for demonstrations and training, its evaluation split as the queries), and
 //! the benchmark's own scoring of the answers. VQA data sets (VQAv2, OK-VQA, easy-VQA) are
-//! scored by VQA accuracy, the official scorer's and the published MimIC code's variant, and
+//! scored by VQA accuracy (OK-VQA's answers stemmed first, as the published code does), the official scorer's and the published MimIC code's variant, and
 //! their answers written as the official results file `[{question_id, answer}]`. MME (yes/no
 //! questions) is scored as its official `calculation.py` does, per subtask with the
 //! perception and cognition totals, its result files written one per subtask; SEED-Bench
-//! (four-way choices, written into the question) by accuracy per dimension, an answer that is
+//! (four-way choices, in MimIC's `choices` message after the question) by accuracy per dimension, an answer that is
 //! no letter replaced by a seeded random one as the published MimIC code does. MME and SEED
 //! have no training split: the support set is drawn from the questions and left out of the
 //! queries.
@@ -23,6 +23,7 @@ use mimic_models::datasets::vqa::{read_vqa, VqaSplit};
 use mimic_models::datasets::{Dataset, MissingImages};
 use mimic_models::rng::SplitMix64;
 use mimic_models::task::{Pair, Task, Template};
+use mimic_models::vlm::prompt::MimicTemplate;
 
 /// The data sets `--dataset` takes.
 pub const DATASETS: &[&str] = &[
@@ -57,7 +58,7 @@ pub struct DatasetArgs {
 /// The prompt template a data set takes by default: the published MimIC shot of the model's
 /// architecture (caption shots for COCO and Flickr30k, VQA shots for the rest).
 pub fn default_template(dataset: Dataset, arch: mimic_models::vlm::VlmArchitecture) -> String {
-    let t = mimic_models::vlm::prompt::MimicTemplate::for_architecture(arch);
+    let t = MimicTemplate::for_architecture(arch);
     match dataset {
         Dataset::Coco | Dataset::Flickr30k => t.caption_task_template(),
         _ => t.vqa_task_template(),
@@ -140,11 +141,13 @@ fn draw(mut pairs: Vec<Pair>, n: usize, seed: u64) -> Vec<Pair> {
 
 impl DatasetArgs {
     /// The benchmark as a task (`template` must hold one `<image>`), the evaluation split cut to
-    /// `limit` queries when given, and its scoring data.
+    /// `limit` queries when given, and its scoring data. SEED-Bench's questions carry the
+    /// `choices` message of `arch`'s MimIC template ([`MimicTemplate::question_with_choices`]).
     pub fn load(
         &self,
         dataset: Dataset,
         template: &str,
+        arch: mimic_models::vlm::VlmArchitecture,
         seed: u64,
         limit: Option<usize>,
     ) -> Result<(Task, Benchmark)> {
@@ -280,10 +283,8 @@ impl DatasetArgs {
                         mimic_metrics::seed::Choice::from_letter(&letter).with_context(|| {
                             format!("SEED question {}: answer {letter}", s.question_id)
                         })?;
-                    let question = format!(
-                        "{}\nA. {}\nB. {}\nC. {}\nD. {}",
-                        s.question, s.choices[0], s.choices[1], s.choices[2], s.choices[3]
-                    );
+                    let question = MimicTemplate::for_architecture(arch)
+                        .question_with_choices(&s.question, &s.choices);
                     rows.push((
                         pair(&question, &letter, &s.image),
                         SeedQuestion {
@@ -529,6 +530,17 @@ impl Scores {
 }
 
 impl Benchmark {
+    /// A generated VQA answer as the published code scores it: [`postprocess`]ed, then, for
+    /// OK-VQA, stemmed as its annotations were (`OKVQAStemmer`: nltk's tokenizer and tagger,
+    /// WordNet's verb lemmas, inflection's singular; [`mimic_metrics::OkVqaStemmer`]).
+    pub fn vqa_answer(&self, generated: &str) -> String {
+        let answer = postprocess(generated);
+        match self.dataset {
+            Dataset::OkVqa => mimic_metrics::OkVqaStemmer::new().stem(&answer),
+            _ => answer,
+        }
+    }
+
     /// Scores `generated` (one per question, in order).
     pub fn score(&self, method: &str, generated: &[String]) -> Result<Scores> {
         use mimic_metrics::vqa::{vqa_accuracy, VqaQuestion, VqaVariant};
@@ -538,7 +550,7 @@ impl Benchmark {
                     .iter()
                     .zip(generated)
                     .map(|(q, g)| VqaQuestion {
-                        prediction: postprocess(g),
+                        prediction: self.vqa_answer(g),
                         answers: q.answers.clone(),
                         question_type: q.question_type.clone(),
                         answer_type: q.answer_type.clone(),
@@ -627,7 +639,7 @@ impl Benchmark {
             Scoring::Vqa(qs) => qs
                 .iter()
                 .zip(generated)
-                .map(|(q, g)| serde_json::json!({"question_id": q.question_id, "answer": postprocess(g)}))
+                .map(|(q, g)| serde_json::json!({"question_id": q.question_id, "answer": self.vqa_answer(g)}))
                 .collect(),
             Scoring::Seed(qs) => qs
                 .iter()
@@ -663,6 +675,25 @@ mod tests {
         assert_eq!(postprocess("yes Short answer"), "yes");
         assert_eq!(postprocess("  blue  "), "blue");
         assert_eq!(postprocess("Image: a"), "");
+    }
+
+    #[test]
+    fn okvqa_answers_are_stemmed_and_vqav2_answers_are_not() {
+        let bench = |dataset| Benchmark {
+            dataset,
+            scoring: Scoring::Vqa(vec![]),
+            seed: 0,
+        };
+        // Cut, then stemmed: a plural noun singular, an -ing word to its verb, a manual match.
+        assert_eq!(
+            bench(Dataset::OkVqa).vqa_answer(" dogs running\nQuestion: x"),
+            "dog run"
+        );
+        assert_eq!(bench(Dataset::OkVqa).vqa_answer("weddings"), "wed");
+        assert_eq!(
+            bench(Dataset::VqaV2).vqa_answer(" dogs running\nQuestion: x"),
+            "dogs running"
+        );
     }
 
     #[test]

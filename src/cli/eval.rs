@@ -47,8 +47,9 @@ pub struct Args {
     /// `early_stopping=True`); by default, once no running beam can beat them.
     #[arg(long)]
     pub early_stopping: bool,
-    /// Queries answered at once (`--backend onnx`, greedy): left-padded into one batch, each
-    /// row stopping at its newline or end token.
+    /// Queries answered at once, on either backend, greedy or beam search: left-padded into
+    /// one batch (with beam search, every query's beams are rows of it), each row stopping at
+    /// its newline, end marker or end token. The answers are those of one query at a time.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     #[command(flatten)]
@@ -171,9 +172,6 @@ pub fn run(a: Args) -> Result<()> {
     let length_penalty = a
         .length_penalty
         .unwrap_or(if dataset.is_some() { 0.0 } else { 1.0 });
-    if a.batch > 1 && (a.backend != super::generate::BackendKind::Onnx || num_beams > 1) {
-        bail!("--batch runs greedy decoding in ONNX Runtime: use it with --backend onnx and --num-beams 1");
-    }
     let decoding = Decoding {
         max_new,
         seed,
@@ -201,6 +199,7 @@ pub fn run(a: Args) -> Result<()> {
                 p,
                 &decoding,
                 torch.images.as_ref(),
+                a.batch,
                 progress,
             )?,
             super::generate::BackendKind::Onnx => {
@@ -368,8 +367,8 @@ pub fn run(_: Args) -> Result<()> {
     anyhow::bail!("this mimic was built without the `torch` feature: evaluation runs on libtorch")
 }
 
-/// `run` on the test split through a compiled folder, one query at a time (`batch` 1, greedy
-/// or beam search) or `batch` at a time (greedy); a vision-language model's prompts have
+/// `run` on the test split through a compiled folder, one query at a time (`batch` 1) or
+/// `batch` at a time, greedy or beam search; a vision-language model's prompts have
 /// their images encoded by the folder's image encoder, timed into `encoder_seconds`.
 #[cfg(feature = "torch")]
 pub(crate) fn evaluate_compiled(
@@ -413,7 +412,7 @@ pub(crate) fn evaluate_compiled(
 struct TrainerErrors<M>(M);
 
 /// The test split `batch` queries at a time through a compiled folder (greedy, each row
-/// stopping at its newline, the template's end marker or an end token); a vision-language
+/// stopping at its newline, the template's end marker or an end token, or beam search); a vision-language
 /// model's rows carry their images' tokens, row after row, their encoding timed into
 /// `encoder_time`.
 #[cfg(feature = "torch")]
@@ -438,9 +437,7 @@ fn evaluate_onnx_batched(
         (Some(v), Some(p)) => Some(mimic_models::vlm::request::image_tokens(&v.config, p)),
         _ => None,
     };
-    let eos = compiled.contract.eos_token_ids.clone();
     let pad = tok.pad_id().unwrap_or(0);
-    let max_new = run.decoding.max_new;
     let max_positions = compiled.contract.max_positions;
     let answer_batch = |encs: &[mimic_models::task::Encoded]| {
         if let (Some(v), Some(p)) = (vision, processor) {
@@ -456,13 +453,8 @@ fn evaluate_onnx_batched(
             }
         }
         let prompts: Vec<Vec<u32>> = encs.iter().map(|e| e.prompt()).collect();
-        mimic_runtime::batch::greedy_batch(compiled, &prompts, max_new, pad, |_, toks| {
-            toks.last().is_some_and(|t| eos.contains(t))
-                || tok
-                    .decode(toks)
-                    .is_ok_and(|t| task.template.cut_answer(&t).len() < t.len())
-        })
-        .map_err(err)
+        let mut lm = TrainerErrors(mimic_runtime::batch::OnnxBatch::new(compiled, pad));
+        mimic_trainer::eval::answer_batch(&mut lm, tok, &task.template, &prompts, &run.decoding)
     };
     Ok(mimic_trainer::eval::evaluate_batched(
         tok,
@@ -522,6 +514,30 @@ where
     fn step(&mut self, parents: &[usize], tokens: &[u32]) -> Result<Vec<Vec<f32>>, Self::Error> {
         self.0
             .step(parents, tokens)
+            .map_err(|e| mimic_trainer::TrainerError::Other(e.to_string()))
+    }
+}
+
+#[cfg(feature = "torch")]
+impl<M: mimic_models::batch::BatchLm> mimic_models::batch::BatchLm for TrainerErrors<M>
+where
+    M::Error: std::fmt::Display,
+{
+    type Error = mimic_trainer::TrainerError;
+
+    fn start_batch(&mut self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, Self::Error> {
+        self.0
+            .start_batch(prompts)
+            .map_err(|e| mimic_trainer::TrainerError::Other(e.to_string()))
+    }
+
+    fn step_batch(
+        &mut self,
+        parents: &[usize],
+        tokens: &[u32],
+    ) -> Result<Vec<Vec<f32>>, Self::Error> {
+        self.0
+            .step_batch(parents, tokens)
             .map_err(|e| mimic_trainer::TrainerError::Other(e.to_string()))
     }
 }

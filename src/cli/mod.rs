@@ -462,7 +462,9 @@ impl TaskArgs {
                     Some(t) => t.clone(),
                     None => benchmark::default_template(dataset, arch),
                 };
-                let (task, bench) = self.dataset.load(dataset, &template, self.seed, limit)?;
+                let (task, bench) = self
+                    .dataset
+                    .load(dataset, &template, arch, self.seed, limit)?;
                 Ok((task, Some(bench)))
             }
             (None, None) => anyhow::bail!("give --task or --dataset"),

@@ -108,7 +108,13 @@ pub fn run(a: Args) -> Result<()> {
                 );
             };
             let template = super::benchmark::default_template(dataset, v.config.architecture);
-            let (task, _) = a.dataset.load(dataset, &template, 0, Some(a.prompts))?;
+            let (task, _) = a.dataset.load(
+                dataset,
+                &template,
+                v.config.architecture,
+                0,
+                Some(a.prompts),
+            )?;
             Some((task, dataset.name().to_string()))
         }
         (None, None) => None,

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use mimic_models::batch::{BatchDecoding, BatchLm};
 use mimic_models::beam::{beam_search, BeamConfig, BeamLm};
 use mimic_models::generate::{argmax, CausalLm};
 use mimic_models::tokenizer::TextTokenizer;
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::rng::SplitMix64;
 use crate::shift::Shift;
 use crate::task::{start_token, Encoded, Task, Template};
-use crate::torch_backend::{Shifts, TorchLm, TorchModel};
+use crate::torch_backend::{Shifts, TorchBatch, TorchLm, TorchModel};
 use crate::torch_vlm::TaskImages;
 use crate::{Result, TrainerError};
 
@@ -121,7 +122,10 @@ pub struct PromptImages<'f, M> {
 pub type SetImages<'f, M> = Box<dyn FnMut(&mut M, &[&PathBuf]) -> Result<()> + 'f>;
 
 /// Evaluates `prompting` on the test split with the trainer's forward (and, for a
-/// vision-language model, the task's image tokens); `on_done` is called after each query.
+/// vision-language model, the task's image tokens), `batch` queries at a time (one batch of
+/// rows, left-padded; greedy or beam search as `decoding` says); `on_done` is called after
+/// each batch.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &TorchModel,
     tok: &TextTokenizer,
@@ -129,6 +133,7 @@ pub fn evaluate(
     prompting: &Prompting,
     decoding: &Decoding,
     images: Option<&TaskImages>,
+    batch: usize,
     on_done: impl FnMut(usize, usize),
 ) -> Result<(EvalResult, Vec<Answer>)> {
     let _guard = tch::no_grad_guard();
@@ -136,8 +141,30 @@ pub fn evaluate(
         Prompting::Shifted(s) => s.shifts(),
         _ => Shifts::default(),
     };
+    let mut run = EvalRun::new(prompting, *decoding);
+    if batch > 1 {
+        run.method = format!("{} batch {batch}", run.method);
+        let mut lm = TorchBatch::new(model, shifts, tok.pad_id().unwrap_or(0));
+        let answer = |encs: &[Encoded]| -> Result<Vec<Vec<u32>>> {
+            if let Some(images) = images {
+                let paths: Vec<&PathBuf> = encs.iter().flat_map(|e| e.images.iter()).collect();
+                lm.images = images.features(&paths)?.map(|f| (images.token_id, f));
+            }
+            let prompts: Vec<Vec<u32>> = encs.iter().map(Encoded::prompt).collect();
+            answer_batch(&mut lm, tok, &task.template, &prompts, &run.decoding)
+        };
+        return evaluate_batched(
+            tok,
+            task,
+            &run,
+            images.map(|i| i.expansion),
+            batch,
+            model.config.max_position_embeddings,
+            answer,
+            on_done,
+        );
+    }
     let mut lm = TorchLm::with_shifts(model, shifts);
-    let run = EvalRun::new(prompting, *decoding);
     let images = images.map(|images| PromptImages {
         expansion: images.expansion,
         set: Box::new(move |lm: &mut TorchLm, paths: &[&PathBuf]| {
@@ -234,9 +261,44 @@ where
     )
 }
 
+/// Each prompt's new tokens, the prompts run as one batch: greedy until a newline, the
+/// template's end marker, an end token or `max_new` tokens; with `decoding.beam`, the best
+/// hypothesis of each prompt's beam search (as [`answer`] decodes one prompt).
+pub fn answer_batch<M: BatchLm>(
+    lm: &mut M,
+    tok: &TextTokenizer,
+    template: &Template,
+    prompts: &[Vec<u32>],
+    decoding: &Decoding,
+) -> Result<Vec<Vec<u32>>>
+where
+    TrainerError: From<M::Error>,
+{
+    let beam = decoding.beam.map(|cfg| BeamConfig {
+        max_new_tokens: decoding.max_new,
+        ..cfg
+    });
+    let how = match &beam {
+        Some(cfg) => BatchDecoding::Beam(cfg),
+        None => BatchDecoding::Greedy {
+            max_new: decoding.max_new,
+        },
+    };
+    Ok(mimic_models::batch::answer_batch(
+        lm,
+        prompts,
+        how,
+        tok.eos_ids(),
+        |_, toks| {
+            tok.decode(toks)
+                .is_ok_and(|t| template.cut_answer(&t).len() < t.len())
+        },
+    )?)
+}
+
 /// Evaluates on the test split `batch` queries at a time: `answer_batch` gets the queries'
-/// encodings (their images in `images`) and returns each one's greedy new tokens; each
-/// answer is the text up to its first newline or the template's end marker.
+/// encodings (their images in `images`) and returns each one's new tokens (greedy, or the
+/// best beam); each answer is the text up to its first newline or the template's end marker.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_batched(
     tok: &TextTokenizer,

@@ -609,3 +609,98 @@ impl CausalLm for TorchLm<'_> {
         self.model.config.max_position_embeddings
     }
 }
+
+/// The trainer's forward running a batch of rows ([`BatchLm`]): prompts left-padded, each
+/// row's padding masked in its cache, rows reordered (beam search) by selecting cache rows.
+pub struct TorchBatch<'m> {
+    pub model: &'m TorchModel,
+    pub shifts: Shifts<'m>,
+    pub pad: u32,
+    /// A vision-language model's image token id and the image tokens of every prompt of the
+    /// next [`BatchLm::start_batch`], row after row (`[n, hidden]` or `[images, per_image,
+    /// hidden]`).
+    pub images: Option<(i64, Tensor)>,
+    cache: KvCache,
+}
+
+impl<'m> TorchBatch<'m> {
+    pub fn new(model: &'m TorchModel, shifts: Shifts<'m>, pad: u32) -> Self {
+        TorchBatch {
+            model,
+            shifts,
+            pad,
+            images: None,
+            cache: KvCache::default(),
+        }
+    }
+
+    /// Each row's last logits, on the CPU in float32.
+    fn rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let logits = logits
+            .select(1, -1)
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float);
+        (0..logits.size()[0])
+            .map(|i| Ok(Vec::<f32>::try_from(&logits.get(i))?))
+            .collect()
+    }
+}
+
+impl mimic_models::batch::BatchLm for TorchBatch<'_> {
+    type Error = crate::TrainerError;
+
+    fn start_batch(&mut self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let _guard = tch::no_grad_guard();
+        if let Some(i) = prompts.iter().position(Vec::is_empty) {
+            return Err(crate::TrainerError::Other(format!("prompt {i} is empty")));
+        }
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for p in prompts {
+            let padding = longest - p.len();
+            ids.extend(std::iter::repeat_n(self.pad as i64, padding));
+            mask.extend(std::iter::repeat_n(0i64, padding));
+            ids.extend(p.iter().map(|&t| t as i64));
+            mask.extend(std::iter::repeat_n(1i64, p.len()));
+        }
+        let shape = [prompts.len() as i64, longest as i64];
+        let ids = Tensor::f_from_slice(&ids)?
+            .view(shape)
+            .to_device(self.model.device);
+        let mask = Tensor::f_from_slice(&mask)?
+            .view(shape)
+            .to_device(self.model.device);
+        self.cache = KvCache::default();
+        let mut f = Forward::new(&ids);
+        f.attention_mask = Some(&mask);
+        f.logits_last = Some(1);
+        f.shifts = self.shifts;
+        f.images = self
+            .images
+            .as_ref()
+            .map(|(token_id, features)| ImageTokens {
+                token_id: *token_id,
+                features,
+            });
+        let out = self.model.forward(&f, Some(&mut self.cache));
+        Self::rows(&out.logits)
+    }
+
+    fn step_batch(&mut self, parents: &[usize], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let _guard = tch::no_grad_guard();
+        let rows = self.cache.key_mask.as_ref().map_or(0, |m| m.size()[0]) as usize;
+        let same_rows = parents.len() == rows && parents.iter().enumerate().all(|(i, &p)| i == p);
+        if !same_rows {
+            self.cache.select_rows(parents);
+        }
+        let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
+        let ids = Tensor::f_from_slice(&ids)?
+            .view([-1, 1])
+            .to_device(self.model.device);
+        let mut f = Forward::new(&ids);
+        f.logits_last = Some(1);
+        f.shifts = self.shifts;
+        let out = self.model.forward(&f, Some(&mut self.cache));
+        Self::rows(&out.logits)
+    }
+}

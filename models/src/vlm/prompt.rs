@@ -198,6 +198,56 @@ impl MimicTemplate {
         format!("{}{{input}}{}", &text[..at], &text[at..])
     }
 
+    /// A SEED-Bench question as the `{input}` of [`MimicTemplate::vqa_task_template`]: the
+    /// question, then the `choices` message MimIC's SEED shots carry between the question and
+    /// the answer (`A. {a} B. {b} C. {c} D. {d}`, then `Answer with the letter.`, two text
+    /// items), so that the shot renders byte for byte as MimIC's four-message round
+    /// (`testbed/data/seed_bench/__init__.py`). For Idefics2: `{question}<end_of_outterance>\n
+    /// Choices: A. .. D. ..Answer with the letter.`, the template's own end following.
+    pub fn question_with_choices(self, question: &str, choices: &[String; 4]) -> String {
+        // Each conversation rendered with markers for the question and the answer; the
+        // question's input is the question, then what the choices message adds between them.
+        const QUESTION: &str = "\u{1}";
+        const ANSWER: &str = "\u{2}";
+        let between = |with_choices: bool| {
+            let mut messages = vec![
+                Message::new(Role::Image, vec![Item::Image]),
+                Message::text(Role::Question, QUESTION),
+            ];
+            if with_choices {
+                let [a, b, c, d] = choices;
+                messages.push(Message::new(
+                    Role::Choices,
+                    vec![
+                        Item::Text(format!("A. {a} B. {b} C. {c} D. {d}")),
+                        Item::Text("Answer with the letter.".to_string()),
+                    ],
+                ));
+            }
+            messages.push(Message::text(Role::Answer, ANSWER));
+            let conv = Conversation {
+                instruction: None,
+                messages,
+            };
+            let text = self
+                .render(&conv, false)
+                .unwrap_or_else(|_| unreachable!("a fixed conversation with content renders"));
+            let (start, end) = (text.find(QUESTION), text.find(ANSWER));
+            match (start, end) {
+                (Some(s), Some(e)) => text[s + QUESTION.len()..e].to_string(),
+                _ => unreachable!("both markers render"),
+            }
+        };
+        let (with, without) = (between(true), between(false));
+        // `with` is the question message's end E, the choices message C, the answer's header
+        // A; `without` is E then A. C ends in E as every message in the round does, so the
+        // input is the question, E and C short of its end: the template adds E and A after.
+        let added = with
+            .strip_suffix(&without)
+            .unwrap_or_else(|| unreachable!("the choices message ends as the question's does"));
+        format!("{question}{added}")
+    }
+
     /// Renders the conversation; with `add_generation_prompt` the template appends the role
     /// that ends a round (always the last message's) as `Role:` or `<|im_start|>{role}\n`.
     pub fn render(self, conv: &Conversation, add_generation_prompt: bool) -> Result<String> {
@@ -463,6 +513,44 @@ mod vqa_template_tests {
             MimicTemplate::LlavaInterleave.vqa_task_template(),
             "<|im_start|>image\n<image><|im_end|>\n<|im_start|>question\n\n{input}<|im_end|>\n\
              <|im_start|>answer\n\n{output}<|im_end|>\n"
+        );
+    }
+
+    #[test]
+    fn seed_shots_carry_their_choices_message() {
+        // MimIC's SEED round: image, question, choices (two text items), answer.
+        let choices = ["a cat", "a dog", "two birds", "none"].map(str::to_string);
+        for t in [
+            MimicTemplate::Idefics,
+            MimicTemplate::Idefics2,
+            MimicTemplate::LlavaInterleave,
+        ] {
+            let round = Conversation {
+                instruction: None,
+                messages: vec![
+                    Message::new(Role::Image, vec![Item::Image]),
+                    Message::text(Role::Question, "What is in the picture?"),
+                    Message::new(
+                        Role::Choices,
+                        vec![
+                            Item::Text("A. a cat B. a dog C. two birds D. none".to_string()),
+                            Item::Text("Answer with the letter.".to_string()),
+                        ],
+                    ),
+                    Message::text(Role::Answer, "B"),
+                ],
+            };
+            let input = t.question_with_choices("What is in the picture?", &choices);
+            let shot = t
+                .vqa_task_template()
+                .replace("{input}", &input)
+                .replace("{output}", "B");
+            assert_eq!(shot, t.render(&round, false).unwrap(), "{t:?}");
+        }
+        assert_eq!(
+            MimicTemplate::Idefics2.question_with_choices("Q?", &choices),
+            "Q?<end_of_outterance>\nChoices: A. a cat B. a dog C. two birds D. noneAnswer with \
+             the letter."
         );
     }
 }

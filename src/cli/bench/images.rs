@@ -47,9 +47,13 @@ pub fn run(a: &Args) -> Result<()> {
     let model = any.decoder();
     let tok = model.tokenizer()?;
     let template = crate::cli::benchmark::default_template(dataset, vision.config.architecture);
-    let (task, _) = a
-        .dataset
-        .load(dataset, &template, 0, Some(a.batch_queries))?;
+    let (task, _) = a.dataset.load(
+        dataset,
+        &template,
+        vision.config.architecture,
+        0,
+        Some(a.batch_queries),
+    )?;
     let heads = a.heads.read(model)?;
     let shift = match &heads {
         Some(h) => {
