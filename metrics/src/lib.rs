@@ -70,6 +70,12 @@
 //! generated text as MimIC does it (cut at the first `\n` or `.`, strip, keep A-D, else a
 //! random letter), the random letters drawn from a seeded [`seed::SplitMix64`].
 //!
+//! # OK-VQA answer stemming ([`okvqa`])
+//!
+//! MimIC's `OKVQAStemmer` (OK-VQA v1.1): nltk's `word_tokenize` and `pos_tag`, then per
+//! token a hand-made table, WordNet's verb lemma for `-ing` words, or inflection's
+//! `singularize` for plural nouns ([`okvqa::OkVqaStemmer::stem`]), models embedded.
+//!
 //! # Pipeline
 //!
 //! ```text
@@ -83,12 +89,14 @@
 
 pub mod cider;
 pub mod mme;
+pub mod okvqa;
 pub mod ptb;
 pub mod seed;
 pub mod vqa;
 
 pub use cider::{cider_d, CiderScores};
 pub use mme::{mme_report, MmeReport, MmeSubtask, MmeVariant};
+pub use okvqa::OkVqaStemmer;
 pub use ptb::{ptb_tokenize, ptb_tokenize_line};
 pub use seed::{seed_accuracy, SeedDimension, SeedReport};
 pub use vqa::{vqa_accuracy, VqaQuestion, VqaReport, VqaVariant};
