@@ -9,7 +9,7 @@ export LIBTORCH = $(SITE)/torch
 CARGO_FLAGS ?= --release
 MIMIC := target/release/mimic
 
-.PHONY: setup build demo demo-text align test lint bench bench-heads bench-train icl-table vlm-table reference-env fixtures
+.PHONY: setup build demo demo-text align test lint bench bench-heads bench-train icl-table vlm-table reference-env fixtures fuzz kill-anywhere serve-load contention
 
 setup: $(STAMP)
 
@@ -82,6 +82,29 @@ lint: setup
 	cargo fmt --all -- --check
 	cargo clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 	cargo clippy $(CARGO_FLAGS) --workspace --all-targets --no-default-features -- -D warnings
+
+# Coverage-guided fuzzing of every parser of outside input (GGUF, safetensors, heads files,
+# mimic.json, config.json, preprocessor configs, tokenizer.json, task files, images, the
+# benchmarks' data files): FUZZ_SECONDS each, then a table (docs/fuzzing.md). Needs a nightly
+# toolchain and cargo-fuzz.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# Training killed with SIGKILL at random moments and during checkpoint writes, resumed, and
+# compared bit for bit with an uninterrupted run: KILLS per method (docs/reliability.md).
+KILLS ?= 20
+kill-anywhere: build
+	MIMIC_KILLS=$(KILLS) cargo test $(CARGO_FLAGS) --test kill_anywhere -- --nocapture
+
+# `mimic run` fed thousands of requests (heads per request, mixed lengths, some invalid),
+# its memory sampled over time (docs/reliability.md).
+serve-load: build
+	python3 scripts/serve_load.py --requests 3000
+
+# Training step time alone and beside a competing low-priority load (docs/reliability.md).
+contention: build
+	scripts/contention.sh
 
 # Decode speed of every backend side by side (needs `make reference-env` for transformers).
 bench: build reference-env

@@ -6,6 +6,8 @@
 //! (`max|a - b| / max|b|`, float32), and eight greedy tokens identical to transformers'.
 mod common;
 
+use std::path::Path;
+
 use common::*;
 use mimic_compiler::{compile_vlm, AttentionImpl, CompileOptions, HeadsSource};
 use mimic_models::contract::Contract;
@@ -256,4 +258,92 @@ fn a_changed_image_encoder_changes_the_compiled_cache_key() {
     t.data[0] += 1e-3;
     assert_eq!(model.decoder.fingerprint(), other.decoder.fingerprint());
     assert_ne!(model.encoder_fingerprint(), other.encoder_fingerprint());
+}
+
+#[test]
+fn run_keeps_going_past_invalid_requests() {
+    // A prompts file with four invalid requests among valid ones (with and without images):
+    // with --keep-going every valid request is served as it is alone, each invalid one gets
+    // its own error, and the exit status says some were invalid; without it, the run stops
+    // before serving anything and writes nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let compiled = tmp.path().join("c");
+    let model = fixtures_dir().join("vlm/idefics3");
+    succeeds(&[
+        "compile",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        compiled.to_str().unwrap(),
+    ]);
+    let shapes = fixtures_dir().join("vlm/shapes");
+    let image = |n: &str| shapes.join(n).display().to_string();
+    let valid = [
+        serde_json::json!({"prompt": "<image>What colour is the shape?",
+                           "images": [image("red-circle.png")]}),
+        serde_json::json!({"prompt": "no image here"}),
+        serde_json::json!({"prompt": "<image> and <image>: same colour?",
+                           "images": [image("blue-square.png"), image("green-triangle.png")]}),
+    ];
+    let lines = [
+        valid[0].to_string(),
+        r#"{"prompt": "#.to_string(),
+        valid[1].to_string(),
+        serde_json::json!({"heads": "nope", "prompt": "x"}).to_string(),
+        serde_json::json!({"prompt": "<image>?", "images": [image("missing.png")]}).to_string(),
+        serde_json::json!({"prompt": "word ".repeat(20000)}).to_string(),
+        valid[2].to_string(),
+    ];
+    let file = tmp.path().join("requests.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let json = tmp.path().join("out.json");
+    let run = |file: &Path, json: &Path, keep_going: bool| {
+        let mut args = vec![
+            "run".to_string(),
+            "--compiled".into(),
+            compiled.display().to_string(),
+            "--prompts-file".into(),
+            file.display().to_string(),
+            "--max-new-tokens".into(),
+            "4".into(),
+            "--json".into(),
+            json.display().to_string(),
+        ];
+        if keep_going {
+            args.push("--keep-going".into());
+        }
+        args
+    };
+    let err = fails(&run(&file, &json, false));
+    assert!(err.contains("requests.jsonl line 2"), "{err}");
+    assert!(!json.exists(), "nothing is written without --keep-going");
+    let err = fails(&run(&file, &json, true));
+    assert!(err.contains("4 of 7 requests were invalid"), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 7);
+    let error = |i: usize| results[i]["error"].as_str().unwrap_or("").to_string();
+    assert!(error(1).contains("line 2"), "{}", error(1));
+    assert!(error(3).contains("heads `nope`"), "{}", error(3));
+    assert!(error(4).contains("missing.png"), "{}", error(4));
+    assert!(
+        error(5).contains("longer than the model's context"),
+        "{}",
+        error(5)
+    );
+    // The valid ones answer as they do alone.
+    for (i, request) in [0, 2, 6].into_iter().zip(&valid) {
+        assert_eq!(error(i), "", "request {i}");
+        let one = tmp.path().join(format!("alone-{i}.jsonl"));
+        std::fs::write(&one, request.to_string()).unwrap();
+        let alone = tmp.path().join(format!("alone-{i}.json"));
+        succeeds(&run(&one, &alone, false));
+        let a: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&alone).unwrap()).unwrap();
+        assert_eq!(
+            results[i]["completion"], a["results"][0]["completion"],
+            "request {i}"
+        );
+    }
 }

@@ -178,7 +178,9 @@ pub fn compile_model(
 }
 
 /// Runs `write` on a temporary folder beside `out` and renames it into place (replacing
-/// `out`) when it succeeds; removes it when it fails.
+/// `out`) when it succeeds; removes it when it fails. Processes writing the same `out` at
+/// once each write their own temporary folder; the last rename wins, whole. A killed run's
+/// temporary folder is removed by the next.
 pub(crate) fn write_folder_atomically<T>(
     out: &Path,
     write: impl FnOnce(&Path) -> Result<T>,
@@ -187,29 +189,61 @@ pub(crate) fn write_folder_atomically<T>(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).map_err(|e| CompileError::io(&parent, e))?;
+    mimic_models::files::create_dir_all(&parent)?;
     let name = out
         .file_name()
         .ok_or_else(|| CompileError::Other(format!("{}: not a folder name", out.display())))?
         .to_string_lossy()
         .to_string();
+    if out.exists() && !out.is_dir() {
+        return Err(CompileError::Other(format!(
+            "{}: exists and is not a folder",
+            out.display()
+        )));
+    }
+    mimic_models::files::remove_stale_partials(&parent, &name);
     let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
     let value = match write(&tmp) {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
+            // Name the output, not the temporary folder it was being written in.
+            return Err(match e {
+                CompileError::Io { path, error } => CompileError::Io {
+                    path: match path.strip_prefix(&tmp) {
+                        Ok(p) if !p.as_os_str().is_empty() => out.join(p),
+                        Ok(_) => out.to_path_buf(),
+                        Err(_) => path,
+                    },
+                    error,
+                },
+                e => e,
+            });
         }
     };
-    if out.exists() {
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        std::fs::rename(out, &old).map_err(|e| CompileError::io(out, e))?;
-        std::fs::rename(&tmp, out).map_err(|e| CompileError::io(out, e))?;
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    // Another process may put its `out` in place between our two renames: then move that
+    // one aside too and try again.
+    let mut tries = 0;
+    loop {
+        match std::fs::rename(out, &old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(CompileError::io(out, e));
+            }
+        }
         let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&tmp, out).map_err(|e| CompileError::io(out, e))?;
+        match std::fs::rename(&tmp, out) {
+            Ok(()) => return Ok(value),
+            Err(_) if tries < 10 && out.is_dir() => tries += 1,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(CompileError::io(out, e));
+            }
+        }
     }
-    Ok(value)
 }
 
 /// Writes `mimic.json`.

@@ -33,11 +33,11 @@ pub use vlm::compile_vlm;
 pub enum CompileError {
     #[error(transparent)]
     Model(#[from] mimic_models::ModelError),
-    #[error("{path}: {source}")]
+    /// The I/O error in the message only, not as a source too: `{:#}` would print it twice.
+    #[error("{path}: {error}")]
     Io {
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("emitted graph failed its structural check: {0}")]
     Check(String),
@@ -48,10 +48,10 @@ pub enum CompileError {
 pub type Result<T, E = CompileError> = std::result::Result<T, E>;
 
 impl CompileError {
-    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<std::path::PathBuf>, error: std::io::Error) -> Self {
         CompileError::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

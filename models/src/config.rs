@@ -71,6 +71,22 @@ pub struct LlamaConfig {
     pub eos_token_ids: Vec<u32>,
 }
 
+/// More decoder layers than any published model has (the largest have a few hundred). The
+/// per-layer settings are allocated from the layer count, so a larger count in a config is
+/// refused as corrupt before anything is allocated.
+pub const MAX_LAYERS: usize = 4096;
+
+/// Refuses a layer count above [`MAX_LAYERS`] (read from `key` of the file at `path`).
+fn check_layer_count(num_layers: usize, key: &str, path: &Path) -> Result<()> {
+    if num_layers > MAX_LAYERS {
+        return Err(ModelError::format(
+            path,
+            format!("{key} is {num_layers}, more than the {MAX_LAYERS} layers mimic accepts"),
+        ));
+    }
+    Ok(())
+}
+
 fn get_usize(v: &Value, key: &str, path: &Path) -> Result<usize> {
     v.get(key)
         .and_then(Value::as_u64)
@@ -164,6 +180,7 @@ impl LlamaConfig {
             .map(|x| x as usize)
             .unwrap_or(hidden_size / num_heads.max(1));
         let num_layers = get_usize(v, "num_hidden_layers", path)?;
+        check_layer_count(num_layers, "num_hidden_layers", path)?;
         // transformers 5 nests rope settings under `rope_parameters`; 4.x keeps them flat.
         let rope_params = v.get("rope_parameters").filter(|p| p.is_object());
         let rope_theta = opt_f64(v, "rope_theta")
@@ -237,6 +254,7 @@ impl LlamaConfig {
         let num_heads = u("attention.head_count")?;
         let num_kv_heads = u("attention.head_count_kv").unwrap_or(num_heads);
         let num_layers = u("block_count")?;
+        check_layer_count(num_layers, &key("block_count"), path)?;
         let head_dim = u("rope.dimension_count").unwrap_or(hidden_size / num_heads.max(1));
         let vocab_size = match g.get("tokenizer.ggml.tokens").and_then(|t| t.as_array()) {
             Some(tokens) => tokens.len(),

@@ -318,11 +318,16 @@ impl Contract {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(CONTRACT_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        let c: Contract = serde_json::from_str(&text)
-            .map_err(|e| ModelError::format(&path, format!("invalid contract: {e}")))?;
+        Self::from_json(&text, &path)
+    }
+
+    /// Parses the text of a contract file; `path` only names it in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
+        let c: Contract = serde_json::from_str(text)
+            .map_err(|e| ModelError::format(path, format!("invalid contract: {e}")))?;
         if c.contract_version != CONTRACT_VERSION {
             return Err(ModelError::format(
-                &path,
+                path,
                 format!(
                     "contract version {} but this build reads {CONTRACT_VERSION}; recompile",
                     c.contract_version

@@ -3,11 +3,12 @@ use std::path::PathBuf;
 /// Every way loading a model can fail, each naming the file and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {source}")]
+    /// The I/O error is part of the message, not a source of its own (the message would
+    /// print it twice).
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not found")]
     NotFound { path: PathBuf },
@@ -43,7 +44,10 @@ impl ModelError {
         if source.kind() == std::io::ErrorKind::NotFound {
             ModelError::NotFound { path }
         } else {
-            ModelError::Io { path, source }
+            ModelError::Io {
+                path,
+                error: source,
+            }
         }
     }
     pub fn image(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::weights::{read_safetensors_metadata, read_safetensors_with_metadata, HostTensor};
+use crate::weights::{
+    map_file, read_safetensors_with_metadata, safetensors_from_bytes, safetensors_metadata,
+    HostTensor,
+};
 
 /// Which method, and for MimIC which form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -164,10 +167,20 @@ impl Heads {
     /// Reads `path` and checks that it was made for the model with `fingerprint` and `cfg`:
     /// method known, fingerprint equal, every tensor present with the shape the model implies.
     pub fn read(path: &Path, fingerprint: &str, cfg: &LlamaConfig) -> Result<Heads> {
+        Self::from_bytes(path, &map_file(path)?, fingerprint, cfg)
+    }
+
+    /// [`Heads::read`] on a heads file held in memory; `path` only names it in errors.
+    pub fn from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        fingerprint: &str,
+        cfg: &LlamaConfig,
+    ) -> Result<Heads> {
         let err = |msg: String| ModelError::format(path, format!("heads file: {msg}"));
         // The metadata first: a file that is not a heads file is named as such, whatever
         // its tensors hold.
-        let metadata = read_safetensors_metadata(path)?;
+        let metadata = safetensors_metadata(path, bytes)?;
         let method: Method = metadata
             .get("mimic.method")
             .ok_or_else(|| err("no `mimic.method` in its metadata: not a mimic heads file".into()))?
@@ -197,7 +210,7 @@ impl Heads {
                 return Err(err("LoRA rank 0".into()));
             }
         }
-        let (mut tensors, _) = read_safetensors_with_metadata(path)?;
+        let (mut tensors, _) = safetensors_from_bytes(path, bytes)?;
         let mut kept = BTreeMap::new();
         for (name, shape) in
             expected_tensors(method, cfg, lora.as_ref().unwrap_or(&LoraConfig::default()))

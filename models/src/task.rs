@@ -171,8 +171,19 @@ impl Task {
     /// `test_size` pairs held out (at most all but one), the rest for training, shuffled with
     /// `seed`.
     pub fn load(path: &Path, template: Template, test_size: usize, seed: u64) -> Result<Self> {
-        let text = read_task_text(path)?;
-        let pairs: Vec<Pair> = serde_json::from_str(&text).map_err(|e| {
+        Self::from_text(&read_task_text(path)?, path, template, test_size, seed)
+    }
+
+    /// [`Task::load`] on a task's JSON text; `path` names it in errors, and relative image
+    /// paths are taken from its folder.
+    pub fn from_text(
+        text: &str,
+        path: &Path,
+        template: Template,
+        test_size: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let pairs: Vec<Pair> = serde_json::from_str(text).map_err(|e| {
             ModelError::Other(format!(
                 "{}: not a JSON list of {{\"input\", \"output\"}} pairs: {e}",
                 path.display()

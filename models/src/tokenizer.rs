@@ -149,6 +149,44 @@ fn ids_of(v: Option<&Value>) -> Vec<u32> {
     }
 }
 
+/// What the tokenizers crate checks when it builds a template post-processor but not when it
+/// reads one, and then panics on at the first encode: every special token a template names is
+/// in its `special_tokens`, and the single-sequence template uses no `$B`. Nested `Sequence`
+/// post-processors are checked too.
+fn check_templates(pp: &Value) -> std::result::Result<(), String> {
+    match pp.get("type").and_then(Value::as_str) {
+        Some("TemplateProcessing") => {
+            let specials = pp.get("special_tokens").and_then(Value::as_object);
+            for key in ["single", "pair"] {
+                let pieces = pp.get(key).and_then(Value::as_array).into_iter().flatten();
+                for piece in pieces {
+                    let special = piece.get("SpecialToken").and_then(|t| t.get("id"));
+                    if let Some(id) = special.and_then(Value::as_str) {
+                        if !specials.is_some_and(|s| s.contains_key(id)) {
+                            return Err(format!(
+                                "the {key} template names special token {id:?}, which \
+                                 special_tokens lacks"
+                            ));
+                        }
+                    }
+                    let sequence = piece.get("Sequence").and_then(|t| t.get("id"));
+                    if key == "single" && sequence.and_then(Value::as_str) == Some("B") {
+                        return Err("the single template uses the second sequence $B".into());
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some("Sequence") => pp
+            .get("processors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .try_for_each(check_templates),
+        _ => Ok(()),
+    }
+}
+
 fn id_limit(tok: &Tokenizer) -> u32 {
     tok.get_vocab(true)
         .values()
@@ -173,7 +211,17 @@ impl TextTokenizer {
                 path: path.to_path_buf(),
             });
         }
-        let inner = Tokenizer::from_file(path).map_err(|e| tok_error(path, e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| tok_error(path, e.to_string()))?;
+        // The tokenizers crate panics (`expect("Helper")`) on JSON that is malformed inside a
+        // decoder or normalizer: check the syntax first, so that is an error naming the file.
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| tok_error(path, format!("invalid JSON: {e}")))?;
+        if let Some(pp) = json.get("post_processor") {
+            check_templates(pp).map_err(|msg| tok_error(path, format!("post_processor: {msg}")))?;
+        }
+        let inner = text
+            .parse::<Tokenizer>()
+            .map_err(|e| tok_error(path, e.to_string()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let tok_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let config = read_json(&dir.join("config.json"))?.unwrap_or(Value::Null);

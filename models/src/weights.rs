@@ -140,6 +140,14 @@ impl Weights {
                 continue;
             };
             let shape = info.shape();
+            // A projection is a matrix (the rotary un-permutation below splits its rows).
+            if name.ends_with("_proj.weight") && shape.len() != 2 {
+                return Err(ModelError::Tensor {
+                    path: g.path.clone(),
+                    tensor: info.name.clone(),
+                    msg: format!("shape {shape:?}: a projection weight has 2 dimensions"),
+                });
+            }
             let mut data = g.tensor_f32(info)?;
             // llama.cpp's converter permutes q/k rows of Llama checkpoints so rotary pairs are
             // adjacent (GPT-J style); undo that to get back to HF's rotate-half layout.
@@ -212,14 +220,21 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
 
 /// The `__metadata__` strings of a safetensors file, without converting its tensors.
 pub fn read_safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String, String>> {
-    let mmap = map_file(path)?;
-    let (_, header) = SafeTensors::read_metadata(&mmap)
+    safetensors_metadata(path, &map_file(path)?)
+}
+
+/// The `__metadata__` strings of safetensors `bytes`; `path` only names them in errors.
+pub fn safetensors_metadata(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<std::collections::HashMap<String, String>> {
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| ModelError::format(path, format!("not a valid safetensors file: {e}")))?;
     Ok(header.metadata().clone().unwrap_or_default())
 }
 
 /// The file at `path`, mapped read-only.
-fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     if !path.is_file() {
         return Err(ModelError::NotFound {
             path: path.to_path_buf(),
@@ -237,11 +252,20 @@ pub fn read_safetensors_with_metadata(
     BTreeMap<String, HostTensor>,
     std::collections::HashMap<String, String>,
 )> {
-    let mmap = map_file(path)?;
-    let (_, header) = SafeTensors::read_metadata(&mmap)
-        .map_err(|e| ModelError::format(path, format!("not a valid safetensors file: {e}")))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&mmap)
+    safetensors_from_bytes(path, &map_file(path)?)
+}
+
+/// The tensors of safetensors `bytes` in float32, and its `__metadata__` strings; `path` only
+/// names them in errors.
+pub fn safetensors_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(
+    BTreeMap<String, HostTensor>,
+    std::collections::HashMap<String, String>,
+)> {
+    let metadata = safetensors_metadata(path, bytes)?;
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| ModelError::format(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {

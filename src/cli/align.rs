@@ -127,7 +127,7 @@ fn train(
 
     let vlm = assemble::vlm_config(text, image_token_id, spec)?;
     let model_dir = a.out.join(MODEL_DIR);
-    a.threads.apply_to_torch();
+    let mut threads = a.threads.apply_to_torch();
     let device = a.device.torch()?;
     let root = match &a.root {
         Some(r) => r.clone(),
@@ -289,6 +289,9 @@ fn train(
     let bar = super::steps_bar(a.steps, aligner.step);
     let stop = a.stop_after.unwrap_or(a.steps).min(a.steps);
     while aligner.step < stop {
+        if aligner.step % super::train::ADAPT_THREADS_EVERY == 0 {
+            threads = a.threads.adapt_torch(threads);
+        }
         let log = match aligner.train_step() {
             Ok(l) => l,
             Err(e) => {

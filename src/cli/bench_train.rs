@@ -81,6 +81,8 @@ fn task_file(task: Option<&std::path::Path>) -> Result<PathBuf> {
     if spec.is_file() {
         return Ok(spec.to_path_buf());
     }
+    // Neither a file nor a built-in task set: the error says so (not "not in data/").
+    mimic_models::task::read_task_text(spec)?;
     super::repo_file(&format!("data/icl-tasks/{}.json", spec.display()))
 }
 

@@ -135,6 +135,12 @@ pub fn run(a: Args) -> Result<()> {
         BackendKind::Onnx => {
             let (dir, tok) = match &a.compiled {
                 Some(dir) => {
+                    if !dir.is_dir() {
+                        bail!(
+                            "{}: not found (a folder written by `mimic compile`)",
+                            dir.display()
+                        );
+                    }
                     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
                     (dir.clone(), tok)
                 }

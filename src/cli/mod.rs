@@ -158,7 +158,10 @@ impl ModelArgs {
                 path.display()
             );
         }
-        Model::open(&path).with_context(|| format!("cannot load model {}", path.display()))
+        let m =
+            Model::open(&path).with_context(|| format!("cannot load model {}", path.display()))?;
+        check_finite(&m.weights)?;
+        Ok(m)
     }
 
     /// A text model or a vision-language model, as the folder's config says.
@@ -167,10 +170,25 @@ impl ModelArgs {
         if path.is_dir() && VisionLanguageModel::is_vlm_dir(&path) {
             let m = VisionLanguageModel::open(&path)
                 .with_context(|| format!("cannot load model {}", path.display()))?;
+            check_finite(&m.decoder.weights)?;
             return Ok(AnyModel::Vision(Box::new(m)));
         }
         Ok(AnyModel::Text(Box::new(self.open()?)))
     }
+}
+
+/// A model's weights must be finite: a NaN or an infinity would otherwise only show as
+/// nonsense output (every logit NaN, the first token chosen).
+fn check_finite(weights: &mimic_models::Weights) -> Result<()> {
+    for (name, t) in &weights.tensors {
+        if let Some(x) = t.data.iter().find(|x| !x.is_finite()) {
+            anyhow::bail!(
+                "{}: tensor {name} holds a non-finite value ({x})",
+                weights.source.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A vision-language model's image processor, or an error naming the missing file.
@@ -285,7 +303,9 @@ impl HeadsArgs {
 /// CPU threads, for libtorch and ONNX Runtime alike.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ThreadsArgs {
-    /// CPU threads for libtorch and ONNX Runtime (0: one per core).
+    /// CPU threads for libtorch and ONNX Runtime (0: for libtorch, one per core that other
+    /// programs are not keeping busy, checked at the start and, while training, every few
+    /// steps; for ONNX Runtime, one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
@@ -299,13 +319,69 @@ impl ThreadsArgs {
         }
     }
 
-    /// Sets libtorch's intra-op threads (when not 0).
+    /// Sets libtorch's intra-op threads: the number given, or with 0 one per idle core
+    /// ([`idle_cores`]). Returns the count set.
     #[cfg(feature = "torch")]
-    pub fn apply_to_torch(&self) {
-        if self.threads > 0 {
-            tch::set_num_threads(self.threads as i32);
+    pub fn apply_to_torch(&self) -> usize {
+        let n = match self.threads {
+            0 => idle_cores(),
+            n => n,
+        };
+        tch::set_num_threads(n as i32);
+        tracing::info!(threads = n, auto = self.threads == 0, "libtorch threads");
+        n
+    }
+
+    /// While training with `--threads 0`: the idle-core count again, set if it changed
+    /// (another program started or ended beside the run). Returns the count now set.
+    #[cfg(feature = "torch")]
+    pub fn adapt_torch(&self, current: usize) -> usize {
+        if self.threads != 0 {
+            return current;
+        }
+        let n = idle_cores();
+        if n != current {
+            tch::set_num_threads(n as i32);
+            tracing::info!(
+                threads = n,
+                was = current,
+                "libtorch threads follow the idle cores"
+            );
+        }
+        n
+    }
+}
+
+/// The cores this process may use that other programs are not keeping busy, at least 1: the
+/// cores of its affinity mask less the other runnable tasks (`procs_running` of /proc/stat,
+/// the least of a few samples 5 ms apart, this thread not counted).
+///
+/// Why: libtorch's OpenMP threads wait for each other at the end of every parallel region;
+/// with as many threads as cores, a core shared with another busy program stalls every
+/// region until the scheduler comes back to the preempted thread. Measured on 2 cores
+/// (docs/reliability.md): a training step of 0.17 s alone took 1.07 s (single steps up to
+/// 6.2 s) beside two busy programs with 2 threads, and 0.42 s with 1.
+#[cfg(feature = "torch")]
+pub fn idle_cores() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let running = || -> Option<usize> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        stat.lines()
+            .find_map(|l| l.strip_prefix("procs_running "))
+            .and_then(|n| n.trim().parse().ok())
+    };
+    let mut least: Option<usize> = None;
+    for i in 0..4 {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        match running() {
+            Some(n) => least = Some(least.map_or(n, |l: usize| l.min(n))),
+            None => return cores,
         }
     }
+    let others = least.unwrap_or(1).saturating_sub(1);
+    cores.saturating_sub(others).max(1)
 }
 
 /// Where libtorch runs.

@@ -3,6 +3,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use mimic_models::Method;
 
+/// Steps between two checks of the idle cores (`--threads 0`).
+#[cfg(feature = "torch")]
+pub(crate) const ADAPT_THREADS_EVERY: usize = 10;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -131,7 +135,7 @@ pub fn run(a: Args) -> Result<()> {
         super::AnyModel::Text(_) => None,
     };
     let (task, _) = a.task.load_for(arch, None)?;
-    a.threads.apply_to_torch();
+    let mut threads = a.threads.apply_to_torch();
     let device = a.device.torch()?;
     // A vision-language model: its language model is trained, its image encoder turns the
     // task's images into image tokens once.
@@ -194,6 +198,9 @@ pub fn run(a: Args) -> Result<()> {
     let bar = super::steps_bar(a.steps, trainer.step);
     let stop = a.stop_after.unwrap_or(a.steps).min(a.steps);
     while trainer.step < stop {
+        if trainer.step % ADAPT_THREADS_EVERY == 0 {
+            threads = a.threads.adapt_torch(threads);
+        }
         let log = match trainer.train_step() {
             Ok(l) => l,
             Err(e) => {

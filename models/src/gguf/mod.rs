@@ -405,6 +405,20 @@ impl GgufFile {
         // SAFETY: the map is read-only and private to this struct. Like every reader of a mapped
         // file, it assumes nobody truncates the file while it is open (that would fault on access).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        Self::from_mmap(path, mmap)
+    }
+
+    /// Reads a GGUF file held in memory, with the same checks as [`GgufFile::open`]; `path`
+    /// only names it in errors. The bytes are copied into an anonymous map.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let mut map =
+            memmap2::MmapMut::map_anon(bytes.len()).map_err(|e| ModelError::io(path, e))?;
+        map.copy_from_slice(bytes);
+        let mmap = map.make_read_only().map_err(|e| ModelError::io(path, e))?;
+        Self::from_mmap(path, mmap)
+    }
+
+    fn from_mmap(path: &Path, mmap: Mmap) -> Result<Self> {
         let header = parse_header(path, &mmap)?;
         let Header {
             version,
