@@ -130,3 +130,29 @@ fn tokenizer_single_template_with_second_sequence_is_an_error() {
         "{err}"
     );
 }
+
+/// `image_config` (found after the fuzzing, by hand): a size read from
+/// `preprocessor_config.json` sized the resized image before any check: `longest_edge`
+/// 3,000,000 asked for a 36.9 GB buffer and aborted the process. Every image side is now at
+/// most `MAX_IMAGE_EDGE` pixels.
+#[test]
+fn image_config_huge_size_is_an_error() {
+    use mimic_models::image::ImageProcessor;
+    let config = |size: &str| {
+        format!(
+            r#"{{"image_processor_type": "Idefics3ImageProcessor", "do_image_splitting": false,
+               "do_pad": true, "size": {size}, "max_image_size": {{"longest_edge": 32}}}}"#
+        )
+    };
+    let path = Path::new("preprocessor_config.json");
+    let err = ImageProcessor::from_json(&config(r#"{"longest_edge": 3000000}"#), path)
+        .err()
+        .expect("a side of 3,000,000 pixels")
+        .to_string();
+    assert!(
+        err.contains("preprocessor_config.json") && err.contains("3000000 pixels"),
+        "{err}"
+    );
+    // The largest allowed side still reads.
+    ImageProcessor::from_json(&config(r#"{"longest_edge": 8192}"#), path).unwrap();
+}

@@ -219,9 +219,20 @@ const COMMON_KEYS: &[&str] = &[
     "image_std",
 ];
 
+/// The longest image side a processor config may ask for, in pixels: above every released
+/// processor (at most 4,096), and small enough that a resized image's buffer stays a buffer
+/// (8,192 x 8,192 x 3 floats is 805 MB); a size read from the file is checked against it
+/// before anything is allocated from it.
+pub const MAX_IMAGE_EDGE: u32 = 8192;
+
 fn positive(raw: &Raw, key: &str, v: u32) -> Result<u32> {
     if v == 0 {
         Err(raw.err(key, "sizes must be positive"))
+    } else if v > MAX_IMAGE_EDGE {
+        Err(raw.err(
+            key,
+            format!("{v} pixels is more than the {MAX_IMAGE_EDGE} an image side may have"),
+        ))
     } else {
         Ok(v)
     }
@@ -271,7 +282,8 @@ impl Idefics2Config {
                 longest_edge: Some(l),
                 ..
             }) => Idefics2Size::Edges {
-                shortest: s,
+                // 0 lets the short side be as short as the aspect ratio makes it.
+                shortest: if s == 0 { 0 } else { positive(raw, "size", s)? },
                 longest: positive(raw, "size", l)?,
             },
             Some(RawSize {
