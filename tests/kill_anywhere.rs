@@ -18,31 +18,6 @@ use std::time::{Duration, Instant};
 use mimic_models::rng::SplitMix64;
 use mimic_models::weights::read_safetensors_with_metadata;
 
-const PAIRS: [(&str, &str); 12] = [
-    ("France", "Paris"),
-    ("Germany", "Berlin"),
-    ("Italy", "Rome"),
-    ("Spain", "Madrid"),
-    ("Japan", "Tokyo"),
-    ("Egypt", "Cairo"),
-    ("Peru", "Lima"),
-    ("Norway", "Oslo"),
-    ("Kenya", "Nairobi"),
-    ("Chile", "Santiago"),
-    ("Greece", "Athens"),
-    ("Canada", "Ottawa"),
-];
-
-fn write_task(dir: &Path) -> PathBuf {
-    let v: Vec<_> = PAIRS
-        .iter()
-        .map(|(i, o)| serde_json::json!({"input": i, "output": o}))
-        .collect();
-    let p = dir.join("task.json");
-    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
-    p
-}
-
 /// A resumable run under test: `mimic train` of one method, or `mimic align`.
 struct Job {
     name: &'static str,
@@ -199,7 +174,7 @@ fn tensors(file: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 #[test]
 fn training_killed_anywhere_resumes_bit_identically() {
     let tmp = tempfile::tempdir().unwrap();
-    let task = write_task(tmp.path());
+    let task = common::write_task(tmp.path(), &common::PAIRS);
     let mut rng = SplitMix64::new(2026);
     // The alignment starts slowly (it prepares easy-VQA's images): half the kills.
     let jobs = [

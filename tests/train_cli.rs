@@ -3,34 +3,10 @@
 //! and bad input fails cleanly.
 mod common;
 
+use common::{write_task, PAIRS};
+
 use mimic_models::weights::read_safetensors_with_metadata;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const PAIRS: [(&str, &str); 12] = [
-    ("France", "Paris"),
-    ("Germany", "Berlin"),
-    ("Italy", "Rome"),
-    ("Spain", "Madrid"),
-    ("Japan", "Tokyo"),
-    ("Egypt", "Cairo"),
-    ("Peru", "Lima"),
-    ("Norway", "Oslo"),
-    ("Kenya", "Nairobi"),
-    ("Chile", "Santiago"),
-    ("Greece", "Athens"),
-    ("Canada", "Ottawa"),
-];
-
-fn write_task(dir: &Path, pairs: &[(&str, &str)]) -> PathBuf {
-    let v: Vec<_> = pairs
-        .iter()
-        .map(|(i, o)| serde_json::json!({"input": i, "output": o}))
-        .collect();
-    let p = dir.join("task.json");
-    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
-    p
-}
 
 fn mimic(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mimic"))

@@ -220,3 +220,30 @@ pub fn to_vec(t: &tch::Tensor) -> Vec<f32> {
         .view([-1]);
     Vec::<f32>::try_from(&flat).unwrap()
 }
+
+/// Twelve country-capital pairs: a task small enough to train on in a test.
+pub const PAIRS: [(&str, &str); 12] = [
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Peru", "Lima"),
+    ("Norway", "Oslo"),
+    ("Kenya", "Nairobi"),
+    ("Chile", "Santiago"),
+    ("Greece", "Athens"),
+    ("Canada", "Ottawa"),
+];
+
+/// `pairs` as a task file `task.json` in `dir`.
+pub fn write_task(dir: &Path, pairs: &[(&str, &str)]) -> PathBuf {
+    let v: Vec<_> = pairs
+        .iter()
+        .map(|(i, o)| serde_json::json!({"input": i, "output": o}))
+        .collect();
+    let p = dir.join("task.json");
+    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+    p
+}

@@ -550,25 +550,46 @@ impl mimic_models::beam::BeamLm for TorchLm<'_> {
     }
 
     fn step(&mut self, parents: &[usize], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let _guard = tch::no_grad_guard();
-        self.cache.select_rows(parents);
-        let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
-        let ids = Tensor::f_from_slice(&ids)?
-            .view([-1, 1])
-            .to_device(self.model.device);
-        let mut f = Forward::new(&ids);
-        f.logits_last = Some(1);
-        f.shifts = self.shifts;
-        let out = self.model.forward(&f, Some(&mut self.cache));
-        let logits = out
-            .logits
-            .squeeze_dim(1)
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float);
-        (0..tokens.len() as i64)
-            .map(|i| Ok(Vec::<f32>::try_from(&logits.get(i))?))
-            .collect()
+        step_rows(self.model, self.shifts, &mut self.cache, parents, tokens)
     }
+}
+
+/// One more token for every row of a cached batch: row `i` becomes a copy of row
+/// `parents[i]` (the rows stay as they are when `parents` names each in order), then is fed
+/// `tokens[i]`; returns each row's logits.
+fn step_rows(
+    model: &TorchModel,
+    shifts: Shifts,
+    cache: &mut KvCache,
+    parents: &[usize],
+    tokens: &[u32],
+) -> Result<Vec<Vec<f32>>> {
+    let _guard = tch::no_grad_guard();
+    let rows = cache.key_mask.as_ref().map_or(0, |m| m.size()[0]) as usize;
+    let same_rows = parents.len() == rows && parents.iter().enumerate().all(|(i, &p)| i == p);
+    if !same_rows {
+        cache.select_rows(parents);
+    }
+    let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
+    let ids = Tensor::f_from_slice(&ids)?
+        .view([-1, 1])
+        .to_device(model.device);
+    let mut f = Forward::new(&ids);
+    f.logits_last = Some(1);
+    f.shifts = shifts;
+    let out = model.forward(&f, Some(cache));
+    last_logits_rows(&out.logits)
+}
+
+/// Each row's last logits, on the CPU in float32.
+fn last_logits_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let logits = logits
+        .select(1, -1)
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float);
+    (0..logits.size()[0])
+        .map(|i| Ok(Vec::<f32>::try_from(&logits.get(i))?))
+        .collect()
 }
 
 impl CausalLm for TorchLm<'_> {
@@ -633,17 +654,6 @@ impl<'m> TorchBatch<'m> {
             cache: KvCache::default(),
         }
     }
-
-    /// Each row's last logits, on the CPU in float32.
-    fn rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
-        let logits = logits
-            .select(1, -1)
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float);
-        (0..logits.size()[0])
-            .map(|i| Ok(Vec::<f32>::try_from(&logits.get(i))?))
-            .collect()
-    }
 }
 
 impl mimic_models::batch::BatchLm for TorchBatch<'_> {
@@ -683,24 +693,10 @@ impl mimic_models::batch::BatchLm for TorchBatch<'_> {
                 features,
             });
         let out = self.model.forward(&f, Some(&mut self.cache));
-        Self::rows(&out.logits)
+        last_logits_rows(&out.logits)
     }
 
     fn step_batch(&mut self, parents: &[usize], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let _guard = tch::no_grad_guard();
-        let rows = self.cache.key_mask.as_ref().map_or(0, |m| m.size()[0]) as usize;
-        let same_rows = parents.len() == rows && parents.iter().enumerate().all(|(i, &p)| i == p);
-        if !same_rows {
-            self.cache.select_rows(parents);
-        }
-        let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
-        let ids = Tensor::f_from_slice(&ids)?
-            .view([-1, 1])
-            .to_device(self.model.device);
-        let mut f = Forward::new(&ids);
-        f.logits_last = Some(1);
-        f.shifts = self.shifts;
-        let out = self.model.forward(&f, Some(&mut self.cache));
-        Self::rows(&out.logits)
+        step_rows(self.model, self.shifts, &mut self.cache, parents, tokens)
     }
 }
