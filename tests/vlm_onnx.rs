@@ -139,12 +139,9 @@ fn images_must_match_the_placeholders() {
     assert!(e.contains("0 images"), "{e}");
 }
 
-#[test]
-fn run_batches_prompts_with_their_images() {
-    // `mimic run` on a compiled vision-language folder: prompts with one, two and no images,
-    // batched together, answer as they do one at a time.
-    let tmp = tempfile::tempdir().unwrap();
-    let compiled = tmp.path().join("c");
+/// The tiny Idefics3 fixture compiled into `dir/c` by `mimic compile`.
+fn compiled_idefics3(dir: &Path) -> std::path::PathBuf {
+    let compiled = dir.join("c");
     let model = fixtures_dir().join("vlm/idefics3");
     succeeds(&[
         "compile",
@@ -153,8 +150,25 @@ fn run_batches_prompts_with_their_images() {
         "--out",
         compiled.to_str().unwrap(),
     ]);
-    let shapes = fixtures_dir().join("vlm/shapes");
-    let image = |n: &str| shapes.join(n).display().to_string();
+    compiled
+}
+
+/// The path of a shape image of the fixture task, as text.
+fn shape_image(name: &str) -> String {
+    fixtures_dir()
+        .join("vlm/shapes")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn run_batches_prompts_with_their_images() {
+    // `mimic run` on a compiled vision-language folder: prompts with one, two and no images,
+    // batched together, answer as they do one at a time.
+    let tmp = tempfile::tempdir().unwrap();
+    let compiled = compiled_idefics3(tmp.path());
+    let image = shape_image;
     let lines = [
         serde_json::json!({"prompt": "<image>What colour is the shape?",
                            "images": [image("red-circle.png")]}),
@@ -267,17 +281,8 @@ fn run_keeps_going_past_invalid_requests() {
     // its own error, and the exit status says some were invalid; without it, the run stops
     // before serving anything and writes nothing.
     let tmp = tempfile::tempdir().unwrap();
-    let compiled = tmp.path().join("c");
-    let model = fixtures_dir().join("vlm/idefics3");
-    succeeds(&[
-        "compile",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        compiled.to_str().unwrap(),
-    ]);
-    let shapes = fixtures_dir().join("vlm/shapes");
-    let image = |n: &str| shapes.join(n).display().to_string();
+    let compiled = compiled_idefics3(tmp.path());
+    let image = shape_image;
     let valid = [
         serde_json::json!({"prompt": "<image>What colour is the shape?",
                            "images": [image("red-circle.png")]}),

@@ -22,6 +22,34 @@ pub trait BatchLm {
     ) -> Result<Vec<Vec<f32>>, Self::Error>;
 }
 
+/// The prompts' token ids laid out for one run: `[batch, longest]` ids left-padded with
+/// `pad`, the mask (0 on padding), and each token's position among its row's real tokens.
+pub fn left_padded(prompts: &[Vec<u32>], pad: u32) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let n = prompts.len() * longest;
+    let (mut ids, mut mask, mut pos) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for p in prompts {
+        let padding = longest - p.len();
+        ids.extend(std::iter::repeat_n(pad as i64, padding));
+        mask.extend(std::iter::repeat_n(0i64, padding));
+        pos.extend(std::iter::repeat_n(0i64, padding));
+        ids.extend(p.iter().map(|&t| t as i64));
+        mask.extend(std::iter::repeat_n(1i64, p.len()));
+        pos.extend(0..p.len() as i64);
+    }
+    (ids, mask, pos)
+}
+
+/// Whether `parents` keeps the `rows` rows of a batch as they are (each named once, in
+/// order): then a backend need not reorder its cache.
+pub fn keeps_every_row(parents: &[usize], rows: usize) -> bool {
+    parents.len() == rows && parents.iter().enumerate().all(|(i, &p)| i == p)
+}
+
 /// Greedy continuation of every prompt, at most `max_new` tokens each. `done(row, tokens)`
 /// says when a row has finished (its end-of-sequence token, a newline, ...); finished rows
 /// keep their place in the batch, fed their last token again, until every row is done (so
@@ -195,6 +223,14 @@ mod tests {
             rows: vec![],
             calls: 0,
         }
+    }
+
+    #[test]
+    fn prompts_are_left_padded_with_positions_from_their_first_token() {
+        let (ids, mask, pos) = left_padded(&[vec![5, 6, 7], vec![9]], 0);
+        assert_eq!(ids, [5, 6, 7, 0, 0, 9]);
+        assert_eq!(mask, [1, 1, 1, 0, 0, 1]);
+        assert_eq!(pos, [0, 1, 2, 0, 0, 0]);
     }
 
     #[test]

@@ -1,31 +1,9 @@
 //! Generation for a batch of prompts of different lengths through a compiled model: left-padded,
 //! one row per prompt (or per beam), each row stopping on its own.
-use mimic_models::batch::BatchLm;
+use mimic_models::batch::{keeps_every_row, left_padded, BatchLm};
 
 use crate::session::{CompiledModel, KvState, RunOutput};
 use crate::{Result, RuntimeError};
-
-/// The prompts' token ids laid out for one run: `[batch, longest]` ids left-padded with
-/// `pad`, the mask (0 on padding), and each token's position among its row's real tokens.
-pub fn left_padded(prompts: &[Vec<u32>], pad: u32) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let n = prompts.len() * longest;
-    let (mut ids, mut mask, mut pos) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for p in prompts {
-        let padding = longest - p.len();
-        ids.extend(std::iter::repeat_n(pad as i64, padding));
-        mask.extend(std::iter::repeat_n(0i64, padding));
-        pos.extend(std::iter::repeat_n(0i64, padding));
-        ids.extend(p.iter().map(|&t| t as i64));
-        mask.extend(std::iter::repeat_n(1i64, p.len()));
-        pos.extend(0..p.len() as i64);
-    }
-    (ids, mask, pos)
-}
 
 /// The indices of prompts of these lengths, shortest first (stable): batches cut from this
 /// order pad least.
@@ -101,8 +79,7 @@ impl BatchLm for OnnxBatch<'_> {
         };
         let rows = self.next_pos.len();
         let total = self.mask.len() / rows.max(1);
-        let same_rows = parents.len() == rows && parents.iter().enumerate().all(|(i, &p)| i == p);
-        if !same_rows {
+        if !keeps_every_row(parents, rows) {
             state = state.select_rows(parents)?;
             self.next_pos = parents.iter().map(|&p| self.next_pos[p]).collect();
         }
@@ -142,14 +119,6 @@ pub fn greedy_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prompts_are_left_padded_with_positions_from_their_first_token() {
-        let (ids, mask, pos) = left_padded(&[vec![5, 6, 7], vec![9]], 0);
-        assert_eq!(ids, [5, 6, 7, 0, 0, 9]);
-        assert_eq!(mask, [1, 1, 1, 0, 0, 1]);
-        assert_eq!(pos, [0, 1, 2, 0, 0, 0]);
-    }
 
     #[test]
     fn length_order_is_stable() {

@@ -54,7 +54,7 @@ pub struct Args {
     json: super::JsonArgs,
 }
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Request {
     #[serde(default)]
     heads: Option<String>,
@@ -129,28 +129,24 @@ fn read_requests(a: &Args, names: &BTreeMap<String, Heads>) -> Result<Vec<ReadRe
             }
         }
     }
-    for r in &mut reqs {
-        let unknown = match r {
-            Ok(req) => req
-                .heads
-                .as_ref()
-                .filter(|n| !names.contains_key(*n))
-                .map(|n| {
-                    format!(
+    // Heads that --heads does not name make a read request a refused one.
+    let reqs: Vec<ReadRequest> = reqs
+        .into_iter()
+        .map(|r| match r {
+            Ok(req) => match req.heads.as_ref().filter(|n| !names.contains_key(*n)) {
+                Some(n) => {
+                    let msg = format!(
                         "prompt {} asks for heads `{n}`, but --heads names {:?}",
                         quoted(&req.prompt),
                         names.keys().collect::<Vec<_>>()
-                    )
-                }),
-            Err(_) => None,
-        };
-        if let Some(msg) = unknown {
-            let Ok(req) = std::mem::replace(r, Err((Request::default(), String::new()))) else {
-                unreachable!("only read requests name heads")
-            };
-            *r = Err((req, msg));
-        }
-    }
+                    );
+                    Err((req, msg))
+                }
+                None => Ok(req),
+            },
+            refused => refused,
+        })
+        .collect();
     if reqs.is_empty() {
         bail!("no prompts: give --prompt or --prompts-file");
     }
@@ -253,16 +249,13 @@ pub fn run(a: Args) -> Result<()> {
     let mut results: Vec<Option<Completion>> = (0..reqs.len()).map(|_| None).collect();
     let mut ready: Vec<(usize, &Request, Vec<u32>)> = Vec::with_capacity(reqs.len());
     for (i, r) in reqs.iter().enumerate() {
-        let prepared = match r {
-            Ok(req) => prepare(req, &a, &contract, processor.as_ref(), &tok).map(|ids| (req, ids)),
-            Err((req, msg)) => Err(msg.clone()).map(|ids: Vec<u32>| (req, ids)),
+        let (req, prepared) = match r {
+            Ok(req) => (req, prepare(req, &a, &contract, processor.as_ref(), &tok)),
+            Err((req, msg)) => (req, Err(msg.clone())),
         };
         match prepared {
-            Ok((req, ids)) => ready.push((i, req, ids)),
+            Ok(ids) => ready.push((i, req, ids)),
             Err(msg) if a.keep_going => {
-                let req = match r {
-                    Ok(req) | Err((req, _)) => req,
-                };
                 tracing::warn!("request {}: {msg}", i + 1);
                 results[i] = Some(Completion {
                     heads: req.heads.clone(),

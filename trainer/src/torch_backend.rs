@@ -554,6 +554,14 @@ impl mimic_models::beam::BeamLm for TorchLm<'_> {
     }
 }
 
+/// A model's held image tokens (`(image token id, features)`) as a pass's input.
+fn image_tokens(images: &Option<(i64, Tensor)>) -> Option<ImageTokens<'_>> {
+    images.as_ref().map(|(token_id, features)| ImageTokens {
+        token_id: *token_id,
+        features,
+    })
+}
+
 /// One more token for every row of a cached batch: row `i` becomes a copy of row
 /// `parents[i]` (the rows stay as they are when `parents` names each in order), then is fed
 /// `tokens[i]`; returns each row's logits.
@@ -566,8 +574,7 @@ fn step_rows(
 ) -> Result<Vec<Vec<f32>>> {
     let _guard = tch::no_grad_guard();
     let rows = cache.key_mask.as_ref().map_or(0, |m| m.size()[0]) as usize;
-    let same_rows = parents.len() == rows && parents.iter().enumerate().all(|(i, &p)| i == p);
-    if !same_rows {
+    if !mimic_models::batch::keeps_every_row(parents, rows) {
         cache.select_rows(parents);
     }
     let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
@@ -609,13 +616,7 @@ impl CausalLm for TorchLm<'_> {
         f.logits_last = Some(1);
         f.shifts = self.shifts;
         if self.cache.is_empty() {
-            f.images = self
-                .images
-                .as_ref()
-                .map(|(token_id, features)| ImageTokens {
-                    token_id: *token_id,
-                    features,
-                });
+            f.images = image_tokens(&self.images);
         }
         let out = self.model.forward(&f, Some(&mut self.cache));
         let logits = out
@@ -664,16 +665,9 @@ impl mimic_models::batch::BatchLm for TorchBatch<'_> {
         if let Some(i) = prompts.iter().position(Vec::is_empty) {
             return Err(crate::TrainerError::Other(format!("prompt {i} is empty")));
         }
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let (mut ids, mut mask) = (Vec::new(), Vec::new());
-        for p in prompts {
-            let padding = longest - p.len();
-            ids.extend(std::iter::repeat_n(self.pad as i64, padding));
-            mask.extend(std::iter::repeat_n(0i64, padding));
-            ids.extend(p.iter().map(|&t| t as i64));
-            mask.extend(std::iter::repeat_n(1i64, p.len()));
-        }
-        let shape = [prompts.len() as i64, longest as i64];
+        // Positions follow from the mask in the forward pass.
+        let (ids, mask, _) = mimic_models::batch::left_padded(prompts, self.pad);
+        let shape = [prompts.len() as i64, -1];
         let ids = Tensor::f_from_slice(&ids)?
             .view(shape)
             .to_device(self.model.device);
@@ -685,13 +679,7 @@ impl mimic_models::batch::BatchLm for TorchBatch<'_> {
         f.attention_mask = Some(&mask);
         f.logits_last = Some(1);
         f.shifts = self.shifts;
-        f.images = self
-            .images
-            .as_ref()
-            .map(|(token_id, features)| ImageTokens {
-                token_id: *token_id,
-                features,
-            });
+        f.images = image_tokens(&self.images);
         let out = self.model.forward(&f, Some(&mut self.cache));
         last_logits_rows(&out.logits)
     }
