@@ -13,7 +13,7 @@
 //! [`crate::fold`].
 use std::collections::{BTreeMap, HashSet};
 
-use mimic_models::backend::{AttentionSpec, Backend, Site};
+use mimic_models::backend::{AttentionSpec, Backend, CrossAttentionSpec, Site};
 use mimic_models::contract::{
     past_key, past_value, present_key, present_value, AttentionImpl, ATTENTION_MASK, INPUTS_EMBEDS,
     INPUT_IDS, LOGITS, POSITION_IDS,
@@ -134,15 +134,64 @@ pub struct OnnxBackend<'w> {
     /// The graph takes `inputs_embeds` instead of `input_ids` (a vision-language model's
     /// decoder).
     pub(crate) embeds_input: bool,
+    /// Where a cross-attention decoder's keys and values come from ([`crate::cross`]).
+    pub(crate) cross_kv: crate::cross::CrossKv,
+    /// The cross-attention mask and read gate, built once.
+    pub(crate) cross_mask: Option<(String, String)>,
 }
 
 impl<'w> OnnxBackend<'w> {
+    /// A backend that declares no inputs or outputs (a graph of a few of the model's
+    /// operations, such as [`crate::cross::emit_cross_kv`]).
+    pub(crate) fn bare(g: GraphBuilder, cfg: &LlamaConfig, weights: &'w Weights) -> Self {
+        OnnxBackend {
+            g,
+            weights,
+            attention: AttentionImpl::Unfused,
+            last_only: true,
+            emitted: HashSet::new(),
+            masks: Masks::default(),
+            heads: HeadsSource::None,
+            merged: BTreeMap::new(),
+            head_dim: cfg.head_dim,
+            error: None,
+            fp16_guards: false,
+            embeds_input: false,
+            cross_kv: crate::cross::CrossKv::Inputs,
+            cross_mask: None,
+        }
+    }
+
+    /// As [`Self::new`], for a cross-attention decoder whose keys and values come as `cross_kv`
+    /// says.
+    pub fn with_cross_kv(
+        g: GraphBuilder,
+        cfg: &LlamaConfig,
+        weights: &'w Weights,
+        heads: HeadsSource<'w>,
+        opts: &crate::CompileOptions,
+        cross_kv: crate::cross::CrossKv,
+    ) -> crate::Result<Self> {
+        Self::build(g, cfg, weights, heads, opts, cross_kv)
+    }
+
     pub fn new(
         g: GraphBuilder,
         cfg: &LlamaConfig,
         weights: &'w Weights,
         heads: HeadsSource<'w>,
         opts: &crate::CompileOptions,
+    ) -> crate::Result<Self> {
+        Self::build(g, cfg, weights, heads, opts, crate::cross::CrossKv::Inputs)
+    }
+
+    fn build(
+        g: GraphBuilder,
+        cfg: &LlamaConfig,
+        weights: &'w Weights,
+        heads: HeadsSource<'w>,
+        opts: &crate::CompileOptions,
+        cross_kv: crate::cross::CrossKv,
     ) -> crate::Result<Self> {
         let (attention, last_only) = (opts.attention, opts.last_only);
         let (fp16_guards, embeds_input) = (opts.is_fp16(), opts.embeds_input);
@@ -163,8 +212,13 @@ impl<'w> OnnxBackend<'w> {
             error: None,
             fp16_guards,
             embeds_input,
+            cross_kv,
+            cross_mask: None,
         };
         b.declare_io(cfg);
+        if let Some(x) = &cfg.cross_attention {
+            crate::cross::declare_inputs(&mut b, x, cfg.num_heads, cfg.num_layers);
+        }
         if let HeadsSource::Inputs(method) = heads {
             b.declare_heads_inputs(method, cfg);
         }
@@ -254,7 +308,7 @@ impl<'w> OnnxBackend<'w> {
     }
 
     /// A weight in HF layout, emitted once.
-    fn weight(&mut self, name: &str) -> String {
+    pub(crate) fn weight(&mut self, name: &str) -> String {
         let init = Initializer::Weight(name.to_string());
         if self.emitted.insert(init) {
             let t = host_weight(&self.merged, self.weights, name)
@@ -498,6 +552,31 @@ impl Backend for OnnxBackend<'_> {
 
     fn attention(&mut self, q: &Value, k: &Value, v: &Value, spec: &AttentionSpec) -> Value {
         crate::attention::emit(self, q, k, v, spec)
+    }
+
+    fn gate(&mut self, x: &Value, alpha: &str) -> Value {
+        crate::cross::gate(self, x, alpha)
+    }
+
+    fn head_rms_norm(&mut self, x: &Value, weight: &str, eps: f64) -> Value {
+        crate::cross::head_rms_norm(self, x, weight, eps)
+    }
+
+    fn cross_keys_values<F>(&mut self, block: usize, project: F) -> (Value, Value)
+    where
+        F: FnOnce(&mut Self, &Value) -> (Value, Value),
+    {
+        crate::cross::keys_values(self, block, project)
+    }
+
+    fn cross_attention(
+        &mut self,
+        q: &Value,
+        k: &Value,
+        v: &Value,
+        spec: &CrossAttentionSpec,
+    ) -> Value {
+        crate::cross::attention(self, q, k, v, spec.head_dim, spec.latents_per_image)
     }
 
     fn observe(&mut self, layer: usize, site: Site, x: Value) -> Value {

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod check;
 pub mod compile;
+pub mod cross;
 pub mod emit;
 pub mod fold;
 pub mod graph;

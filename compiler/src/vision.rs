@@ -187,13 +187,17 @@ impl VisionBackend for OnnxVision<'_> {
         self.g.node("Unsqueeze", &[&ids, &axes], vec![])
     }
 
-    fn patch_embed(&mut self, pixels: &String, module: &str, patch: usize) -> String {
+    fn patch_embed(&mut self, pixels: &String, module: &str, patch: usize, bias: bool) -> String {
         let w = self.weight(&format!("{module}.weight"));
-        let b = self.weight(&format!("{module}.bias"));
+        let mut inputs = vec![pixels.clone(), w];
+        if bias {
+            inputs.push(self.weight(&format!("{module}.bias")));
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let p = patch as i64;
         let conv = self.g.node(
             "Conv",
-            &[pixels, &w, &b],
+            &inputs,
             vec![
                 attr_ints("kernel_shape", &[p, p]),
                 attr_ints("strides", &[p, p]),
@@ -239,6 +243,7 @@ impl VisionBackend for OnnxVision<'_> {
                 let s = self.g.node("Sigmoid", &[x], vec![]);
                 return self.g.node("Mul", &[x, &s], vec![]);
             }
+            Activation::Relu => return self.g.node("Relu", &[x], vec![]),
         };
         self.g
             .node("Gelu", &[x], vec![attr_string("approximate", approximate)])
@@ -338,7 +343,11 @@ impl VisionBackend for OnnxVision<'_> {
             .get(name)
             .expect("weights checked at load")
             .shape;
-        let rows = self.g.const_i64(&[shape[0] as i64, shape[1] as i64]);
+        // A 1-D parameter (CLIP's class embedding) is one row.
+        let rows = match shape[..] {
+            [d] => self.g.const_i64(&[1, d as i64]),
+            _ => self.g.const_i64(&[shape[0] as i64, shape[1] as i64]),
+        };
         let n = self.g.node(
             "Shape",
             &[PIXEL_VALUES],

@@ -40,6 +40,16 @@ pub struct AttentionSpec {
     pub window: Option<usize>,
 }
 
+/// Shape facts of a gated cross-attention block's attention over the image latents (Idefics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossAttentionSpec {
+    pub block: usize,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    /// Latents per image: the keys of image `i` are `i * latents_per_image ..` of a row's.
+    pub latents_per_image: usize,
+}
+
 /// Tensor operations over activations `[batch, seq, ..]`. Infallible: a backend checks its
 /// weights and inputs before a forward pass starts.
 pub trait Backend {
@@ -93,6 +103,28 @@ pub trait Backend {
         k: &Self::Tensor,
         v: &Self::Tensor,
         spec: &AttentionSpec,
+    ) -> Self::Tensor;
+    /// `x * tanh(alpha)` for the gate parameter `alpha` (`[1]`, or `[1, 1, hidden]`).
+    fn gate(&mut self, x: &Self::Tensor, alpha: &str) -> Self::Tensor;
+    /// RMS norm over each head's channels: `x` `[b, heads, s, d]`, `weight` `[d]` (Idefics'
+    /// q/k norms).
+    fn head_rms_norm(&mut self, x: &Self::Tensor, weight: &str, eps: f64) -> Self::Tensor;
+    /// The keys and values `[b, heads, latents, d]` of cross-attention block `block` over the
+    /// pass's image latents: `project` applied to the latents `[b, latents, kv_input_dim]`,
+    /// or what the backend already holds (computed once per prompt, or taken as inputs).
+    fn cross_keys_values<F>(&mut self, block: usize, project: F) -> (Self::Tensor, Self::Tensor)
+    where
+        F: FnOnce(&mut Self, &Self::Tensor) -> (Self::Tensor, Self::Tensor),
+        Self: Sized;
+    /// Each token's queries `[b, heads, s, d]` attend to the latents of the one image it
+    /// sees (the most recent image before it in its prompt, transformers' image attention
+    /// mask); a token that sees no image gets zeros. Scale `head_dim^-0.5`, no rotary.
+    fn cross_attention(
+        &mut self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        spec: &CrossAttentionSpec,
     ) -> Self::Tensor;
     /// Called with each layer's activation at each [`Site`]; returns it, recorded or changed.
     fn observe(&mut self, layer: usize, site: Site, x: Self::Tensor) -> Self::Tensor;

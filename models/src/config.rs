@@ -69,6 +69,67 @@ pub struct LlamaConfig {
     pub sliding_window: Vec<Option<usize>>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// Gated cross-attention blocks reading image latents (Idefics); `None` for a plain
+    /// decoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_attention: Option<GatedCrossAttention>,
+}
+
+/// The shape of a gated cross-attention gate `alpha` (Idefics' `alpha_type`): the block adds
+/// `tanh(alpha) * x` to the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlphaType {
+    /// One number per gate (`[1]`).
+    Float,
+    /// One number per channel (`[1, 1, hidden]`).
+    Vector,
+}
+
+impl AlphaType {
+    /// The type an HF `alpha_type` names; `None` for any other (transformers refuses those).
+    pub fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "float" => Some(Self::Float),
+            "vector" => Some(Self::Vector),
+            _ => None,
+        }
+    }
+}
+
+/// Idefics' gated cross-attention blocks: before decoder layer `l` with
+/// `l % interval == 0`, block `l / interval` lets the text attend to the image latents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatedCrossAttention {
+    /// `cross_layer_interval`.
+    pub interval: usize,
+    /// Width of the image latents the keys and values are projected from (the vision
+    /// tower's `embed_dim`).
+    pub kv_input_dim: usize,
+    /// Latents per image (the perceiver's `n_latents`, or the tower's positions without it).
+    pub latents_per_image: usize,
+    /// RMS norms on each head's queries and keys (`qk_layer_norms`).
+    pub qk_norms: bool,
+    pub alpha: AlphaType,
+}
+
+impl GatedCrossAttention {
+    /// The number of blocks of a decoder with `num_layers` layers.
+    pub fn num_blocks(&self, num_layers: usize) -> usize {
+        num_layers / self.interval
+    }
+
+    /// The block that runs before decoder layer `layer`, if one does.
+    pub fn block_before(&self, layer: usize, num_layers: usize) -> Option<usize> {
+        let block = layer / self.interval;
+        (layer.is_multiple_of(self.interval) && block < self.num_blocks(num_layers))
+            .then_some(block)
+    }
+}
+
+/// The tensor names of gated cross-attention block `block`.
+pub fn cross_block_name(block: usize, s: &str) -> String {
+    format!("model.gated_cross_attn_layers.{block}.{s}")
 }
 
 /// More decoder layers than any published model has (the largest have a few hundred). The
@@ -234,6 +295,7 @@ impl LlamaConfig {
             sliding_window: vec![window.map(|w| w as usize); num_layers],
             bos_token_id: token_ids(v.get("bos_token_id")).first().copied(),
             eos_token_ids: token_ids(v.get("eos_token_id")),
+            cross_attention: None,
         };
         cfg.validate(path)?;
         Ok(cfg)
@@ -299,6 +361,7 @@ impl LlamaConfig {
                 .ok()
                 .map(|x| vec![x as u32])
                 .unwrap_or_default(),
+            cross_attention: None,
         };
         cfg.validate(path)?;
         Ok(cfg)
@@ -456,6 +519,31 @@ impl LlamaConfig {
             out.push((p("mlp.gate_proj.weight"), vec![i, h]));
             out.push((p("mlp.up_proj.weight"), vec![i, h]));
             out.push((p("mlp.down_proj.weight"), vec![h, i]));
+        }
+        if let Some(x) = &self.cross_attention {
+            let alpha = match x.alpha {
+                AlphaType::Float => vec![1],
+                AlphaType::Vector => vec![1, 1, h],
+            };
+            let inner = self.num_heads * self.head_dim;
+            for j in 0..x.num_blocks(self.num_layers) {
+                let p = |s: &str| cross_block_name(j, s);
+                out.push((p("alpha_cross_attn"), alpha.clone()));
+                out.push((p("alpha_dense"), alpha.clone()));
+                out.push((p("input_layernorm.weight"), vec![h]));
+                out.push((p("cross_attn.q_proj.weight"), vec![inner, h]));
+                out.push((p("cross_attn.k_proj.weight"), vec![inner, x.kv_input_dim]));
+                out.push((p("cross_attn.v_proj.weight"), vec![inner, x.kv_input_dim]));
+                out.push((p("cross_attn.o_proj.weight"), vec![h, inner]));
+                if x.qk_norms {
+                    out.push((p("cross_attn.q_layer_norm.weight"), vec![self.head_dim]));
+                    out.push((p("cross_attn.k_layer_norm.weight"), vec![self.head_dim]));
+                }
+                out.push((p("post_attention_layernorm.weight"), vec![h]));
+                out.push((p("mlp.gate_proj.weight"), vec![i, h]));
+                out.push((p("mlp.up_proj.weight"), vec![i, h]));
+                out.push((p("mlp.down_proj.weight"), vec![h, i]));
+            }
         }
         out.push(("model.norm.weight".to_string(), vec![h]));
         if !self.tie_word_embeddings {

@@ -58,6 +58,28 @@ pub fn present_value(layer: usize) -> String {
     of_layer(PRESENT_VALUE, layer)
 }
 
+/// A cross-attention decoder's (Idefics') inputs: the image slot each new token reads
+/// (`[batch, seq]` int64, -1 for none), and each gated block's keys and values over the
+/// images' latents (`[batch, heads, n_image_keys, head_dim]`), computed once per prompt by
+/// the cross graph from the latents; or, in a graph that recomputes them every step, the
+/// latents themselves (`[batch, n_image_keys, kv_input_dim]`).
+pub const IMAGE_SLOTS: &str = "image_slots";
+pub const IMAGE_LATENTS: &str = "image_latents";
+pub const CROSS_KEY: &str = "cross.{layer}.key";
+pub const CROSS_VALUE: &str = "cross.{layer}.value";
+/// The graph computing every block's cross keys and values from the latents.
+pub const CROSS_KV_MODEL_FILE: &str = "cross_kv.onnx";
+pub const CROSS_KV_DATA_FILE: &str = "cross_kv.onnx.data";
+
+/// Gated cross-attention block `block`'s [`CROSS_KEY`].
+pub fn cross_key(block: usize) -> String {
+    of_layer(CROSS_KEY, block)
+}
+/// Gated cross-attention block `block`'s [`CROSS_VALUE`].
+pub fn cross_value(block: usize) -> String {
+    of_layer(CROSS_VALUE, block)
+}
+
 /// The additive mask value that hides a key, in the compiled graphs' masks (and the value the
 /// runtime's kernel is tested with). Not float32's minimum: the float16 pass stores it in
 /// float16, where adding a score to a value near float16's limit would overflow to minus

@@ -4,8 +4,9 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
-use mimic_models::backend::{AttentionSpec, Backend, Site};
+use mimic_models::backend::{AttentionSpec, Backend, CrossAttentionSpec, Site};
 use mimic_models::generate::CausalLm;
+use mimic_models::vlm::idefics::ImageWalk;
 use mimic_models::{llama, LlamaConfig, Model};
 use tch::{Device, IndexOp, Kind, Tensor};
 
@@ -52,6 +53,57 @@ pub struct TorchModel {
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     key_mask: Option<Tensor>,
+    /// The images a cross-attention decoder (Idefics) has read so far.
+    cross: CrossCache,
+}
+
+/// A cross-attention decoder's images so far: each gated block's keys and values over them,
+/// computed once when the images arrive, and where each row stands in the processor's walk.
+///
+/// Images occupy slots of `latents_per_image` keys each; a row's `j`-th image is in slot
+/// `slots[row][j]`. A pass whose rows bring different numbers of images pads them with zero
+/// latents, which no token reads.
+#[derive(Default)]
+struct CrossCache {
+    /// Per block, `[b, heads, n_slots * latents, d]` each.
+    blocks: Vec<Option<(Tensor, Tensor)>>,
+    n_slots: usize,
+    slots: Vec<Vec<usize>>,
+    walks: Vec<ImageWalk>,
+}
+
+impl CrossCache {
+    fn select_rows(&mut self, idx: &Tensor, rows: &[usize]) {
+        for (k, v) in self.blocks.iter_mut().flatten() {
+            *k = k.index_select(0, idx);
+            *v = v.index_select(0, idx);
+        }
+        if !self.walks.is_empty() {
+            self.slots = rows.iter().map(|&r| self.slots[r].clone()).collect();
+            self.walks = rows.iter().map(|&r| self.walks[r]).collect();
+        }
+    }
+
+    fn repeat_batch(&self, b: i64) -> CrossCache {
+        let rows = b as usize;
+        CrossCache {
+            blocks: self
+                .blocks
+                .iter()
+                .map(|l| {
+                    l.as_ref().map(|(k, v)| {
+                        (
+                            k.expand([b, -1, -1, -1], false),
+                            v.expand([b, -1, -1, -1], false),
+                        )
+                    })
+                })
+                .collect(),
+            n_slots: self.n_slots,
+            slots: self.slots.iter().cycle().take(rows).cloned().collect(),
+            walks: self.walks.iter().cycle().take(rows).copied().collect(),
+        }
+    }
 }
 
 impl KvCache {
@@ -80,6 +132,7 @@ impl KvCache {
                 })
                 .collect(),
             key_mask: self.key_mask.as_ref().map(|m| m.expand([b, -1], false)),
+            cross: self.cross.repeat_batch(b),
         }
     }
 
@@ -95,6 +148,7 @@ impl KvCache {
             *v = v.index_select(0, &idx);
         }
         self.key_mask = Some(mask.index_select(0, &idx));
+        self.cross.select_rows(&idx, rows);
     }
 
     /// Layer `l`'s cached keys and values (after rotary), `[b, kv_heads, len, d]`.
@@ -103,13 +157,16 @@ impl KvCache {
     }
 }
 
-/// Image tokens that take the place of the `<image>` token's embeddings (a vision-language
-/// model's prompt).
+/// A vision-language model's images in a pass: image tokens that take the place of the
+/// `<image>` token's embeddings, or, for a cross-attention decoder (Idefics), the latents its
+/// gated blocks read, one image per `<image>` token.
 #[derive(Clone, Copy)]
 pub struct ImageTokens<'a> {
     pub token_id: i64,
-    /// `[n_images, tokens_per_image, hidden]` (or `[n_tokens, hidden]`), in prompt order: as
-    /// many rows in all as the pass's ids hold `token_id`s.
+    /// `[n_images, tokens_per_image, hidden]` (or `[n_tokens, hidden]`), in prompt order (the
+    /// rows of a batch one after the other): as many rows in all as the pass's ids hold
+    /// `token_id`s; for a cross-attention decoder `[n_images, latents, kv_input_dim]` (or
+    /// `[n_images * latents, kv_input_dim]`), an image per `token_id`.
     pub features: &'a Tensor,
 }
 
@@ -132,6 +189,10 @@ pub struct Forward<'a> {
     pub matmul: Kind,
     /// A vision-language model's image tokens for this pass.
     pub images: Option<ImageTokens<'a>>,
+    /// The pass feeds generated tokens: in a cross-attention decoder each reads the image the
+    /// last token read (as transformers' generate extends the image attention mask), where a
+    /// prompt's tokens follow the processor's rule ([`ImageWalk`]).
+    pub generating: bool,
 }
 
 impl<'a> Forward<'a> {
@@ -145,6 +206,7 @@ impl<'a> Forward<'a> {
             shifts: Shifts::default(),
             matmul: Kind::Float,
             images: None,
+            generating: false,
         }
     }
 }
@@ -226,7 +288,7 @@ impl TorchModel {
         };
         let key_mask = match &cache.key_mask {
             Some(old) => Tensor::cat(&[old, &new_mask], 1),
-            None => new_mask,
+            None => new_mask.shallow_clone(),
         };
         let positions = match f.position_ids {
             Some(p) => p.to_device(self.device),
@@ -236,6 +298,10 @@ impl TorchModel {
         };
         let mask = additive_mask(&key_mask, past, s, None);
         cache.key_mask = Some(key_mask.shallow_clone());
+        let cross = self.config.cross_attention.as_ref().map(|x| {
+            let eos = &self.config.eos_token_ids;
+            cross_inputs(x.latents_per_image, eos, f, &new_mask, &mut cache.cross)
+        });
         let mut run = TorchPass {
             model: self,
             forward: f,
@@ -246,12 +312,123 @@ impl TorchModel {
             masks: HashMap::from([(None, mask)]),
             cache,
             recorded: BTreeMap::new(),
+            cross,
         };
         let logits = llama::forward(&self.config, &mut run);
         ForwardOutput {
             logits,
             recorded: run.recorded,
         }
+    }
+}
+
+/// What a cross-attention pass reads: the latents of the images it brings, and which slot
+/// each of its tokens reads.
+struct CrossInputs {
+    /// `[b, new_slots * latents, kv_input_dim]`, when the pass brings images.
+    new_latents: Option<Tensor>,
+    /// `[b, 1, s, n_slots * latents]`: 0 where a token may read a latent, a large negative
+    /// number elsewhere.
+    mask: Tensor,
+    /// `[b, 1, s, 1]`: 1 for a token that reads an image, 0 for one that reads none.
+    reads: Tensor,
+}
+
+/// Advances each row's walk over the pass's tokens (padding skipped), gives the pass's
+/// images slots, and builds the cross-attention mask. Callers check that the images match
+/// the `<image>` tokens ([`check_cross_images`]); an image index without a slot reads nothing.
+fn cross_inputs(
+    latents: usize,
+    eos: &[u32],
+    f: &Forward,
+    new_mask: &Tensor,
+    cross: &mut CrossCache,
+) -> CrossInputs {
+    let device = new_mask.device();
+    let (b, s) = (f.ids.size()[0], f.ids.size()[1]);
+    let ids: Vec<i64> =
+        Vec::try_from(f.ids.to_device(Device::Cpu).reshape([-1])).expect("token ids are int64");
+    let real: Vec<i64> =
+        Vec::try_from(new_mask.to_device(Device::Cpu).reshape([-1])).expect("the mask is int64");
+    if cross.walks.len() != b as usize {
+        cross.walks = vec![ImageWalk::default(); b as usize];
+        cross.slots = vec![Vec::new(); b as usize];
+    }
+    let token_id = f.images.map_or(-1, |i| i.token_id);
+    // This pass's images, row by row, each in a new slot.
+    let counts: Vec<usize> = ids
+        .chunks(s as usize)
+        .zip(real.chunks(s as usize))
+        .map(|(row, m)| {
+            row.iter()
+                .zip(m)
+                .filter(|(&id, &m)| m != 0 && id == token_id)
+                .count()
+        })
+        .collect();
+    let new_slots = counts.iter().copied().max().unwrap_or(0);
+    let new_latents = match (f.images, new_slots) {
+        (Some(images), n) if n > 0 => {
+            let width = *images.features.size().last().expect("latents have a width");
+            let all = images
+                .features
+                .reshape([-1, latents as i64, width])
+                .to_device(device);
+            let mut rows = Vec::new();
+            let mut start = 0;
+            for &c in &counts {
+                let mine = all.narrow(0, start, c as i64);
+                start += c as i64;
+                let pad = Tensor::zeros(
+                    [(new_slots - c) as i64, latents as i64, width],
+                    (Kind::Float, device),
+                );
+                rows.push(Tensor::cat(&[mine, pad], 0).reshape([1, -1, width]));
+            }
+            for (row, &c) in cross.slots.iter_mut().zip(&counts) {
+                row.extend((0..c).map(|k| cross.n_slots + k));
+            }
+            cross.n_slots += new_slots;
+            Some(Tensor::cat(&rows, 0))
+        }
+        _ => None,
+    };
+    // Which slot each token reads.
+    let mut token_slots = Vec::with_capacity((b * s) as usize);
+    for (r, (row, m)) in ids
+        .chunks(s as usize)
+        .zip(real.chunks(s as usize))
+        .enumerate()
+    {
+        let walk = &mut cross.walks[r];
+        for (&id, &m) in row.iter().zip(m) {
+            if m == 0 {
+                token_slots.push(-1);
+                continue;
+            }
+            let image = match f.generating {
+                true => walk.generated(1)[0],
+                false => walk.prompt(&[id as u32], token_id as u32, eos)[0],
+            };
+            let slot = image
+                .and_then(|j| cross.slots[r].get(j))
+                .map_or(-1, |&k| k as i64);
+            token_slots.push(slot);
+        }
+    }
+    let token_slots = Tensor::from_slice(&token_slots)
+        .view([b, 1, s, 1])
+        .to_device(device);
+    let n_keys = (cross.n_slots * latents) as i64;
+    let key_slots = Tensor::arange(n_keys, (Kind::Int64, device))
+        .divide_scalar_mode(latents as i64, "floor")
+        .view([1, 1, 1, n_keys]);
+    let allowed = key_slots.eq_tensor(&token_slots);
+    let zeros = Tensor::zeros([1], (Kind::Float, device));
+    CrossInputs {
+        new_latents,
+        mask: zeros.where_scalarother(&allowed, f32::MIN as f64),
+        reads: token_slots.ge(0).to_kind(Kind::Float),
     }
 }
 
@@ -361,6 +538,7 @@ struct TorchPass<'m, 'f, 'c> {
     masks: HashMap<Option<usize>, Tensor>,
     cache: &'c mut KvCache,
     recorded: BTreeMap<(usize, Site), Tensor>,
+    cross: Option<CrossInputs>,
 }
 
 impl Backend for TorchPass<'_, '_, '_> {
@@ -378,6 +556,8 @@ impl Backend for TorchPass<'_, '_, '_> {
         let ids = self.ids.shallow_clone();
         let h = self.embed(&ids, table);
         match self.forward.images {
+            // A cross-attention decoder reads its images in the gated blocks.
+            _ if self.cross.is_some() => h,
             None => h,
             Some(images) => {
                 let at = ids.eq(images.token_id).unsqueeze(-1);
@@ -491,6 +671,80 @@ impl Backend for TorchPass<'_, '_, '_> {
         }
     }
 
+    fn gate(&mut self, x: &Tensor, alpha: &str) -> Tensor {
+        x * self.model.param(alpha).tanh()
+    }
+
+    fn head_rms_norm(&mut self, x: &Tensor, weight: &str, eps: f64) -> Tensor {
+        rms_norm(x, self.model.param(weight), eps)
+    }
+
+    fn cross_keys_values<F>(&mut self, block: usize, project: F) -> (Tensor, Tensor)
+    where
+        F: FnOnce(&mut Self, &Tensor) -> (Tensor, Tensor),
+    {
+        let blocks = &mut self.cache.cross.blocks;
+        if blocks.len() <= block {
+            blocks.resize_with(block + 1, || None);
+        }
+        let new = self
+            .cross
+            .as_ref()
+            .and_then(|c| c.new_latents.as_ref())
+            .map(Tensor::shallow_clone);
+        let old = self.cache.cross.blocks[block].take();
+        let kv = match (old, new) {
+            (old, Some(z)) => {
+                let (k, v) = project(self, &z);
+                match old {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2), Tensor::cat(&[&pv, &v], 2)),
+                    None => (k, v),
+                }
+            }
+            (Some(kv), None) => kv,
+            (None, None) => {
+                // No image yet: no keys, which no token reads.
+                let b = self.ids.size()[0];
+                let c = &self.model.config;
+                let empty = Tensor::zeros(
+                    [b, c.num_heads as i64, 0, c.head_dim as i64],
+                    (Kind::Float, self.model.device),
+                );
+                (empty.shallow_clone(), empty)
+            }
+        };
+        self.cache.cross.blocks[block] = Some((kv.0.shallow_clone(), kv.1.shallow_clone()));
+        kv
+    }
+
+    fn cross_attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        spec: &CrossAttentionSpec,
+    ) -> Tensor {
+        let cross = self
+            .cross
+            .as_ref()
+            .expect("a cross-attention decoder's pass has cross inputs");
+        if k.size()[2] == 0 {
+            return q.zeros_like();
+        }
+        let scale = 1.0 / (spec.head_dim as f64).sqrt();
+        let a = Tensor::scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            Some(&cross.mask),
+            0.0,
+            false,
+            scale,
+            false,
+        );
+        a * &cross.reads
+    }
+
     fn observe(&mut self, layer: usize, site: Site, x: Tensor) -> Tensor {
         let x = match self.forward.shifts.site {
             Some(s) => s.shift(layer, site, x),
@@ -584,6 +838,7 @@ fn step_rows(
     let mut f = Forward::new(&ids);
     f.logits_last = Some(1);
     f.shifts = shifts;
+    f.generating = true;
     let out = model.forward(&f, Some(cache));
     last_logits_rows(&out.logits)
 }
@@ -615,8 +870,10 @@ impl CausalLm for TorchLm<'_> {
         let mut f = Forward::new(&ids);
         f.logits_last = Some(1);
         f.shifts = self.shifts;
-        if self.cache.is_empty() {
-            f.images = image_tokens(&self.images);
+        // The first pass after a reset is the prompt; later ones feed generated tokens.
+        match self.cache.is_empty() {
+            true => f.images = image_tokens(&self.images),
+            false => f.generating = true,
         }
         let out = self.model.forward(&f, Some(&mut self.cache));
         let logits = out

@@ -291,18 +291,20 @@ impl TorchVision {
                 ids.to_kind(Kind::Int64).to_device(self.device)
             }
             None => {
-                if patches != cfg.num_positions() as i64 {
+                if patches != cfg.num_patches() as i64 {
                     return bad(format!(
                         "{}x{} images give {patches} patches, the position table has {} \
                          (pass position ids; interpolation is not supported)",
                         size[2],
                         size[3],
-                        cfg.num_positions()
+                        cfg.num_patches()
                     ));
                 }
-                Tensor::arange(patches, (Kind::Int64, self.device))
+                // Every position, CLIP's class token's first.
+                let positions = cfg.num_positions() as i64;
+                Tensor::arange(positions, (Kind::Int64, self.device))
                     .unsqueeze(0)
-                    .expand([n, patches], false)
+                    .expand([n, positions], false)
             }
         };
         let mask = match f.patch_mask {
@@ -372,13 +374,13 @@ impl VisionBackend for TorchVisionPass<'_> {
         self.position_ids.shallow_clone()
     }
 
-    fn patch_embed(&mut self, pixels: &Tensor, module: &str, patch: usize) -> Tensor {
+    fn patch_embed(&mut self, pixels: &Tensor, module: &str, patch: usize, bias: bool) -> Tensor {
         let w = self.model.param(&format!("{module}.weight"));
-        let b = self.model.param(&format!("{module}.bias"));
+        let b = bias.then(|| self.model.param(&format!("{module}.bias")));
         let p = patch as i64;
         // [n, hidden, H/p, W/p] -> [n, patches, hidden]
         pixels
-            .conv2d(w, Some(b), [p, p], [0, 0], [1, 1], 1)
+            .conv2d(w, b, [p, p], [0, 0], [1, 1], 1)
             .flatten(2, 3)
             .transpose(1, 2)
     }
@@ -417,6 +419,7 @@ impl VisionBackend for TorchVisionPass<'_> {
             Activation::GeluTanh => x.gelu("tanh"),
             Activation::Gelu => x.gelu("none"),
             Activation::Silu => x.silu(),
+            Activation::Relu => x.relu(),
         }
     }
 
@@ -476,6 +479,10 @@ impl VisionBackend for TorchVisionPass<'_> {
     fn broadcast_param(&mut self, name: &str) -> Tensor {
         let n = self.pixels.size()[0];
         let p = self.model.param(name);
+        let p = match p.dim() {
+            1 => p.unsqueeze(0),
+            _ => p.shallow_clone(),
+        };
         p.unsqueeze(0).expand([n, p.size()[0], p.size()[1]], false)
     }
 

@@ -43,8 +43,19 @@ impl TorchVlm {
     pub fn image_tokens<'a>(&self, ids: &Tensor, features: &'a Tensor) -> Result<ImageTokens<'a>> {
         let token_id = self.config.image_token_id as i64;
         let placeholders = i64::try_from(ids.eq(token_id).sum(Kind::Int64))?;
-        let per_image = self.config.tokens_per_image() as i64;
         let images = features.size()[0];
+        if let Some(x) = &self.config.text.cross_attention {
+            // One <image> token an image; its latents go to the cross-attention.
+            let latents = (x.latents_per_image * x.kv_input_dim) as i64;
+            let given = features.numel() as i64 / latents;
+            if placeholders != given {
+                return Err(TrainerError::Other(format!(
+                    "the prompts hold {placeholders} <image> tokens but {given} images were given"
+                )));
+            }
+            return Ok(ImageTokens { token_id, features });
+        }
+        let per_image = self.config.tokens_per_image() as i64;
         let rows = features.numel() as i64 / self.config.text.hidden_size as i64;
         if placeholders != rows {
             return Err(TrainerError::Other(format!(

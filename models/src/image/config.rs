@@ -16,6 +16,10 @@ use crate::error::{ModelError, Result};
 /// transformers' `IMAGENET_STANDARD_MEAN` / `_STD`, the default of all three processors.
 const STANDARD: [f32; 3] = [0.5, 0.5, 0.5];
 const RESCALE: f64 = 1.0 / 255.0;
+/// transformers' `IDEFICS_STANDARD_MEAN` / `_STD` (OpenAI CLIP's), `IdeficsImageProcessor`'s
+/// defaults.
+const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// Keys that do not change `pixel_values` or the mask.
 const IGNORED: &[&str] = &[
@@ -254,6 +258,57 @@ impl SiglipConfig {
                 return Err(raw.err(
                     "size",
                     format!("SigLIP needs {{height, width}}, got {other:?}"),
+                ))
+            }
+        };
+        Ok(SiglipConfig {
+            common,
+            height,
+            width,
+        })
+    }
+}
+
+impl SiglipConfig {
+    /// `IdeficsImageProcessor`: SigLIP's steps with CLIP's mean and std by default, the size
+    /// under `size` or `image_size` (square), bicubic.
+    pub(crate) fn from_raw_idefics(raw: &Raw) -> Result<Self> {
+        let mut keys = COMMON_KEYS.to_vec();
+        keys.extend(["image_size", "image_num_channels"]);
+        raw.check_keys("IdeficsImageProcessor", &keys)?;
+        if let Some(c) = raw.get::<u32>("image_num_channels")? {
+            if c != 3 {
+                return Err(raw.err("image_num_channels", format!("{c} channels (only RGB, 3)")));
+            }
+        }
+        let mut common = raw.common(Filter::Bicubic)?;
+        if let Some((mean, std)) = common.norm.mean_std.as_mut() {
+            if raw.get::<MeanStd>("image_mean")?.is_none() {
+                *mean = CLIP_MEAN;
+            }
+            if raw.get::<MeanStd>("image_std")?.is_none() {
+                *std = CLIP_STD;
+            }
+        }
+        let (height, width) = match (raw.get::<u32>("image_size")?, raw.size("size")?) {
+            (Some(side), _) => (
+                positive(raw, "image_size", side)?,
+                positive(raw, "image_size", side)?,
+            ),
+            (None, None) => (224, 224),
+            (
+                None,
+                Some(RawSize {
+                    height: Some(h),
+                    width: Some(w),
+                    shortest_edge: None,
+                    longest_edge: None,
+                }),
+            ) => (positive(raw, "size", h)?, positive(raw, "size", w)?),
+            (None, Some(other)) => {
+                return Err(raw.err(
+                    "size",
+                    format!("Idefics needs {{height, width}}, got {other:?}"),
                 ))
             }
         };

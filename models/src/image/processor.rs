@@ -56,13 +56,14 @@ impl ImageProcessor {
             .unwrap_or(&ty);
         match base {
             "SiglipImageProcessor" => Ok(Self::Siglip(SiglipConfig::from_raw(&raw)?)),
+            "IdeficsImageProcessor" => Ok(Self::Siglip(SiglipConfig::from_raw_idefics(&raw)?)),
             "Idefics2ImageProcessor" => Ok(Self::Idefics2(Idefics2Config::from_raw(&raw)?)),
             "Idefics3ImageProcessor" => Ok(Self::Idefics3(Idefics3Config::from_raw(&raw)?)),
             other => Err(ModelError::format(
                 path,
                 format!(
                     "key \"image_processor_type\": {other:?} is not supported (SiglipImageProcessor, \
-                     Idefics2ImageProcessor, Idefics3ImageProcessor are)"
+                     IdeficsImageProcessor, Idefics2ImageProcessor, Idefics3ImageProcessor are)"
                 ),
             )),
         }

@@ -16,6 +16,8 @@ pub enum Activation {
     Gelu,
     /// `x * sigmoid(x)`: `silu` (the SwiGLU MLPs of Idefics2's connector).
     Silu,
+    /// `max(x, 0)`: `relu` (Idefics' perceiver MLP).
+    Relu,
 }
 
 impl Activation {
@@ -25,6 +27,7 @@ impl Activation {
             "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Some(Activation::GeluTanh),
             "gelu" => Some(Activation::Gelu),
             "silu" | "swish" => Some(Activation::Silu),
+            "relu" => Some(Activation::Relu),
             _ => None,
         }
     }
@@ -68,10 +71,17 @@ pub trait VisionBackend {
     /// The position-embedding row of each patch, `[n_images, n_patches]` (patches row-major):
     /// `0..n_patches` for fixed-size images; the bucketed ids of Idefics2/3 for padded ones.
     fn patch_position_ids(&mut self) -> Self::Tensor;
-    /// Non-overlapping patches through a biased `Conv2d` with kernel = stride = `patch`
-    /// (`{module}.weight` `[hidden, channels, patch, patch]`, `{module}.bias` `[hidden]`),
-    /// flattened row-major: `[n, channels, H, W] -> [n, (H / patch) (W / patch), hidden]`.
-    fn patch_embed(&mut self, pixels: &Self::Tensor, module: &str, patch: usize) -> Self::Tensor;
+    /// Non-overlapping patches through a `Conv2d` with kernel = stride = `patch`
+    /// (`{module}.weight` `[hidden, channels, patch, patch]`, with `bias` `{module}.bias`
+    /// `[hidden]`), flattened row-major: `[n, channels, H, W] -> [n, (H / patch) (W / patch),
+    /// hidden]`.
+    fn patch_embed(
+        &mut self,
+        pixels: &Self::Tensor,
+        module: &str,
+        patch: usize,
+        bias: bool,
+    ) -> Self::Tensor;
     /// Rows of the table `table` (`[rows, hidden]`) for `ids`: `[n, seq, hidden]`.
     fn embed(&mut self, ids: &Self::Tensor, table: &str) -> Self::Tensor;
     /// `x W^T + b` for the HF `nn.Linear` named `module` (weight `{module}.weight`, `[out, in]`).
@@ -111,7 +121,8 @@ pub trait VisionBackend {
     fn mul(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
     /// `[n, s1, d]` and `[n, s2, d]` -> `[n, s1 + s2, d]`.
     fn concat_seq(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
-    /// The parameter `name` (`[rows, d]`) repeated for each image: `[n, rows, d]`.
+    /// The parameter `name` (`[rows, d]`, or `[d]` as one row) repeated for each image:
+    /// `[n, rows, d]`.
     fn broadcast_param(&mut self, name: &str) -> Self::Tensor;
     /// `[n, ..] -> [n, dims..]` (row-major, as torch `view`).
     fn reshape_rows(&mut self, x: &Self::Tensor, dims: &[usize]) -> Self::Tensor;

@@ -10,6 +10,10 @@
 //! last_hidden_state = post_layernorm(h)
 //! ```
 //!
+//! Idefics' CLIP tower differs in its embeddings ([`TowerLayout::Clip`]): a class token before
+//! the patches, a bias-free patch convolution, `pre_layrnorm` before the first layer, and no
+//! `post_layernorm` on the output (transformers applies it to the pooled class token only).
+//!
 //! Tensor names are transformers' under a prefix: `vision_model.` (`SiglipVisionModel` on
 //! disk), `model.vision_model.` (Idefics2/3), `vision_tower.vision_model.` (LLaVA).
 use std::path::{Path, PathBuf};
@@ -19,6 +23,17 @@ use serde_json::Value;
 use crate::error::{ModelError, Result};
 use crate::vision::backend::{Activation, VisionAttentionSpec, VisionBackend};
 use crate::weights::Weights;
+
+/// The two ViT layouts the towers here have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TowerLayout {
+    /// SigLIP: patches alone, a biased patch convolution, `post_layernorm` on the output.
+    #[default]
+    Siglip,
+    /// CLIP (`idefics_vision`): `[class; patches]`, a bias-free patch convolution,
+    /// `pre_layrnorm` before the encoder, `num_patches + 1` positions.
+    Clip,
+}
 
 /// A SigLIP-style vision config: a standalone `SiglipVisionModel` config, or the
 /// `vision_config` of a vision-language model, with transformers' class defaults for keys
@@ -35,6 +50,8 @@ pub struct SiglipVisionConfig {
     pub patch_size: usize,
     pub activation: Activation,
     pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub layout: TowerLayout,
 }
 
 impl SiglipVisionConfig {
@@ -58,12 +75,15 @@ impl SiglipVisionConfig {
             "siglip_vision_model" => (768, 3072, 12, 12, 16),
             "idefics2_vision" => (768, 3072, 12, 12, 32),
             "idefics3_vision" => (1152, 3072, 12, 16, 32),
+            // IdeficsVisionConfig: CLIP ViT-H/14's layout, width under `embed_dim`.
+            "idefics_vision" => (768, 5120, 32, 16, 14),
             other => {
                 return Err(ModelError::format(
                     path,
                     format!(
                         "vision model_type `{other}` is not a SigLIP vision tower \
-                         (siglip_vision_model, idefics2_vision, idefics3_vision)"
+                         (siglip_vision_model, idefics2_vision, idefics3_vision, \
+                         idefics_vision)"
                     ),
                 ))
             }
@@ -76,10 +96,11 @@ impl SiglipVisionConfig {
                 }),
             }
         };
+        let clip = model_type == "idefics_vision";
         let act_name = v
             .get("hidden_act")
             .and_then(Value::as_str)
-            .unwrap_or("gelu_pytorch_tanh");
+            .unwrap_or(if clip { "gelu" } else { "gelu_pytorch_tanh" });
         let activation = Activation::from_hf(act_name).ok_or_else(|| {
             ModelError::format(
                 path,
@@ -90,7 +111,10 @@ impl SiglipVisionConfig {
         })?;
         let cfg = SiglipVisionConfig {
             model_type: model_type.to_string(),
-            hidden_size: int("hidden_size", defaults.0)?,
+            hidden_size: match clip {
+                true => int("embed_dim", int("hidden_size", defaults.0)?)?,
+                false => int("hidden_size", defaults.0)?,
+            },
             intermediate_size: int("intermediate_size", defaults.1)?,
             num_layers: int("num_hidden_layers", defaults.2)?,
             num_heads: int("num_attention_heads", defaults.3)?,
@@ -101,7 +125,11 @@ impl SiglipVisionConfig {
             layer_norm_eps: v
                 .get("layer_norm_eps")
                 .and_then(Value::as_f64)
-                .unwrap_or(1e-6),
+                .unwrap_or(if clip { 1e-5 } else { 1e-6 }),
+            layout: match clip {
+                true => TowerLayout::Clip,
+                false => TowerLayout::Siglip,
+            },
         };
         let bad = |msg: String| Err(ModelError::format(path, msg));
         if cfg.num_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_heads) {
@@ -128,9 +156,18 @@ impl SiglipVisionConfig {
         self.image_size / self.patch_size
     }
 
-    /// Rows of the position-embedding table.
-    pub fn num_positions(&self) -> usize {
+    /// Patches of an `image_size` image.
+    pub fn num_patches(&self) -> usize {
         self.patches_per_side() * self.patches_per_side()
+    }
+
+    /// Rows of the position-embedding table, and tokens the tower outputs per image: the
+    /// patches, and CLIP's class token.
+    pub fn num_positions(&self) -> usize {
+        match self.layout {
+            TowerLayout::Siglip => self.num_patches(),
+            TowerLayout::Clip => self.num_patches() + 1,
+        }
     }
 
     /// Every tensor the tower reads, with its shape, under `prefix`.
@@ -141,12 +178,21 @@ impl SiglipVisionConfig {
                 format!("{prefix}embeddings.patch_embedding.weight"),
                 vec![h, self.num_channels, p, p],
             ),
-            (format!("{prefix}embeddings.patch_embedding.bias"), vec![h]),
             (
                 format!("{prefix}embeddings.position_embedding.weight"),
                 vec![self.num_positions(), h],
             ),
         ];
+        match self.layout {
+            TowerLayout::Siglip => {
+                v.push((format!("{prefix}embeddings.patch_embedding.bias"), vec![h]));
+            }
+            TowerLayout::Clip => {
+                v.push((format!("{prefix}embeddings.class_embedding"), vec![h]));
+                v.push((format!("{prefix}pre_layrnorm.weight"), vec![h]));
+                v.push((format!("{prefix}pre_layrnorm.bias"), vec![h]));
+            }
+        }
         for l in 0..self.num_layers {
             let n = |s: &str| format!("{prefix}encoder.layers.{l}.{s}");
             for m in ["q_proj", "k_proj", "v_proj", "out_proj"] {
@@ -239,17 +285,30 @@ pub fn forward<B: VisionBackend>(
     b: &mut B,
 ) -> B::Tensor {
     let pixels = b.pixel_values();
+    let clip = cfg.layout == TowerLayout::Clip;
     let patches = b.patch_embed(
         &pixels,
         &format!("{prefix}embeddings.patch_embedding"),
         cfg.patch_size,
+        !clip,
     );
+    let tokens = match clip {
+        true => {
+            let class = b.broadcast_param(&format!("{prefix}embeddings.class_embedding"));
+            b.concat_seq(&class, &patches)
+        }
+        false => patches,
+    };
     let ids = b.patch_position_ids();
     let pos = b.embed(
         &ids,
         &format!("{prefix}embeddings.position_embedding.weight"),
     );
-    let h = b.add(&patches, &pos);
+    let h = b.add(&tokens, &pos);
+    let h = match clip {
+        true => b.layer_norm(&h, &format!("{prefix}pre_layrnorm"), cfg.layer_norm_eps),
+        false => h,
+    };
     let mut h = b.observe(0, h);
     let layers = match features {
         Features::LastHiddenState => cfg.num_layers,
@@ -259,9 +318,10 @@ pub fn forward<B: VisionBackend>(
         h = encoder_layer(cfg, prefix, b, layer, h);
     }
     match features {
-        Features::LastHiddenState => {
+        Features::LastHiddenState if !clip => {
             b.layer_norm(&h, &format!("{prefix}post_layernorm"), cfg.layer_norm_eps)
         }
+        Features::LastHiddenState => h,
         Features::HiddenState(_) => h,
     }
 }
@@ -350,6 +410,13 @@ mod tests {
     #[test]
     fn unsupported_configs_are_errors() {
         assert!(parse(r#"{"model_type": "clip_vision_model"}"#).is_err());
+        let clip = parse(r#"{"model_type": "idefics_vision", "embed_dim": 40, "num_attention_heads": 4, "image_size": 32, "patch_size": 4}"#).unwrap();
+        assert_eq!(
+            (clip.hidden_size, clip.layout, clip.activation),
+            (40, TowerLayout::Clip, Activation::Gelu)
+        );
+        // 8 x 8 patches and the class token.
+        assert_eq!(clip.num_positions(), 65);
         assert!(parse(r#"{"hidden_act": "quick_gelu"}"#).is_err());
         assert!(parse(r#"{"hidden_size": 30, "num_attention_heads": 4}"#).is_err());
     }

@@ -51,6 +51,7 @@ impl EncoderSpec {
                 patch_size: 8,
                 activation: Activation::GeluTanh,
                 layer_norm_eps: 1e-6,
+                layout: Default::default(),
             },
             scale_factor: 2,
         }

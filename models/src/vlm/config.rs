@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::LlamaConfig;
+use crate::config::{AlphaType, GatedCrossAttention, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::vision::backend::Activation;
 use crate::vision::siglip::{Features, SiglipVisionConfig};
@@ -23,6 +23,10 @@ pub enum VlmArchitecture {
     /// `LlavaForConditionalGeneration` with a SigLIP tower (llava-interleave): a two-layer
     /// projector, Qwen2.
     Llava,
+    /// `IdeficsForVisionText2Text` (Idefics v1): a CLIP tower, a perceiver resampler, and a
+    /// Llama decoder whose gated cross-attention blocks read the image latents (the prompt's
+    /// `<image>` token marks where an image is; its latents replace no embedding).
+    Idefics,
 }
 
 impl VlmArchitecture {
@@ -32,6 +36,7 @@ impl VlmArchitecture {
             "idefics2" => Some(Self::Idefics2),
             "idefics3" | "smolvlm" => Some(Self::Idefics3),
             "llava" => Some(Self::Llava),
+            "idefics" => Some(Self::Idefics),
             _ => None,
         }
     }
@@ -41,6 +46,7 @@ impl VlmArchitecture {
             Self::Idefics2 => "idefics2",
             Self::Idefics3 => "idefics3",
             Self::Llava => "llava",
+            Self::Idefics => "idefics",
         }
     }
 }
@@ -64,6 +70,18 @@ impl PerceiverConfig {
     pub fn intermediate_size(&self) -> usize {
         4 * self.hidden_size
     }
+}
+
+/// Idefics' perceiver resampler (`IdeficsPerceiverResampler`): LayerNorms, bias-free
+/// projections, a ReLU MLP four times the vision width, all at the vision width.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdeficsPerceiverConfig {
+    pub n_latents: usize,
+    pub depth: usize,
+    pub n_heads: usize,
+    pub head_dim: usize,
+    /// LayerNorms on each head's queries and keys (`qk_layer_norms_perceiver`).
+    pub qk_layer_norms: bool,
 }
 
 /// Which of LLaVA's tower tokens reach the projector (`vision_feature_select_strategy`).
@@ -95,6 +113,11 @@ pub enum Connector {
         feature_layer: i64,
         select: FeatureSelect,
         bias: bool,
+    },
+    /// Idefics: the perceiver resampler (`use_resampler`), or the tower's output as it is;
+    /// its output stays at the vision width, for the decoder's cross-attention.
+    Idefics {
+        perceiver: Option<IdeficsPerceiverConfig>,
     },
 }
 
@@ -137,9 +160,12 @@ impl VlmConfig {
         let architecture = VlmArchitecture::from_model_type(model_type).ok_or_else(|| {
             bad(format!(
                 "model_type `{model_type}` is not a supported vision-language model \
-                 (idefics2, idefics3, llava)"
+                 (idefics, idefics2, idefics3, llava)"
             ))
         })?;
+        if architecture == VlmArchitecture::Idefics {
+            return idefics_config(v, path);
+        }
         let vision_value = v.get("vision_config").cloned().unwrap_or(Value::Null);
         let mut vision_value = match vision_value {
             Value::Object(o) => Value::Object(o),
@@ -150,7 +176,7 @@ impl VlmConfig {
         let forced = match architecture {
             VlmArchitecture::Idefics2 => Some("idefics2_vision"),
             VlmArchitecture::Idefics3 => Some("idefics3_vision"),
-            VlmArchitecture::Llava => None,
+            VlmArchitecture::Llava | VlmArchitecture::Idefics => None,
         };
         if let (Some(t), Some(o)) = (forced, vision_value.as_object_mut()) {
             o.insert("model_type".into(), Value::String(t.into()));
@@ -177,7 +203,7 @@ impl VlmConfig {
             .unwrap_or(match architecture {
                 VlmArchitecture::Idefics2 => 32_001,
                 VlmArchitecture::Idefics3 => 128_257,
-                VlmArchitecture::Llava => 32_000,
+                VlmArchitecture::Llava | VlmArchitecture::Idefics => 32_000,
             }) as u32;
         if image_token_id as usize >= text.vocab_size {
             return Err(bad(format!(
@@ -198,6 +224,7 @@ impl VlmConfig {
                 Connector::Idefics3 { scale_factor: s }
             }
             VlmArchitecture::Llava => llava_connector(v, &vision, path)?,
+            VlmArchitecture::Idefics => unreachable!("read by idefics_config"),
         };
         Ok(VlmConfig {
             architecture,
@@ -218,6 +245,7 @@ impl VlmConfig {
                 FeatureSelect::Full => patches,
                 FeatureSelect::Default => patches - 1,
             },
+            Connector::Idefics { perceiver } => perceiver.as_ref().map_or(patches, |p| p.n_latents),
         }
     }
 
@@ -234,6 +262,7 @@ impl VlmConfig {
                 };
                 Features::HiddenState(k as usize)
             }
+            // The CLIP tower's last hidden state has no post_layernorm.
             _ => Features::LastHiddenState,
         }
     }
@@ -294,6 +323,33 @@ impl VlmConfig {
                 format!("{prefix}modality_projection.proj.weight"),
                 vec![th, vh * scale_factor * scale_factor],
             )],
+            Connector::Idefics { perceiver: None } => vec![],
+            Connector::Idefics { perceiver: Some(p) } => {
+                let inner = p.n_heads * p.head_dim;
+                let ln = |v: &mut Vec<(String, Vec<usize>)>, name: String, width: usize| {
+                    v.push((format!("{name}.weight"), vec![width]));
+                    v.push((format!("{name}.bias"), vec![width]));
+                };
+                let mut v = vec![(format!("{prefix}latents"), vec![p.n_latents, vh])];
+                for i in 0..p.depth {
+                    let n = |s: &str| format!("{prefix}blocks.{i}.{s}");
+                    ln(&mut v, n("0.context_layer_norm"), vh);
+                    ln(&mut v, n("0.latents_layer_norm"), vh);
+                    if p.qk_layer_norms {
+                        ln(&mut v, n("0.q_layer_norm"), p.head_dim);
+                        ln(&mut v, n("0.k_layer_norm"), p.head_dim);
+                    }
+                    for m in ["q_proj", "k_proj", "v_proj"] {
+                        v.push((n(&format!("0.{m}.weight")), vec![inner, vh]));
+                    }
+                    v.push((n("0.output_proj.weight"), vec![vh, inner]));
+                    ln(&mut v, n("1.ln"), vh);
+                    v.push((n("1.fc.weight"), vec![4 * vh, vh]));
+                    v.push((n("1.c_proj.weight"), vec![vh, 4 * vh]));
+                }
+                ln(&mut v, format!("{prefix}layer_norm"), vh);
+                v
+            }
             Connector::Llava { bias, .. } => {
                 let mut v = vec![
                     (format!("{prefix}linear_1.weight"), vec![th, vh]),
@@ -319,7 +375,7 @@ fn text_config(v: &Value, arch: VlmArchitecture, path: &Path) -> Result<LlamaCon
     let (model_type, eps) = match arch {
         VlmArchitecture::Idefics2 => ("mistral", Some(1e-5)),
         VlmArchitecture::Idefics3 => ("llama", Some(1e-5)),
-        VlmArchitecture::Llava => ("llama", None),
+        VlmArchitecture::Llava | VlmArchitecture::Idefics => ("llama", None),
     };
     t.entry("model_type")
         .or_insert_with(|| Value::String(model_type.into()));
@@ -343,6 +399,110 @@ fn text_config(v: &Value, arch: VlmArchitecture, path: &Path) -> Result<LlamaCon
         },
         e => e,
     })
+}
+
+/// Idefics (v1): the text config is the top level (Llama-like, `additional_vocab_size` rows
+/// after the vocabulary for `<fake_token_around_image>` and `<image>`), the vision config an
+/// `IdeficsVisionConfig`, the perceiver's keys in `perceiver_config`, `use_resampler` at the
+/// top level (what transformers reads).
+fn idefics_config(v: &Value, path: &Path) -> Result<VlmConfig> {
+    let bad = |msg: String| ModelError::format(path, msg);
+    let mut vision_value = match v.get("vision_config") {
+        Some(Value::Object(o)) => o.clone(),
+        None | Some(Value::Null) => Default::default(),
+        Some(_) => return Err(bad("`vision_config` is not an object".into())),
+    };
+    vision_value.insert("model_type".into(), Value::String("idefics_vision".into()));
+    let vision = SiglipVisionConfig::from_hf_value(&Value::Object(vision_value), path)?;
+
+    let int = |o: &Value, key: &str, default: usize| -> Result<usize> {
+        match o.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(x) => x
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(format!("`{key}` is not an integer"))),
+        }
+    };
+    let flag = |o: &Value, key: &str| o.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let Value::Object(top) = v else {
+        return Err(bad("config.json is not an object".into()));
+    };
+    // IdeficsConfig's class defaults for the keys save_pretrained may leave out.
+    let mut t = top.clone();
+    t.insert("model_type".into(), Value::String("llama".into()));
+    for (key, default) in [
+        ("vocab_size", 32_000u64),
+        ("hidden_size", 4096),
+        ("intermediate_size", 11_008),
+        ("num_hidden_layers", 32),
+        ("num_attention_heads", 32),
+        ("max_position_embeddings", 2048),
+    ] {
+        t.entry(key).or_insert_with(|| default.into());
+    }
+    t.entry("rms_norm_eps").or_insert_with(|| 1e-6.into());
+    t.entry("bos_token_id").or_insert_with(|| 1.into());
+    t.entry("eos_token_id").or_insert_with(|| 2.into());
+    // Idefics' self-attention has as many key/value heads as query heads.
+    t.remove("num_key_value_heads");
+    let extra = int(v, "additional_vocab_size", 0)?;
+    let vocab = int(v, "vocab_size", 32_000)?;
+    t.insert("vocab_size".into(), (vocab + extra).into());
+    let mut text = LlamaConfig::from_hf_value(&Value::Object(t), path)?;
+
+    let alpha_name = v
+        .get("alpha_type")
+        .and_then(Value::as_str)
+        .unwrap_or("float");
+    let alpha = AlphaType::from_hf(alpha_name).ok_or_else(|| {
+        bad(format!(
+            "alpha_type `{alpha_name}` is not supported (float, vector; transformers knows no other)"
+        ))
+    })?;
+    let interval = int(v, "cross_layer_interval", 1)?;
+    if interval == 0 {
+        return Err(bad("cross_layer_interval 0 is not a layer interval".into()));
+    }
+    let empty = Value::Object(Default::default());
+    let p = v.get("perceiver_config").unwrap_or(&empty);
+    let perceiver = match flag(v, "use_resampler") {
+        false => None,
+        true => Some(IdeficsPerceiverConfig {
+            n_latents: int(p, "resampler_n_latents", 64)?,
+            depth: int(p, "resampler_depth", 6)?,
+            n_heads: int(p, "resampler_n_heads", 16)?,
+            head_dim: int(p, "resampler_head_dim", 96)?,
+            qk_layer_norms: flag(p, "qk_layer_norms_perceiver"),
+        }),
+    };
+    if let Some(p) = &perceiver {
+        if p.n_latents == 0 || p.n_heads == 0 || p.head_dim == 0 {
+            return Err(bad(format!(
+                "perceiver_config: {} latents of {} heads x {} is empty",
+                p.n_latents, p.n_heads, p.head_dim
+            )));
+        }
+    }
+    let connector = Connector::Idefics { perceiver };
+    let mut cfg = VlmConfig {
+        architecture: VlmArchitecture::Idefics,
+        text: text.clone(),
+        vision,
+        connector,
+        // `<image>` is the second added token unless the tokenizer says otherwise
+        // (VisionLanguageModel::open reads it there).
+        image_token_id: (vocab + extra.min(2)).saturating_sub(1) as u32,
+    };
+    text.cross_attention = Some(GatedCrossAttention {
+        interval,
+        kv_input_dim: cfg.vision.hidden_size,
+        latents_per_image: cfg.tokens_per_image(),
+        qk_norms: flag(v, "qk_layer_norms"),
+        alpha,
+    });
+    cfg.text = text;
+    Ok(cfg)
 }
 
 fn idefics2_connector(v: &Value, text: &LlamaConfig, path: &Path) -> Result<Connector> {

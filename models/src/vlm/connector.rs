@@ -13,13 +13,21 @@
 //! Idefics3:  out = pixel_shuffle(v, s) Wproj                     s x s patches -> 1 token
 //! LLaVA:     out = linear_2(gelu(linear_1(hidden_states[k])))     (first token dropped for
 //!                                                                  the `default` strategy)
+//! Idefics:   z = latents                                          [n_latents, vision_hidden]
+//!            per block: c = ln(v); l = ln(z)
+//!                       z = z + attn(q = l Wq, k/v = [c; l] Wk/Wv) Wo   (q, k LayerNormed
+//!                                                                        per head)
+//!                       z = z + relu(ln(z) Wfc) Wc_proj
+//!            out = ln(z)          at the vision width: the decoder's cross-attention reads it
 //! ```
 //!
 //! Tensor names are transformers' under a prefix: `model.connector.` (Idefics2/3 on disk),
 //! `multi_modal_projector.` or `model.multi_modal_projector.` (LLaVA, 4.x and 5.x names).
 use crate::vision::backend::{Activation, ConnectorSite, VisionAttentionSpec, VisionBackend};
 use crate::vision::siglip;
-use crate::vlm::config::{Connector, FeatureSelect, PerceiverConfig, VlmConfig};
+use crate::vlm::config::{
+    Connector, FeatureSelect, IdeficsPerceiverConfig, PerceiverConfig, VlmConfig,
+};
 
 /// The image tokens of the backend's images: the tower (under `tower_prefix`) and the
 /// connector (under `connector_prefix`).
@@ -74,6 +82,8 @@ pub fn forward<B: VisionBackend>(
             let x = b.observe_connector(ConnectorSite::PixelShuffle, x);
             b.linear(&x, &format!("{prefix}modality_projection.proj"), false)
         }
+        Connector::Idefics { perceiver: None } => h,
+        Connector::Idefics { perceiver: Some(p) } => idefics_perceiver(b, p, prefix, &h),
         Connector::Llava {
             activation, bias, ..
         } => {
@@ -153,4 +163,56 @@ fn perceiver_resampler<B: VisionBackend>(
         z = b.observe_connector(ConnectorSite::PerceiverLayer(layer), z);
     }
     b.rms_norm(&z, &format!("{prefix}norm.weight"), eps)
+}
+
+/// Idefics' perceiver resampler (`IdeficsPerceiverResampler`) over `context` (the tower's
+/// last hidden state, class token included). LayerNorm eps is PyTorch's default, 1e-5.
+fn idefics_perceiver<B: VisionBackend>(
+    b: &mut B,
+    p: &IdeficsPerceiverConfig,
+    prefix: &str,
+    context: &B::Tensor,
+) -> B::Tensor {
+    const EPS: f64 = 1e-5;
+    let mut z = b.broadcast_param(&format!("{prefix}latents"));
+    for block in 0..p.depth {
+        let n = |s: &str| format!("{prefix}blocks.{block}.{s}");
+        let c = b.layer_norm(context, &n("0.context_layer_norm"), EPS);
+        let l = b.layer_norm(&z, &n("0.latents_layer_norm"), EPS);
+        let kv_in = b.concat_seq(&c, &l);
+        let q = b.linear(&l, &n("0.q_proj"), false);
+        let names = [n("0.k_proj"), n("0.v_proj")];
+        let [k, v]: [B::Tensor; 2] = b
+            .linears(&kv_in, &[&names[0], &names[1]], false)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("two projections in, two out"));
+        let q = b.split_heads(&q, p.n_heads, p.head_dim);
+        let k = b.split_heads(&k, p.n_heads, p.head_dim);
+        let v = b.split_heads(&v, p.n_heads, p.head_dim);
+        let (q, k) = match p.qk_layer_norms {
+            true => (
+                b.layer_norm(&q, &n("0.q_layer_norm"), EPS),
+                b.layer_norm(&k, &n("0.k_layer_norm"), EPS),
+            ),
+            false => (q, k),
+        };
+        let spec = VisionAttentionSpec {
+            layer: block,
+            num_heads: p.n_heads,
+            num_kv_heads: p.n_heads,
+            head_dim: p.head_dim,
+            extra_keys: p.n_latents,
+        };
+        let a = b.attention(&q, &k, &v, &spec);
+        let a = b.merge_heads(&a, p.n_heads, p.head_dim);
+        let a = b.linear(&a, &n("0.output_proj"), false);
+        z = b.add(&z, &a);
+        let x = b.layer_norm(&z, &n("1.ln"), EPS);
+        let x = b.linear(&x, &n("1.fc"), false);
+        let x = b.activation(&x, Activation::Relu);
+        let x = b.linear(&x, &n("1.c_proj"), false);
+        z = b.add(&z, &x);
+        z = b.observe_connector(ConnectorSite::PerceiverLayer(block), z);
+    }
+    b.layer_norm(&z, &format!("{prefix}layer_norm"), EPS)
 }

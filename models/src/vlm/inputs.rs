@@ -33,7 +33,29 @@ pub fn encoder_inputs(
     let bad = |msg: String| ModelError::Other(format!("image inputs: {msg}"));
     let patch = cfg.vision.patch_size;
     match cfg.architecture {
-        VlmArchitecture::Llava => {
+        VlmArchitecture::Idefics if px.shape.len() == 5 => {
+            // IdeficsProcessor's `[batch, max_images, 3, H, W]`: padding images are all 0.0.
+            let [batch, slots, c, h, w]: [usize; 5] =
+                px.shape.clone().try_into().expect("five axes");
+            let per_image = c * h * w;
+            let mut data = Vec::new();
+            let mut images_per_prompt = vec![0; batch];
+            for (i, image) in px.data.chunks_exact(per_image.max(1)).enumerate() {
+                if image.iter().all(|&x| x == 0.0) {
+                    continue;
+                }
+                images_per_prompt[i / slots.max(1)] += 1;
+                data.extend_from_slice(image);
+            }
+            let n = images_per_prompt.iter().sum::<usize>();
+            Ok(EncoderInputs {
+                pixel_values: HostTensor::new(vec![n, c, h, w], data),
+                patch_mask: None,
+                position_ids: None,
+                images_per_prompt,
+            })
+        }
+        VlmArchitecture::Llava | VlmArchitecture::Idefics => {
             if px.shape.len() != 4 {
                 return Err(bad(format!(
                     "pixel values of shape {:?}, expected [n, 3, height, width]",

@@ -1,7 +1,9 @@
 //! Vision-language models: a SigLIP vision tower, a connector, and a Llama-family language
 //! model whose `<image>` token embeddings are replaced by the connector's image tokens.
 //!
-//! * [`config`]: the three architectures' configs (Idefics2, Idefics3 / SmolVLM, LLaVA).
+//! * [`config`]: the architectures' configs (Idefics, Idefics2, Idefics3 / SmolVLM, LLaVA).
+//! * [`idefics`]: Idefics' image attention rule (which image each token's cross-attention
+//!   reads) and its decoupled embeddings.
 //! * [`connector`]: the connectors, written once over
 //!   [`crate::vision::backend::VisionBackend`].
 //!
@@ -12,6 +14,7 @@
 pub mod assemble;
 pub mod config;
 pub mod connector;
+pub mod idefics;
 pub mod inputs;
 pub mod prompt;
 pub mod request;
@@ -24,6 +27,7 @@ use crate::error::{ModelError, Result};
 use crate::image::processor::ImageProcessor;
 use crate::tokenizer::TextTokenizer;
 use crate::vision::siglip::{SiglipVision, KNOWN_PREFIXES};
+use crate::vlm::prompt::IMAGE_PLACEHOLDER;
 use crate::weights::Weights;
 
 pub use config::{Connector, FeatureSelect, PerceiverConfig, VlmArchitecture, VlmConfig};
@@ -38,12 +42,16 @@ const TEXT_PREFIXES: [(&str, &str); 5] = [
     ("lm_head.", "lm_head."),
 ];
 
+/// Idefics' image encoder tensors; all its other tensors are the decoder's.
+const IDEFICS_IMAGE_PREFIXES: [&str; 2] = ["model.vision_model.", "model.perceiver_resampler."];
+
 /// Where the connector's tensors live on disk.
-const CONNECTOR_PREFIXES: [&str; 4] = [
+const CONNECTOR_PREFIXES: [&str; 5] = [
     "model.connector.",
     "connector.",
     "multi_modal_projector.",
     "model.multi_modal_projector.",
+    "model.perceiver_resampler.",
 ];
 
 /// An image encoder: the vision tower and the connector, with their weights.
@@ -93,7 +101,10 @@ impl VisionLanguageModel {
         let _span = tracing::info_span!("load_vlm", path = %dir.display()).entered();
         let config = VlmConfig::from_hf_json(&dir.join("config.json"))?;
         let weights = Weights::from_hf_dir(dir)?;
-        let (text, image) = split_weights(weights, &config, dir)?;
+        let (mut text, image) = split_weights(weights, &config, dir)?;
+        if config.architecture == VlmArchitecture::Idefics {
+            idefics::merge_decoupled(&mut text, &config.text)?;
+        }
         text.check_against(&config.text)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = if tok_path.exists() {
@@ -101,6 +112,15 @@ impl VisionLanguageModel {
         } else {
             None
         };
+        let mut config = config;
+        if config.architecture == VlmArchitecture::Idefics {
+            if let Some(id) = tokenizer
+                .as_ref()
+                .and_then(|t| t.token_to_id(IMAGE_PLACEHOLDER))
+            {
+                config.image_token_id = id;
+            }
+        }
         let decoder = Model {
             config: config.text.clone(),
             weights: text,
@@ -153,7 +173,21 @@ impl ImageEncoder {
                 )
             })?
             .to_string();
-        let first = &config.connector_tensors("")[0].0;
+        let connector = config.connector_tensors("");
+        let Some((first, _)) = connector.first() else {
+            // A connector without weights (Idefics without its resampler).
+            weights.check_shapes(config.vision.expected_tensors(&tower_prefix))?;
+            return Ok(ImageEncoder {
+                config: config.clone(),
+                tower: SiglipVision {
+                    config: config.vision.clone(),
+                    prefix: tower_prefix,
+                    weights,
+                    source: dir.to_path_buf(),
+                },
+                connector_prefix: String::new(),
+            });
+        };
         let connector_prefix = CONNECTOR_PREFIXES
             .iter()
             .find(|p| has(format!("{p}{first}")))
@@ -187,13 +221,21 @@ impl ImageEncoder {
 fn split_weights(weights: Weights, config: &VlmConfig, dir: &Path) -> Result<(Weights, Weights)> {
     let mut text = BTreeMap::new();
     let mut image = BTreeMap::new();
+    let idefics = config.architecture == VlmArchitecture::Idefics;
     for (name, t) in weights.tensors {
-        match TEXT_PREFIXES
-            .iter()
-            .find(|(from, _)| name.starts_with(from))
-        {
-            Some((from, to)) => {
-                let renamed = format!("{to}{}", &name[from.len()..]);
+        // Idefics keeps the decoder's own names; its image encoder is the tower and the
+        // perceiver.
+        let text_name = match idefics {
+            true => {
+                (!IDEFICS_IMAGE_PREFIXES.iter().any(|p| name.starts_with(p))).then(|| name.clone())
+            }
+            false => TEXT_PREFIXES
+                .iter()
+                .find(|(from, _)| name.starts_with(from))
+                .map(|(from, to)| format!("{to}{}", &name[from.len()..])),
+        };
+        match text_name {
+            Some(renamed) => {
                 if text.insert(renamed.clone(), t).is_some() {
                     return Err(ModelError::format(
                         dir,

@@ -152,6 +152,7 @@ impl MimicTemplate {
                 MimicTemplate::Idefics2
             }
             crate::vlm::VlmArchitecture::Llava => MimicTemplate::LlavaInterleave,
+            crate::vlm::VlmArchitecture::Idefics => MimicTemplate::Idefics,
         }
     }
 
@@ -438,6 +439,12 @@ pub enum ImageTokens {
     Idefics3 { per_image: usize, split: bool },
     /// `LlavaProcessor`: `<image>` repeated `per_image` times.
     Llava { per_image: usize },
+    /// `IdeficsProcessor` as MimIC calls it (the prompt split at each `<image>` into an
+    /// interleaved list): each text piece loses its leading and trailing spaces (`strip(" ")`),
+    /// each image becomes `<fake_token_around_image><image><fake_token_around_image>`, one
+    /// `<image>` token an image (its latents enter through cross-attention), with a fake token
+    /// between two adjacent images written once.
+    Idefics,
 }
 
 impl ImageTokens {
@@ -467,6 +474,16 @@ impl ImageTokens {
                 prompt.replace(image, &each)
             }
             ImageTokens::Llava { per_image } => prompt.replace(image, &image.repeat(per_image)),
+            ImageTokens::Idefics => {
+                let each = format!("{FAKE_AROUND_IMAGE}{image}{FAKE_AROUND_IMAGE}");
+                let doubled = format!("{FAKE_AROUND_IMAGE}{FAKE_AROUND_IMAGE}");
+                prompt
+                    .split(image)
+                    .map(|text| text.trim_matches(' '))
+                    .collect::<Vec<_>>()
+                    .join(&each)
+                    .replace(&doubled, FAKE_AROUND_IMAGE)
+            }
         };
         Ok(expanded)
     }

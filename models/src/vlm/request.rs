@@ -34,6 +34,7 @@ pub fn image_tokens(cfg: &VlmConfig, processor: &ImageProcessor) -> ImageTokens 
             split: false,
         },
         VlmArchitecture::Llava => ImageTokens::Llava { per_image },
+        VlmArchitecture::Idefics => ImageTokens::Idefics,
     }
 }
 
