@@ -413,8 +413,8 @@ pub fn emit_vision(
 }
 
 /// A vision-language model's image encoder (tower and connector) as an ONNX model, output
-/// [`IMAGE_FEATURES`] `[n_images, tokens_per_image, text_hidden]`; Idefics2/3 encoders take
-/// padded batches (`variable_size`).
+/// [`IMAGE_FEATURES`] `[n_images, tokens_per_image, width]` (the text width; Idefics' latents
+/// keep the vision width); Idefics2/3 encoders take padded batches (`variable_size`).
 pub fn emit_image_encoder(
     encoder: &ImageEncoder,
     hidden_states: bool,
@@ -423,7 +423,10 @@ pub fn emit_image_encoder(
     let cfg = &encoder.config;
     let opts = VisionCompileOptions {
         features: cfg.features(),
-        variable_size: cfg.architecture != VlmArchitecture::Llava,
+        variable_size: matches!(
+            cfg.architecture,
+            VlmArchitecture::Idefics2 | VlmArchitecture::Idefics3
+        ),
         hidden_states,
     };
     let g = GraphBuilder::new(data_path)?;
@@ -437,7 +440,7 @@ pub fn emit_image_encoder(
     let dims = [
         Dim::Named("n_images"),
         Dim::Fixed(cfg.tokens_per_image() as i64),
-        Dim::Fixed(cfg.text.hidden_size as i64),
+        Dim::Fixed(cfg.image_feature_width() as i64),
     ];
     b.finish(&out, IMAGE_FEATURES, &dims)
 }

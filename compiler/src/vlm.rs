@@ -8,11 +8,17 @@
 //! - `model.onnx`: the decoder over `inputs_embeds`, with the KV cache and whatever heads
 //!   were compiled in, exactly as a text model's ([`crate::compile`]).
 //!
+//! A cross-attention decoder (Idefics) has `cross_kv.onnx` in place of `embed.onnx`: the
+//! image encoder's latents to each gated block's keys and values, which `model.onnx` (over
+//! `input_ids`) takes with each token's image slot ([`crate::cross`]).
+//!
 //! `mimic.json` carries a [`VisionContract`] naming the other two graphs and the model's
 //! configuration; the processor's `preprocessor_config.json` is copied beside them.
 use std::path::Path;
 
-use mimic_models::contract::{Contract, VisionContract, CONTRACT_FILE};
+use mimic_models::contract::{
+    Contract, VisionContract, CONTRACT_FILE, CROSS_KV_DATA_FILE, CROSS_KV_MODEL_FILE,
+};
 use mimic_models::vision::io::{
     EMBED_DATA_FILE, EMBED_MODEL_FILE, IMAGE_FEATURES, PROCESSOR_FILE, VISION_MODEL_FILE,
 };
@@ -98,20 +104,32 @@ pub fn compile_vlm(
     opts: &CompileOptions,
     out: &Path,
 ) -> Result<Contract> {
+    // A cross-attention decoder (Idefics) takes input ids; its images come as keys and
+    // values from the cross graph.
+    let cross = vlm.config.text.cross_attention.is_some();
     let opts = CompileOptions {
-        embeds_input: true,
+        embeds_input: !cross,
         ..opts.clone()
     };
     write_folder_atomically(out, |dir| {
         let mut contract = crate::compile::write_folder(&vlm.decoder, heads, &opts, dir)?;
         crate::vision::compile_image_encoder(&vlm.encoder, dir)?;
-        let embed = emit_embed(
-            &vlm.decoder,
-            vlm.config.image_token_id,
-            Some(&dir.join(EMBED_DATA_FILE)),
-        )?;
-        let path = dir.join(EMBED_MODEL_FILE);
-        std::fs::write(&path, embed.encode_to_vec()).map_err(|e| CompileError::io(&path, e))?;
+        let (graph, file) = match cross {
+            false => (
+                emit_embed(
+                    &vlm.decoder,
+                    vlm.config.image_token_id,
+                    Some(&dir.join(EMBED_DATA_FILE)),
+                )?,
+                EMBED_MODEL_FILE,
+            ),
+            true => (
+                crate::cross::emit_cross_kv(&vlm.decoder, Some(&dir.join(CROSS_KV_DATA_FILE)))?,
+                CROSS_KV_MODEL_FILE,
+            ),
+        };
+        let path = dir.join(file);
+        std::fs::write(&path, graph.encode_to_vec()).map_err(|e| CompileError::io(&path, e))?;
         let processor = vlm.source.join(PROCESSOR_FILE);
         let processor = if processor.is_file() {
             let to = dir.join(PROCESSOR_FILE);
@@ -124,7 +142,8 @@ pub fn compile_vlm(
         contract.vision = Some(VisionContract {
             config: vlm.config.clone(),
             vision_model: VISION_MODEL_FILE.into(),
-            embed_model: EMBED_MODEL_FILE.into(),
+            embed_model: (!cross).then(|| EMBED_MODEL_FILE.into()),
+            cross_kv_model: cross.then(|| CROSS_KV_MODEL_FILE.into()),
             processor,
             tokens_per_image: vlm.config.tokens_per_image(),
         });

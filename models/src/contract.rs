@@ -249,8 +249,14 @@ pub struct VisionContract {
     /// tokens_per_image, hidden]`.
     pub vision_model: String,
     /// `input_ids [batch, seq]` and `image_features [n_image_tokens, hidden]` (image tokens in
-    /// prompt order; zero rows for a decode step) to `inputs_embeds [batch, seq, hidden]`.
-    pub embed_model: String,
+    /// prompt order; zero rows for a decode step) to `inputs_embeds [batch, seq, hidden]`;
+    /// `None` for a cross-attention decoder, which takes `input_ids`.
+    #[serde(default)]
+    pub embed_model: Option<String>,
+    /// A cross-attention decoder's (Idefics') graph from `image_latents` to every gated
+    /// block's keys and values ([`CROSS_KV_MODEL_FILE`]), run once per prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_kv_model: Option<String>,
     /// The image processor's `preprocessor_config.json`, copied into the folder.
     pub processor: Option<String>,
     /// Image tokens per image.

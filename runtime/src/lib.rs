@@ -3,6 +3,7 @@
 //! towers ([`vision`]).
 //! No libtorch here: a deployment needs ONNX Runtime and the compiled folder only.
 pub mod batch;
+pub mod cross;
 pub mod environment;
 pub mod heads;
 pub mod kernel;

@@ -2,16 +2,19 @@
 use std::path::{Path, PathBuf};
 
 use mimic_models::contract::{
-    past_key, past_value, present_key, present_value, AttentionImpl, Contract, ATTENTION_MASK,
-    INPUTS_EMBEDS, INPUT_IDS, LOGITS, MODEL_FILE, POSITION_IDS,
+    cross_key, cross_value, past_key, past_value, present_key, present_value, AttentionImpl,
+    Contract, ATTENTION_MASK, IMAGE_SLOTS, INPUTS_EMBEDS, INPUT_IDS, LOGITS, MODEL_FILE,
+    POSITION_IDS,
 };
 use mimic_models::generate::CausalLm;
 use mimic_models::vision::io::IMAGE_FEATURES;
 use mimic_models::vlm::inputs::EncoderInputs;
 use mimic_models::HostTensor;
+use ort::session::SessionInputValue;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::{DynValue, Tensor};
 
+use crate::cross::{CrossShape, CrossState};
 use crate::heads::HeadsBatch;
 use crate::vision::VisionModel;
 use crate::{Result, RuntimeError};
@@ -80,6 +83,8 @@ pub struct KvState {
     layers: Vec<(DynValue, DynValue)>,
     /// The attention mask covering every cached position.
     mask: Vec<i64>,
+    /// A cross-attention decoder's images so far.
+    cross: Option<CrossState>,
 }
 
 impl KvState {
@@ -109,7 +114,16 @@ impl KvState {
             .iter()
             .map(|(k, v)| Ok((gather(k)?, gather(v)?)))
             .collect::<Result<_>>()?;
-        Ok(KvState { layers, mask })
+        let cross = self
+            .cross
+            .as_ref()
+            .map(|c| c.select_rows(rows))
+            .transpose()?;
+        Ok(KvState {
+            layers,
+            mask,
+            cross,
+        })
     }
     pub fn is_empty(&self) -> bool {
         self.mask.is_empty()
@@ -117,7 +131,7 @@ impl KvState {
 }
 
 /// The tensor whose row `i` (along the first axis) is `value`'s row `rows[i]`.
-fn gather_rows<T>(value: &DynValue, rows: &[usize]) -> Result<DynValue>
+pub(crate) fn gather_rows<T>(value: &DynValue, rows: &[usize]) -> Result<DynValue>
 where
     T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static,
 {
@@ -158,8 +172,12 @@ pub struct CompiledModel {
 /// the next run.
 struct VisionGraphs {
     encoder: VisionModel,
-    embed: Session,
-    /// `[n_image_tokens, hidden]`, for the next run's `<image>` tokens.
+    /// The embedding graph (image tokens in place of `<image>`'s).
+    embed: Option<Session>,
+    /// A cross-attention decoder's cross graph, and its shape.
+    cross: Option<(Session, CrossShape)>,
+    /// `[n_image_tokens, hidden]`, for the next run's `<image>` tokens; a cross-attention
+    /// decoder's latents `[n_images, latents, kv_input_dim]`.
     pending: Option<HostTensor>,
 }
 
@@ -262,9 +280,36 @@ impl CompiledModel {
                     provider: ExecutionProvider::Cpu,
                     ..opts.clone()
                 };
+                let embed = v
+                    .embed_model
+                    .as_ref()
+                    .map(|f| crate::vision::cpu_session(&dir.join(f), &cpu))
+                    .transpose()?;
+                let cross = match (&v.cross_kv_model, CrossShape::of(&v.config.text)) {
+                    (Some(f), Some(shape)) => {
+                        Some((crate::vision::cpu_session(&dir.join(f), &cpu)?, shape))
+                    }
+                    (None, None) => None,
+                    _ => {
+                        return Err(RuntimeError::File {
+                            path: dir.join(mimic_models::contract::CONTRACT_FILE),
+                            msg: "a cross-attention decoder needs its cross graph \
+                                  (cross_kv_model), and only such a decoder has one"
+                                .into(),
+                        })
+                    }
+                };
+                if embed.is_none() && cross.is_none() {
+                    return Err(RuntimeError::File {
+                        path: dir.join(mimic_models::contract::CONTRACT_FILE),
+                        msg: "a vision-language model needs an embedding graph (embed_model)"
+                            .into(),
+                    });
+                }
                 Some(VisionGraphs {
                     encoder: VisionModel::load(dir, &cpu)?,
-                    embed: crate::vision::cpu_session(&dir.join(&v.embed_model), &cpu)?,
+                    embed,
+                    cross,
                     pending: None,
                 })
             }
@@ -316,6 +361,10 @@ impl CompiledModel {
         let Some(v) = self.vision.as_mut() else {
             return Ok(None);
         };
+        let Some(embed) = v.embed.as_mut() else {
+            // A cross-attention decoder takes input ids.
+            return Ok(None);
+        };
         let vc = self
             .contract
             .vision
@@ -346,7 +395,7 @@ impl CompiledModel {
                 Tensor::from_array(([rows, hidden], data))?.into_dyn(),
             ),
         ];
-        let mut out = v.embed.run(inputs)?;
+        let mut out = embed.run(inputs)?;
         let embeds = out
             .remove(INPUTS_EMBEDS)
             .ok_or_else(|| RuntimeError::Other(format!("output {INPUTS_EMBEDS} missing")))?;
@@ -423,6 +472,7 @@ impl CompiledModel {
         Ok(KvState {
             layers,
             mask: vec![],
+            cross: None,
         })
     }
 
@@ -454,25 +504,51 @@ impl CompiledModel {
             )));
         }
         let n = self.contract.kv_cache.num_layers;
-        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * n);
+        let KvState {
+            layers: past_layers,
+            mask: past_mask,
+            cross,
+        } = state;
+        let cross = self.advance_cross(cross, batch, ids, mask, past_mask.is_empty())?;
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(4 + 2 * n);
         match self.input_embeds(batch, ids)? {
-            Some(embeds) => inputs.push((INPUTS_EMBEDS.into(), embeds)),
+            Some(embeds) => inputs.push((INPUTS_EMBEDS.into(), embeds.into())),
             None => inputs.push((
                 INPUT_IDS.into(),
-                Tensor::from_array(([batch, seq], ids.to_vec()))?.into_dyn(),
+                Tensor::from_array(([batch, seq], ids.to_vec()))?
+                    .into_dyn()
+                    .into(),
             )),
+        }
+        if let Some((state, slots)) = &cross {
+            inputs.push((
+                IMAGE_SLOTS.into(),
+                Tensor::from_array(([batch, seq], slots.clone()))?
+                    .into_dyn()
+                    .into(),
+            ));
+            let blocks = CrossShape::of(&self.contract.config).map_or(0, |c| c.blocks);
+            for j in 0..blocks {
+                let (k, v) = state.block(j);
+                inputs.push((cross_key(j), k.into()));
+                inputs.push((cross_value(j), v.into()));
+            }
         }
         inputs.push((
             ATTENTION_MASK.into(),
-            Tensor::from_array(([batch, total], mask.to_vec()))?.into_dyn(),
+            Tensor::from_array(([batch, total], mask.to_vec()))?
+                .into_dyn()
+                .into(),
         ));
         inputs.push((
             POSITION_IDS.into(),
-            Tensor::from_array(([batch, seq], positions.to_vec()))?.into_dyn(),
+            Tensor::from_array(([batch, seq], positions.to_vec()))?
+                .into_dyn()
+                .into(),
         ));
-        for (l, (k, v)) in state.layers.into_iter().enumerate() {
-            inputs.push((past_key(l), k));
-            inputs.push((past_value(l), v));
+        for (l, (k, v)) in past_layers.into_iter().enumerate() {
+            inputs.push((past_key(l), k.into()));
+            inputs.push((past_value(l), v.into()));
         }
         let takes_inputs = self
             .contract
@@ -483,7 +559,7 @@ impl CompiledModel {
             let heads = self.heads_for(batch)?;
             for (name, dims, data) in &heads.tensors {
                 let value = Tensor::from_array((dims.clone(), data.clone()))?.into_dyn();
-                inputs.push((name.clone(), value));
+                inputs.push((name.clone(), value.into()));
             }
         }
         let mut outputs = self.session.run(inputs)?;
@@ -502,14 +578,66 @@ impl CompiledModel {
                 .ok_or_else(|| missing(present_value(l)))?;
             layers.push((k, v));
         }
+        drop(outputs);
         Ok(RunOutput {
             logits,
             logits_shape,
             state: KvState {
                 layers,
                 mask: mask.to_vec(),
+                cross: cross.map(|(c, _)| c),
             },
         })
+    }
+
+    /// A cross-attention decoder's images for a run: the pending latents' keys and values
+    /// added to the state (a new state for a new sequence), and the slot each new token
+    /// reads. `None` for other models. A run with cached tokens and no pending images feeds
+    /// generated tokens ([`crate::cross`]).
+    fn advance_cross(
+        &mut self,
+        cross: Option<CrossState>,
+        batch: usize,
+        ids: &[i64],
+        mask: &[i64],
+        new_sequence: bool,
+    ) -> Result<Option<(CrossState, Vec<i64>)>> {
+        let Some(v) = self.vision.as_mut() else {
+            return Ok(None);
+        };
+        let Some((session, shape)) = v.cross.as_mut() else {
+            return Ok(None);
+        };
+        let mut state = match cross {
+            Some(c) => c,
+            None => CrossState::empty(shape, batch)?,
+        };
+        let latents = v.pending.take();
+        let generating = !new_sequence && latents.is_none();
+        let seq = ids.len() / batch.max(1);
+        let total = mask.len() / batch.max(1);
+        // The mask's entries for the new tokens, row by row.
+        let real: Vec<i64> = mask
+            .chunks(total.max(1))
+            .flat_map(|row| row[total - seq..].iter().copied())
+            .collect();
+        let vc = self
+            .contract
+            .vision
+            .as_ref()
+            .expect("vision graphs imply a contract");
+        let slots = state.advance(
+            session,
+            shape,
+            latents,
+            ids,
+            &real,
+            batch,
+            vc.config.image_token_id,
+            &self.contract.config.eos_token_ids,
+            generating,
+        )?;
+        Ok(Some((state, slots)))
     }
 }
 

@@ -127,7 +127,10 @@ pub fn run(a: Args) -> Result<()> {
             ", {} with {} and {}, {} tokens per image",
             v.config.architecture.name(),
             v.vision_model,
-            v.embed_model,
+            v.embed_model
+                .as_deref()
+                .or(v.cross_kv_model.as_deref())
+                .unwrap_or("-"),
             v.tokens_per_image
         ),
     };

@@ -249,6 +249,15 @@ impl VlmConfig {
         }
     }
 
+    /// The width of the image encoder's output rows: the text width where they replace
+    /// `<image>` embeddings, the vision width where a cross-attention decoder reads them.
+    pub fn image_feature_width(&self) -> usize {
+        match self.connector {
+            Connector::Idefics { .. } => self.vision.hidden_size,
+            _ => self.text.hidden_size,
+        }
+    }
+
     /// The tower output the connector takes.
     pub fn features(&self) -> Features {
         match &self.connector {

@@ -1,0 +1,117 @@
+//! Idefics (v1) compiled to its three graphs (image encoder with the perceiver, the cross
+//! graph computing every gated block's keys and values once per prompt, and the decoder over
+//! `input_ids` with each token's image slot) and run by ONNX Runtime, against Hugging Face
+//! transformers on the tiny random models of tests/fixtures/vlm/idefics{,-vector} (written by
+//! scripts/make_idefics_fixtures.py; tests/idefics_parity.rs checks libtorch on the same
+//! references). For each attention form: the latents and the logits at every real position
+//! of the padded batch within 1e-4 relative (`max|a - b| / max|b|`, float32), and each
+//! prompt's eight greedy tokens identical to transformers', with their step logits.
+mod common;
+
+use common::*;
+use mimic_compiler::{compile_vlm, AttentionImpl, CompileOptions, HeadsSource};
+use mimic_models::contract::Contract;
+use mimic_models::generate::greedy_with_logits;
+use mimic_models::HostTensor;
+use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
+
+const TOL: f32 = 1e-4;
+
+fn onnx_parity(name: &str, forms: &[AttentionImpl]) {
+    let (model, reference) = vlm_fixture(name);
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    let tmp = tempfile::tempdir().unwrap();
+    for &attention in forms {
+        let dir = tmp.path().join(attention.name());
+        let opts = CompileOptions {
+            attention,
+            last_only: false,
+            ..Default::default()
+        };
+        let contract = compile_vlm(&model, HeadsSource::None, &opts, &dir).unwrap();
+        let vision = contract.vision.as_ref().expect("a vision contract");
+        assert_eq!(vision.embed_model, None);
+        assert_eq!(Contract::read(&dir).unwrap(), contract);
+        for file in ["model.onnx", "vision.onnx", "cross_kv.onnx"] {
+            assert!(dir.join(file).is_file(), "{name}: {file} missing");
+        }
+        assert!(!dir.join("embed.onnx").exists());
+        let mut m = CompiledModel::load(&dir, &SessionOptions::default()).unwrap();
+        assert!(m.takes_images());
+
+        let latents = m.encode_images(&inputs).unwrap();
+        if let Some(want) = reference.get("connector.output") {
+            assert_eq!(latents.shape, want.shape);
+            let err = rel_err(&latents.data, &want.f32);
+            eprintln!("{name} onnx: latents relative error {err:.2e}");
+            assert!(err <= TOL, "{name}: latents relative error {err:e}");
+        }
+
+        // The padded batch, each row reading its own images.
+        let ids = &reference["input_ids"].i64;
+        let mask = &reference["attention_mask"].i64;
+        let positions = &reference["position_ids"].i64;
+        let batch = reference["input_ids"].shape[0];
+        m.set_images(latents.clone()).unwrap();
+        let state = m.empty_state(batch).unwrap();
+        let out = m.run(batch, ids, mask, positions, state).unwrap();
+        let vocab = model.config.text.vocab_size;
+        let err = rel_err(
+            &rows_at_valid(&out.logits, mask, batch, vocab),
+            &rows_at_valid(&reference["logits"].f32, mask, batch, vocab),
+        );
+        eprintln!(
+            "{name} onnx {}: logits relative error {err:.2e}",
+            attention.name()
+        );
+        assert!(
+            err <= TOL,
+            "{name} {attention:?}: logits relative error {err:e}"
+        );
+
+        // Each prompt alone, greedy, with every step's logits.
+        let seq = reference["input_ids"].shape[1];
+        let per_image = latents.data.len() / latents.shape[0];
+        let mut first = 0;
+        for (r, &n) in inputs.images_per_prompt.iter().enumerate() {
+            let Some(want) = reference.get(&format!("generate.row{r}")) else {
+                continue;
+            };
+            let prompt: Vec<u32> = ids[r * seq..(r + 1) * seq]
+                .iter()
+                .zip(&mask[r * seq..(r + 1) * seq])
+                .filter(|(_, &m)| m != 0)
+                .map(|(&t, _)| t as u32)
+                .collect();
+            let mut shape = latents.shape.clone();
+            shape[0] = n;
+            let data = latents.data[first * per_image..(first + n) * per_image].to_vec();
+            first += n;
+            m.set_images(HostTensor::new(shape, data)).unwrap();
+            let mut lm = OnnxLm::new(&mut m);
+            let (tokens, logits) = greedy_with_logits(&mut lm, &prompt, want.i64.len()).unwrap();
+            let got: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+            assert_eq!(got, want.i64, "{name} {attention:?}: row {r} greedy tokens");
+            let scores = &reference[&format!("generate.row{r}.scores")];
+            let err = rel_err(&logits.concat(), &scores.f32);
+            eprintln!(
+                "{name} onnx {}: row {r} step logits relative error {err:.2e}",
+                attention.name()
+            );
+            assert!(
+                err <= TOL,
+                "{name} {attention:?}: row {r} step logits {err:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn idefics_onnx_matches_transformers() {
+    onnx_parity("idefics", AttentionImpl::ALL);
+}
+
+#[test]
+fn idefics_vector_gates_onnx_match_transformers() {
+    onnx_parity("idefics-vector", &[AttentionImpl::Fused]);
+}
