@@ -115,3 +115,45 @@ fn idefics_onnx_matches_transformers() {
 fn idefics_vector_gates_onnx_match_transformers() {
     onnx_parity("idefics-vector", &[AttentionImpl::Fused]);
 }
+
+#[test]
+fn onnx_refuses_an_image_token_without_its_image_and_text_before_it_reads_none() {
+    let (model, reference) = vlm_fixture("idefics");
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = CompileOptions {
+        last_only: false,
+        ..Default::default()
+    };
+    compile_vlm(&model, HeadsSource::None, &opts, tmp.path()).unwrap();
+    let mut m = CompiledModel::load(tmp.path(), &SessionOptions::default()).unwrap();
+    let latents = m.encode_images(&inputs).unwrap();
+    let seq = reference["input_ids"].shape[1];
+    let ids: Vec<u32> = reference["input_ids"].i64[..seq]
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    let state = m.empty_state(1).unwrap();
+    let err = m.step(&ids, state).err().unwrap().to_string();
+    assert!(err.contains("3 <image> tokens but 0 images"), "{err}");
+
+    // Row 0 with its own images, and with others: the text before the first image is the
+    // same, the rest is not.
+    let per_image = latents.data.len() / latents.shape[0];
+    let mut logits = |from: usize| {
+        let mut shape = latents.shape.clone();
+        shape[0] = 3;
+        let data = latents.data[from * per_image..(from + 3) * per_image].to_vec();
+        m.set_images(HostTensor::new(shape, data)).unwrap();
+        let state = m.empty_state(1).unwrap();
+        m.step(&ids, state).unwrap().logits
+    };
+    let (mine, others) = (logits(0), logits(2));
+    let first = ids
+        .iter()
+        .position(|&t| t == model.config.image_token_id)
+        .unwrap();
+    let vocab = model.config.text.vocab_size;
+    assert_eq!(mine[..first * vocab], others[..first * vocab]);
+    assert_ne!(mine[first * vocab..], others[first * vocab..]);
+}

@@ -235,3 +235,55 @@ fn idefics_matches_transformers_on_libtorch() {
 fn idefics_vector_gates_match_transformers_on_libtorch() {
     parity("idefics-vector");
 }
+
+#[test]
+fn an_image_token_without_its_image_is_an_error() {
+    let _guard = tch::no_grad_guard();
+    let (model, reference) = vlm_fixture("idefics");
+    let vlm = TorchVlm::new(&model, Device::Cpu).unwrap();
+    let prompt = rows(&reference)[1].clone();
+    let mut lm = TorchLm::new(&vlm.decoder);
+    let err = greedy_with_logits(&mut lm, &prompt, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("2 <image> tokens but 0 images"), "{err}");
+    // One image for two <image> tokens.
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    let latents = vlm.encode_images(&inputs, false).unwrap().hidden;
+    lm.images = Some((model.config.image_token_id as i64, latents.narrow(0, 0, 1)));
+    let err = greedy_with_logits(&mut lm, &prompt, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("2 <image> tokens but 1 images"), "{err}");
+}
+
+#[test]
+fn text_before_the_first_image_reads_no_image() {
+    // Row 0 starts with text: transformers gives those tokens no cross-attention (the
+    // parity test checks their logits); here, other images leave them exactly as they are
+    // and change the tokens after the first image.
+    let _guard = tch::no_grad_guard();
+    let (model, reference) = vlm_fixture("idefics");
+    let vlm = TorchVlm::new(&model, Device::Cpu).unwrap();
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    let latents = vlm.encode_images(&inputs, false).unwrap().hidden;
+    let prompt = rows(&reference)[0].clone();
+    let first = prompt
+        .iter()
+        .position(|&t| t == model.config.image_token_id)
+        .unwrap();
+    assert!(first >= 2, "the prompt starts with text");
+    let ids =
+        Tensor::from_slice(&prompt.iter().map(|&t| t as i64).collect::<Vec<_>>()).view([1, -1]);
+    let logits = |features: &Tensor| {
+        let images = vlm.image_tokens(&ids, features).unwrap();
+        let mut f = Forward::new(&ids);
+        f.images = Some(images);
+        to_vec(&vlm.decoder.forward(&f, None).logits)
+    };
+    let mine = logits(&latents.narrow(0, 0, 3));
+    let others = logits(&latents.narrow(0, 2, 3));
+    let vocab = model.config.text.vocab_size;
+    assert_eq!(mine[..first * vocab], others[..first * vocab]);
+    assert_ne!(mine[first * vocab..], others[first * vocab..]);
+}

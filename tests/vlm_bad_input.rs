@@ -72,6 +72,26 @@ fn images_and_placeholders_must_agree() {
     assert!(err.contains("2 <image> placeholders but 1 images"), "{err}");
     let err = generate(&model("idefics2"), &[], "<image> without an image");
     assert!(err.contains("no --image"), "{err}");
+    // Idefics: an <image> token with no image, on both backends.
+    for backend in ["onnx", "torch"] {
+        let err = fails(&[
+            "generate",
+            "--backend",
+            backend,
+            "--model",
+            &model("idefics"),
+            "--prompt",
+            "<image> and <image>",
+            "--image",
+            &red,
+            "--max-new-tokens",
+            "2",
+        ]);
+        assert!(
+            err.contains("2 <image> placeholders but 1 images"),
+            "{backend}: {err}"
+        );
+    }
     // A text model takes no images.
     let text = fixtures_dir().join("llama").display().to_string();
     let err = generate(&text, &[&red], "hi");
@@ -89,6 +109,9 @@ fn an_unsupported_vision_config_key() {
         ),
         ("llava", "vision_feature_layer", serde_json::json!([-2, -5])),
         ("idefics3", "scale_factor", serde_json::json!(3)),
+        // transformers knows only float and vector gates.
+        ("idefics", "alpha_type", serde_json::json!("matrix")),
+        ("idefics", "cross_layer_interval", serde_json::json!(0)),
     ] {
         let dir = fixture_copy(name, tmp.path());
         let path = dir.join("config.json");

@@ -111,6 +111,8 @@ pub struct GatedCrossAttention {
     /// RMS norms on each head's queries and keys (`qk_layer_norms`).
     pub qk_norms: bool,
     pub alpha: AlphaType,
+    /// The `<image>` token: where each image's span starts in a prompt.
+    pub image_token_id: u32,
 }
 
 impl GatedCrossAttention {

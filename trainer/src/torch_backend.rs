@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use mimic_models::backend::{AttentionSpec, Backend, CrossAttentionSpec, Site};
+use mimic_models::config::GatedCrossAttention;
 use mimic_models::generate::CausalLm;
 use mimic_models::vlm::idefics::ImageWalk;
 use mimic_models::{llama, LlamaConfig, Model};
@@ -300,7 +301,7 @@ impl TorchModel {
         cache.key_mask = Some(key_mask.shallow_clone());
         let cross = self.config.cross_attention.as_ref().map(|x| {
             let eos = &self.config.eos_token_ids;
-            cross_inputs(x.latents_per_image, eos, f, &new_mask, &mut cache.cross)
+            cross_inputs(x, eos, f, &new_mask, &mut cache.cross)
         });
         let mut run = TorchPass {
             model: self,
@@ -336,9 +337,10 @@ struct CrossInputs {
 
 /// Advances each row's walk over the pass's tokens (padding skipped), gives the pass's
 /// images slots, and builds the cross-attention mask. Callers check that the images match
-/// the `<image>` tokens ([`check_cross_images`]); an image index without a slot reads nothing.
+/// the `<image>` tokens ([`TorchModel::check_cross_images`]); an image index without a slot
+/// reads nothing.
 fn cross_inputs(
-    latents: usize,
+    x: &GatedCrossAttention,
     eos: &[u32],
     f: &Forward,
     new_mask: &Tensor,
@@ -354,7 +356,8 @@ fn cross_inputs(
         cross.walks = vec![ImageWalk::default(); b as usize];
         cross.slots = vec![Vec::new(); b as usize];
     }
-    let token_id = f.images.map_or(-1, |i| i.token_id);
+    let latents = x.latents_per_image;
+    let token_id = x.image_token_id as i64;
     // This pass's images, row by row, each in a new slot.
     let counts: Vec<usize> = ids
         .chunks(s as usize)
@@ -429,6 +432,26 @@ fn cross_inputs(
         new_latents,
         mask: zeros.where_scalarother(&allowed, f32::MIN as f64),
         reads: token_slots.ge(0).to_kind(Kind::Float),
+    }
+}
+
+impl TorchModel {
+    /// For a cross-attention decoder's prompt: one image (`latents` rows of `kv_input_dim`
+    /// in `features`) per `<image>` token among `ids`; an error names both counts. Nothing to
+    /// check for other decoders.
+    pub fn check_cross_images(&self, ids: &Tensor, features: Option<&Tensor>) -> Result<()> {
+        let Some(x) = &self.config.cross_attention else {
+            return Ok(());
+        };
+        let tokens = i64::try_from(ids.eq(x.image_token_id as i64).sum(Kind::Int64))?;
+        let per_image = (x.latents_per_image * x.kv_input_dim) as i64;
+        let images = features.map_or(0, |f| f.numel() as i64 / per_image);
+        if tokens != images {
+            return Err(crate::TrainerError::Other(format!(
+                "the prompt holds {tokens} <image> tokens but {images} images were given"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -872,7 +895,11 @@ impl CausalLm for TorchLm<'_> {
         f.shifts = self.shifts;
         // The first pass after a reset is the prompt; later ones feed generated tokens.
         match self.cache.is_empty() {
-            true => f.images = image_tokens(&self.images),
+            true => {
+                let features = self.images.as_ref().map(|(_, f)| f);
+                self.model.check_cross_images(&ids, features)?;
+                f.images = image_tokens(&self.images);
+            }
             false => f.generating = true,
         }
         let out = self.model.forward(&f, Some(&mut self.cache));
@@ -932,6 +959,8 @@ impl mimic_models::batch::BatchLm for TorchBatch<'_> {
             .view(shape)
             .to_device(self.model.device);
         self.cache = KvCache::default();
+        let features = self.images.as_ref().map(|(_, f)| f);
+        self.model.check_cross_images(&ids, features)?;
         let mut f = Forward::new(&ids);
         f.attention_mask = Some(&mask);
         f.logits_last = Some(1);

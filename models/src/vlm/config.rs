@@ -509,6 +509,7 @@ fn idefics_config(v: &Value, path: &Path) -> Result<VlmConfig> {
         latents_per_image: cfg.tokens_per_image(),
         qk_norms: flag(v, "qk_layer_norms"),
         alpha,
+        image_token_id: cfg.image_token_id,
     });
     cfg.text = text;
     Ok(cfg)

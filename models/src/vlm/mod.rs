@@ -119,6 +119,9 @@ impl VisionLanguageModel {
                 .and_then(|t| t.token_to_id(IMAGE_PLACEHOLDER))
             {
                 config.image_token_id = id;
+                if let Some(x) = config.text.cross_attention.as_mut() {
+                    x.image_token_id = id;
+                }
             }
         }
         let decoder = Model {
