@@ -5,10 +5,12 @@
 //! scripts/make_idefics_fixtures.py; tests/idefics_parity.rs checks libtorch on the same
 //! references). For each attention form: the latents and the logits at every real position
 //! of the padded batch within 1e-4 relative (`max|a - b| / max|b|`, float32), and each
-//! prompt's eight greedy tokens identical to transformers', with their step logits.
+//! prompt's eight greedy tokens identical to transformers', with their step logits. A decoder
+//! compiled to project the latents in every pass (`--cross-kv every-step`) too.
 mod common;
 
 use common::*;
+use mimic_compiler::cross::CrossKv;
 use mimic_compiler::{compile_vlm, AttentionImpl, CompileOptions, HeadsSource};
 use mimic_models::contract::Contract;
 use mimic_models::generate::greedy_with_logits;
@@ -17,24 +19,31 @@ use mimic_runtime::{CompiledModel, OnnxLm, SessionOptions};
 
 const TOL: f32 = 1e-4;
 
-fn onnx_parity(name: &str, forms: &[AttentionImpl]) {
+fn onnx_parity(name: &str, forms: &[(AttentionImpl, CrossKv)]) {
     let (model, reference) = vlm_fixture(name);
     let inputs = vlm_encoder_inputs(&model, &reference);
     let tmp = tempfile::tempdir().unwrap();
-    for &attention in forms {
-        let dir = tmp.path().join(attention.name());
+    for &(attention, cross_kv) in forms {
+        let form = format!("{} {}", attention.name(), cross_kv.name());
+        let dir = tmp.path().join(form.replace(' ', "-"));
         let opts = CompileOptions {
             attention,
             last_only: false,
+            cross_kv,
             ..Default::default()
         };
         let contract = compile_vlm(&model, HeadsSource::None, &opts, &dir).unwrap();
         let vision = contract.vision.as_ref().expect("a vision contract");
         assert_eq!(vision.embed_model, None);
         assert_eq!(Contract::read(&dir).unwrap(), contract);
-        for file in ["model.onnx", "vision.onnx", "cross_kv.onnx"] {
+        for file in ["model.onnx", "vision.onnx"] {
             assert!(dir.join(file).is_file(), "{name}: {file} missing");
         }
+        // Keys and values once per prompt come from the cross graph; every step, from the
+        // latents inside the decoder.
+        let once = cross_kv == CrossKv::Inputs;
+        assert_eq!(dir.join("cross_kv.onnx").is_file(), once);
+        assert_eq!(vision.cross_kv_model.is_some(), once);
         assert!(!dir.join("embed.onnx").exists());
         let mut m = CompiledModel::load(&dir, &SessionOptions::default()).unwrap();
         assert!(m.takes_images());
@@ -60,10 +69,7 @@ fn onnx_parity(name: &str, forms: &[AttentionImpl]) {
             &rows_at_valid(&out.logits, mask, batch, vocab),
             &rows_at_valid(&reference["logits"].f32, mask, batch, vocab),
         );
-        eprintln!(
-            "{name} onnx {}: logits relative error {err:.2e}",
-            attention.name()
-        );
+        eprintln!("{name} onnx {form}: logits relative error {err:.2e}");
         assert!(
             err <= TOL,
             "{name} {attention:?}: logits relative error {err:e}"
@@ -94,10 +100,7 @@ fn onnx_parity(name: &str, forms: &[AttentionImpl]) {
             assert_eq!(got, want.i64, "{name} {attention:?}: row {r} greedy tokens");
             let scores = &reference[&format!("generate.row{r}.scores")];
             let err = rel_err(&logits.concat(), &scores.f32);
-            eprintln!(
-                "{name} onnx {}: row {r} step logits relative error {err:.2e}",
-                attention.name()
-            );
+            eprintln!("{name} onnx {form}: row {r} step logits relative error {err:.2e}");
             assert!(
                 err <= TOL,
                 "{name} {attention:?}: row {r} step logits {err:e}"
@@ -108,12 +111,23 @@ fn onnx_parity(name: &str, forms: &[AttentionImpl]) {
 
 #[test]
 fn idefics_onnx_matches_transformers() {
-    onnx_parity("idefics", AttentionImpl::ALL);
+    let mut forms: Vec<_> = AttentionImpl::ALL
+        .iter()
+        .map(|&a| (a, CrossKv::Inputs))
+        .collect();
+    forms.push((AttentionImpl::Fused, CrossKv::Recomputed));
+    onnx_parity("idefics", &forms);
 }
 
 #[test]
 fn idefics_vector_gates_onnx_match_transformers() {
-    onnx_parity("idefics-vector", &[AttentionImpl::Fused]);
+    onnx_parity(
+        "idefics-vector",
+        &[
+            (AttentionImpl::Fused, CrossKv::Inputs),
+            (AttentionImpl::Unfused, CrossKv::Recomputed),
+        ],
+    );
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct CompileOptions {
     /// The decoder takes `inputs_embeds` instead of `input_ids` (a vision-language model's,
     /// set by [`crate::vlm::compile_vlm`]).
     pub embeds_input: bool,
+    /// Where a cross-attention decoder (Idefics) gets its gated blocks' keys and values.
+    pub cross_kv: crate::cross::CrossKv,
 }
 
 /// The passes run unless asked otherwise: attention fusion is left out, because `--attention`
@@ -47,6 +49,7 @@ impl Default for CompileOptions {
             last_only: true,
             passes: DEFAULT_PASSES.to_vec(),
             embeds_input: false,
+            cross_kv: Default::default(),
         }
     }
 }

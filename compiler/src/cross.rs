@@ -35,6 +35,26 @@ pub enum CrossKv {
     Recomputed,
 }
 
+impl CrossKv {
+    pub fn name(self) -> &'static str {
+        match self {
+            CrossKv::Inputs => "once",
+            CrossKv::Recomputed => "every-step",
+        }
+    }
+}
+
+impl std::str::FromStr for CrossKv {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "once" => Ok(CrossKv::Inputs),
+            "every-step" => Ok(CrossKv::Recomputed),
+            _ => Err(format!("unknown cross-kv `{s}` (once, every-step)")),
+        }
+    }
+}
+
 /// Declares a cross-attention decoder's extra inputs.
 pub(crate) fn declare_inputs(
     b: &mut OnnxBackend,

@@ -162,19 +162,6 @@ impl<'w> OnnxBackend<'w> {
         }
     }
 
-    /// As [`Self::new`], for a cross-attention decoder whose keys and values come as `cross_kv`
-    /// says.
-    pub fn with_cross_kv(
-        g: GraphBuilder,
-        cfg: &LlamaConfig,
-        weights: &'w Weights,
-        heads: HeadsSource<'w>,
-        opts: &crate::CompileOptions,
-        cross_kv: crate::cross::CrossKv,
-    ) -> crate::Result<Self> {
-        Self::build(g, cfg, weights, heads, opts, cross_kv)
-    }
-
     pub fn new(
         g: GraphBuilder,
         cfg: &LlamaConfig,
@@ -182,17 +169,7 @@ impl<'w> OnnxBackend<'w> {
         heads: HeadsSource<'w>,
         opts: &crate::CompileOptions,
     ) -> crate::Result<Self> {
-        Self::build(g, cfg, weights, heads, opts, crate::cross::CrossKv::Inputs)
-    }
-
-    fn build(
-        g: GraphBuilder,
-        cfg: &LlamaConfig,
-        weights: &'w Weights,
-        heads: HeadsSource<'w>,
-        opts: &crate::CompileOptions,
-        cross_kv: crate::cross::CrossKv,
-    ) -> crate::Result<Self> {
+        let cross_kv = opts.cross_kv;
         let (attention, last_only) = (opts.attention, opts.last_only);
         let (fp16_guards, embeds_input) = (opts.is_fp16(), opts.embeds_input);
         let merged = match heads {

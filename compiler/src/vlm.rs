@@ -107,6 +107,8 @@ pub fn compile_vlm(
     // A cross-attention decoder (Idefics) takes input ids; its images come as keys and
     // values from the cross graph.
     let cross = vlm.config.text.cross_attention.is_some();
+    // With keys and values projected in every decoder pass there is no cross graph.
+    let cross_graph = cross && opts.cross_kv == crate::cross::CrossKv::Inputs;
     let opts = CompileOptions {
         embeds_input: !cross,
         ..opts.clone()
@@ -114,22 +116,25 @@ pub fn compile_vlm(
     write_folder_atomically(out, |dir| {
         let mut contract = crate::compile::write_folder(&vlm.decoder, heads, &opts, dir)?;
         crate::vision::compile_image_encoder(&vlm.encoder, dir)?;
-        let (graph, file) = match cross {
-            false => (
+        let images_graph = match (cross, cross_graph) {
+            (false, _) => Some((
                 emit_embed(
                     &vlm.decoder,
                     vlm.config.image_token_id,
                     Some(&dir.join(EMBED_DATA_FILE)),
                 )?,
                 EMBED_MODEL_FILE,
-            ),
-            true => (
+            )),
+            (true, true) => Some((
                 crate::cross::emit_cross_kv(&vlm.decoder, Some(&dir.join(CROSS_KV_DATA_FILE)))?,
                 CROSS_KV_MODEL_FILE,
-            ),
+            )),
+            (true, false) => None,
         };
-        let path = dir.join(file);
-        std::fs::write(&path, graph.encode_to_vec()).map_err(|e| CompileError::io(&path, e))?;
+        if let Some((graph, file)) = images_graph {
+            let path = dir.join(file);
+            std::fs::write(&path, graph.encode_to_vec()).map_err(|e| CompileError::io(&path, e))?;
+        }
         let processor = vlm.source.join(PROCESSOR_FILE);
         let processor = if processor.is_file() {
             let to = dir.join(PROCESSOR_FILE);
@@ -143,7 +148,7 @@ pub fn compile_vlm(
             config: vlm.config.clone(),
             vision_model: VISION_MODEL_FILE.into(),
             embed_model: (!cross).then(|| EMBED_MODEL_FILE.into()),
-            cross_kv_model: cross.then(|| CROSS_KV_MODEL_FILE.into()),
+            cross_kv_model: cross_graph.then(|| CROSS_KV_MODEL_FILE.into()),
             processor,
             tokens_per_image: vlm.config.tokens_per_image(),
         });

@@ -254,7 +254,8 @@ pub struct VisionContract {
     #[serde(default)]
     pub embed_model: Option<String>,
     /// A cross-attention decoder's (Idefics') graph from `image_latents` to every gated
-    /// block's keys and values ([`CROSS_KV_MODEL_FILE`]), run once per prompt.
+    /// block's keys and values ([`CROSS_KV_MODEL_FILE`]), run once per prompt; `None` for a
+    /// cross-attention decoder compiled to take the latents and project them in every pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_kv_model: Option<String>,
     /// The image processor's `preprocessor_config.json`, copied into the folder.

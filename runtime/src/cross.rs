@@ -8,6 +8,9 @@
 //! its first image has keys to (not) attend to. A pass whose rows bring different numbers of
 //! images pads them with zero slots.
 //!
+//! A decoder compiled with `--cross-kv every-step` takes the latents themselves
+//! (`image_latents`) and projects them in every pass; the state then holds the latents.
+//!
 //! Which image a token reads follows the processor's rule ([`ImageWalk`]) in a pass that
 //! starts a prompt or brings images; in a pass that continues a cached sequence without
 //! images (generated tokens), each token reads the image the last one read, as transformers'
@@ -21,10 +24,18 @@ use ort::value::{DynValue, Tensor};
 
 use crate::{Result, RuntimeError};
 
-/// Keys and values of every gated block over a batch's images, and each row's walk.
+/// What a cross-attention decoder reads of a batch's images.
+pub enum CrossInputs {
+    /// Per block, keys and values `[batch, heads, n_slots * latents, head_dim]` float32,
+    /// from the cross graph.
+    KeysValues(Vec<(DynValue, DynValue)>),
+    /// The latents `[batch, n_slots * latents, kv_input_dim]`, which the decoder projects.
+    Latents(DynValue),
+}
+
+/// A batch's images as its cross-attention decoder reads them, and each row's walk.
 pub struct CrossState {
-    /// Per block, `[batch, heads, n_slots * latents, head_dim]` float32.
-    blocks: Vec<(DynValue, DynValue)>,
+    pub inputs: CrossInputs,
     n_slots: usize,
     slots: Vec<Vec<usize>>,
     walks: Vec<ImageWalk>,
@@ -54,43 +65,46 @@ impl CrossShape {
 }
 
 impl CrossState {
-    /// `batch` rows that have read no image: one zero slot.
-    pub fn empty(shape: &CrossShape, batch: usize) -> Result<Self> {
-        let dims = [batch, shape.heads, shape.latents, shape.head_dim];
-        let zeros = || -> Result<DynValue> {
-            Ok(Tensor::from_array((dims, vec![0f32; dims.iter().product()]))?.into_dyn())
+    /// `batch` rows that have read no image: one zero slot. `latents` for a decoder that
+    /// projects the latents itself.
+    pub fn empty(shape: &CrossShape, batch: usize, latents: bool) -> Result<Self> {
+        fn zeros(dims: &[usize]) -> Result<DynValue> {
+            let n = dims.iter().product();
+            Ok(Tensor::from_array((dims.to_vec(), vec![0f32; n]))?.into_dyn())
+        }
+        let inputs = match latents {
+            true => CrossInputs::Latents(zeros(&[batch, shape.latents, shape.kv_input_dim])?),
+            false => {
+                let dims = [batch, shape.heads, shape.latents, shape.head_dim];
+                CrossInputs::KeysValues(
+                    (0..shape.blocks)
+                        .map(|_| Ok((zeros(&dims)?, zeros(&dims)?)))
+                        .collect::<Result<_>>()?,
+                )
+            }
         };
-        let blocks = (0..shape.blocks)
-            .map(|_| Ok((zeros()?, zeros()?)))
-            .collect::<Result<_>>()?;
         Ok(CrossState {
-            blocks,
+            inputs,
             n_slots: 1,
             slots: vec![Vec::new(); batch],
             walks: vec![ImageWalk::default(); batch],
         })
     }
 
-    /// The graph inputs of block `j`: its keys and values.
-    pub fn block(&self, j: usize) -> (&DynValue, &DynValue) {
-        let (k, v) = &self.blocks[j];
-        (k, v)
-    }
-
     /// The state whose row `i` is this one's row `rows[i]` (beam search).
     pub fn select_rows(&self, rows: &[usize]) -> Result<Self> {
-        let blocks = self
-            .blocks
-            .iter()
-            .map(|(k, v)| {
-                Ok((
-                    crate::session::gather_rows::<f32>(k, rows)?,
-                    crate::session::gather_rows::<f32>(v, rows)?,
-                ))
-            })
-            .collect::<Result<_>>()?;
+        let gather = |x: &DynValue| crate::session::gather_rows::<f32>(x, rows);
+        let inputs = match &self.inputs {
+            CrossInputs::KeysValues(blocks) => CrossInputs::KeysValues(
+                blocks
+                    .iter()
+                    .map(|(k, v)| Ok((gather(k)?, gather(v)?)))
+                    .collect::<Result<_>>()?,
+            ),
+            CrossInputs::Latents(z) => CrossInputs::Latents(gather(z)?),
+        };
         Ok(CrossState {
-            blocks,
+            inputs,
             n_slots: self.n_slots,
             slots: rows.iter().map(|&r| self.slots[r].clone()).collect(),
             walks: rows.iter().map(|&r| self.walks[r]).collect(),
@@ -99,12 +113,12 @@ impl CrossState {
 
     /// Takes a pass's images (`latents` `[n_images, latents, kv_input_dim]`, in prompt order,
     /// rows one after the other, one per `<image>` token among the pass's real tokens),
-    /// computes their keys and values with the `cross` graph, and returns the slot each of the
-    /// pass's tokens reads (`[batch, seq]`, -1 for none).
+    /// computes their keys and values with the `cross` graph (or keeps the latents), and
+    /// returns the slot each of the pass's tokens reads (`[batch, seq]`, -1 for none).
     #[allow(clippy::too_many_arguments)]
     pub fn advance(
         &mut self,
-        cross: &mut Session,
+        cross: Option<&mut Session>,
         shape: &CrossShape,
         latents: Option<HostTensor>,
         ids: &[i64],
@@ -156,10 +170,11 @@ impl CrossState {
     }
 
     /// Runs the cross graph over the rows' new images (each row's `counts[r]`, padded with
-    /// zero images to the most any row brings) and appends their keys and values.
+    /// zero images to the most any row brings) and appends their keys and values (or the
+    /// latents themselves).
     fn add_images(
         &mut self,
-        cross: &mut Session,
+        cross: Option<&mut Session>,
         shape: &CrossShape,
         data: &[f32],
         counts: &[usize],
@@ -174,44 +189,83 @@ impl CrossState {
             dst.copy_from_slice(&data[start..start + c * per_image]);
             start += c * per_image;
         }
-        let dims = [batch, new * shape.latents, shape.kv_input_dim];
+        let old_keys = self.n_slots * shape.latents;
+        let new_keys = new * shape.latents;
+        let (blocks, cross) = match (&mut self.inputs, cross) {
+            (CrossInputs::KeysValues(blocks), Some(cross)) => (blocks, cross),
+            (CrossInputs::Latents(held), _) => {
+                let width = shape.kv_input_dim;
+                *held = concat_axis(held, &latents, &[batch], old_keys, new_keys, width)?;
+                return Ok(self.assign_slots(counts, new));
+            }
+            (CrossInputs::KeysValues(_), None) => {
+                return Err(RuntimeError::Other("the cross graph is missing".into()))
+            }
+        };
+        let dims = [batch, new_keys, shape.kv_input_dim];
         let inputs = vec![(
             IMAGE_LATENTS.to_string(),
             Tensor::from_array((dims, latents))?.into_dyn(),
         )];
         let mut out = cross.run(inputs)?;
-        let old_keys = self.n_slots * shape.latents;
-        let new_keys = new * shape.latents;
-        for j in 0..shape.blocks {
+        for (j, block) in blocks.iter_mut().enumerate() {
             for (name, which) in [(cross_key(j), 0), (cross_value(j), 1)] {
                 let value = out.remove(name.as_str()).ok_or_else(|| {
                     RuntimeError::Other(format!("cross graph output {name} missing"))
                 })?;
                 let (_, fresh) = value.try_extract_tensor::<f32>()?;
                 let held = match which {
-                    0 => &self.blocks[j].0,
-                    _ => &self.blocks[j].1,
+                    0 => &mut block.0,
+                    _ => &mut block.1,
                 };
-                let (_, old) = held.try_extract_tensor::<f32>()?;
                 // [b, h, old + new, d]: each (row, head)'s old keys, then its new ones.
-                let d = shape.head_dim;
-                let mut joined = Vec::with_capacity(old.len() + fresh.len());
-                for bh in 0..batch * shape.heads {
-                    joined.extend_from_slice(&old[bh * old_keys * d..][..old_keys * d]);
-                    joined.extend_from_slice(&fresh[bh * new_keys * d..][..new_keys * d]);
-                }
-                let dims = [batch, shape.heads, old_keys + new_keys, d];
-                let joined = Tensor::from_array((dims, joined))?.into_dyn();
-                match which {
-                    0 => self.blocks[j].0 = joined,
-                    _ => self.blocks[j].1 = joined,
-                }
+                let lead = [batch, shape.heads];
+                *held = concat_axis(held, fresh, &lead, old_keys, new_keys, shape.head_dim)?;
             }
         }
+        self.assign_slots(counts, new);
+        Ok(())
+    }
+
+    /// Gives each row's `counts[r]` new images the next slots after the `new` added.
+    fn assign_slots(&mut self, counts: &[usize], new: usize) {
         for (row, &c) in self.slots.iter_mut().zip(counts) {
             row.extend((0..c).map(|k| self.n_slots + k));
         }
         self.n_slots += new;
-        Ok(())
     }
+
+    /// The decoder's inputs for these images: each block's keys and values, or the latents.
+    pub fn graph_inputs(&self) -> Vec<(String, &DynValue)> {
+        match &self.inputs {
+            CrossInputs::KeysValues(blocks) => blocks
+                .iter()
+                .enumerate()
+                .flat_map(|(j, (k, v))| [(cross_key(j), k), (cross_value(j), v)])
+                .collect(),
+            CrossInputs::Latents(z) => vec![(IMAGE_LATENTS.to_string(), z)],
+        }
+    }
+}
+
+/// `held` `[lead.., old, width]` with `fresh` `[lead.., new, width]` joined along the `old`
+/// axis: `[lead.., old + new, width]`.
+fn concat_axis(
+    held: &DynValue,
+    fresh: &[f32],
+    lead: &[usize],
+    old: usize,
+    new: usize,
+    width: usize,
+) -> Result<DynValue> {
+    let rows: usize = lead.iter().product();
+    let (_, kept) = held.try_extract_tensor::<f32>()?;
+    let mut joined = Vec::with_capacity(kept.len() + fresh.len());
+    for r in 0..rows {
+        joined.extend_from_slice(&kept[r * old * width..][..old * width]);
+        joined.extend_from_slice(&fresh[r * new * width..][..new * width]);
+    }
+    let mut dims = lead.to_vec();
+    dims.extend([old + new, width]);
+    Ok(Tensor::from_array((dims, joined))?.into_dyn())
 }

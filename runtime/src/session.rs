@@ -2,9 +2,8 @@
 use std::path::{Path, PathBuf};
 
 use mimic_models::contract::{
-    cross_key, cross_value, past_key, past_value, present_key, present_value, AttentionImpl,
-    Contract, ATTENTION_MASK, IMAGE_SLOTS, INPUTS_EMBEDS, INPUT_IDS, LOGITS, MODEL_FILE,
-    POSITION_IDS,
+    past_key, past_value, present_key, present_value, AttentionImpl, Contract, ATTENTION_MASK,
+    IMAGE_SLOTS, INPUTS_EMBEDS, INPUT_IDS, LOGITS, MODEL_FILE, POSITION_IDS,
 };
 use mimic_models::generate::CausalLm;
 use mimic_models::vision::io::IMAGE_FEATURES;
@@ -174,8 +173,9 @@ struct VisionGraphs {
     encoder: VisionModel,
     /// The embedding graph (image tokens in place of `<image>`'s).
     embed: Option<Session>,
-    /// A cross-attention decoder's cross graph, and its shape.
-    cross: Option<(Session, CrossShape)>,
+    /// A cross-attention decoder's shape, and its cross graph (none when the decoder
+    /// projects the latents itself).
+    cross: Option<(Option<Session>, CrossShape)>,
     /// `[n_image_tokens, hidden]`, for the next run's `<image>` tokens; a cross-attention
     /// decoder's latents `[n_images, latents, kv_input_dim]`.
     pending: Option<HostTensor>,
@@ -287,14 +287,15 @@ impl CompiledModel {
                     .transpose()?;
                 let cross = match (&v.cross_kv_model, CrossShape::of(&v.config.text)) {
                     (Some(f), Some(shape)) => {
-                        Some((crate::vision::cpu_session(&dir.join(f), &cpu)?, shape))
+                        Some((Some(crate::vision::cpu_session(&dir.join(f), &cpu)?), shape))
                     }
+                    (None, Some(shape)) => Some((None, shape)),
                     (None, None) => None,
-                    _ => {
+                    (Some(_), None) => {
                         return Err(RuntimeError::File {
                             path: dir.join(mimic_models::contract::CONTRACT_FILE),
-                            msg: "a cross-attention decoder needs its cross graph \
-                                  (cross_kv_model), and only such a decoder has one"
+                            msg: "names a cross graph (cross_kv_model) for a decoder without \
+                                  cross-attention"
                                 .into(),
                         })
                     }
@@ -527,11 +528,8 @@ impl CompiledModel {
                     .into_dyn()
                     .into(),
             ));
-            let blocks = CrossShape::of(&self.contract.config).map_or(0, |c| c.blocks);
-            for j in 0..blocks {
-                let (k, v) = state.block(j);
-                inputs.push((cross_key(j), k.into()));
-                inputs.push((cross_value(j), v.into()));
+            for (name, value) in state.graph_inputs() {
+                inputs.push((name, value.into()));
             }
         }
         inputs.push((
@@ -610,7 +608,7 @@ impl CompiledModel {
         };
         let mut state = match cross {
             Some(c) => c,
-            None => CrossState::empty(shape, batch)?,
+            None => CrossState::empty(shape, batch, session.is_none())?,
         };
         let latents = v.pending.take();
         let generating = !new_sequence && latents.is_none();
@@ -627,7 +625,7 @@ impl CompiledModel {
             .as_ref()
             .expect("vision graphs imply a contract");
         let slots = state.advance(
-            session,
+            session.as_mut(),
             shape,
             latents,
             ids,

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use mimic_compiler::cross::CrossKv;
 use mimic_compiler::{AttentionImpl, CompileOptions, Dtype, HeadsSource, Pass};
 use mimic_models::Method;
 
@@ -47,6 +48,11 @@ pub struct Args {
     /// Emit logits for every position instead of the last one only.
     #[arg(long)]
     all_logits: bool,
+    /// A cross-attention decoder's (Idefics') image keys and values: `once` per prompt, by
+    /// `cross_kv.onnx` (the decoder takes them as inputs), or `every-step`, projected from the
+    /// latents in every decoder pass as transformers does (for comparison).
+    #[arg(long, default_value = "once", value_parser = super::one_of::<CrossKv>(super::values::CROSS_KV))]
+    cross_kv: CrossKv,
     /// Output folder (written under a temporary name, then renamed).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -99,6 +105,7 @@ pub fn run(a: Args) -> Result<()> {
         last_only: !a.all_logits,
         passes,
         embeds_input: false,
+        cross_kv: a.cross_kv,
     };
     // The float16 pass named in --passes makes an fp16 graph as --dtype fp16 does.
     opts.attention = a

@@ -128,6 +128,7 @@ pub mod values {
     pub const ATTENTION: &[&str] = &["fused", "unfused", "kernel"];
     pub const DTYPE: &[&str] = &["fp32", "fp16"];
     pub const EP: &[&str] = &["cpu", "cuda", "tensorrt"];
+    pub const CROSS_KV: &[&str] = &["once", "every-step"];
 }
 
 /// The model a subcommand works on.
