@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 mod align;
 mod bench;
+mod bench_cross;
 mod bench_train;
 mod bench_vision;
 mod benchmark;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Time a vision-language model's image encoder per image, libtorch against ONNX
     /// Runtime, with each one's peak memory.
     BenchVision(bench_vision::Args),
+    /// Time a cross-attention decoder's (Idefics') decode step with the image keys and values
+    /// computed once per prompt against every step, and transformers' step.
+    BenchCross(bench_cross::Args),
     /// Report libtorch, ONNX Runtime, execution providers, the task data and the default model.
     Doctor(doctor::Args),
     /// Train MimIC heads (or LIVE / LoRA) on a task so the model answers without demonstrations.
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::BenchTrain(a) => bench_train::run(a),
         Command::BenchVision(a) => bench_vision::run(a),
+        Command::BenchCross(a) => bench_cross::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
