@@ -9,7 +9,7 @@ export LIBTORCH = $(SITE)/torch
 CARGO_FLAGS ?= --release
 MIMIC := target/release/mimic
 
-.PHONY: setup build demo demo-text align test lint bench bench-heads bench-train icl-table vlm-table reference-env fixtures fuzz kill-anywhere serve-load contention
+.PHONY: setup build demo demo-text align test lint bench bench-heads bench-train bench-cross icl-table vlm-table reference-env fixtures fuzz kill-anywhere serve-load contention
 
 setup: $(STAMP)
 
@@ -122,6 +122,12 @@ bench-heads: build
 bench-train: build reference-env
 	$(MIMIC) bench-train --rounds 3 --json bench-train.json
 
+# An Idefics decode step with the image keys and values once per prompt, every step, and in
+# transformers, on a random Idefics of idefics-9b's proportions at a quarter width.
+bench-cross: build reference-env
+	.venv-ref/bin/python scripts/make_bench_idefics.py /tmp/bench-idefics
+	$(MIMIC) bench-cross --model /tmp/bench-idefics --threads 2 --json bench-cross.json
+
 # The MimIC table in miniature on the vision-language model made here (easy-VQA, ONNX Runtime).
 vlm-table: build
 	scripts/vlm_table.sh
@@ -143,6 +149,7 @@ fixtures: reference-env build
 	.venv-ref/bin/python scripts/make_image_fixtures.py
 	.venv-ref/bin/python scripts/make_vision_fixtures.py
 	.venv-ref/bin/python scripts/make_vlm_fixtures.py
+	.venv-ref/bin/python scripts/make_idefics_fixtures.py
 	.venv-ref/bin/python scripts/make_vlm_task.py
 	.venv-ref/bin/python scripts/make_metric_fixtures.py
 	.venv-ref/bin/python scripts/make_beam_fixtures.py

@@ -223,3 +223,31 @@ fn heads_made_for_another_model() {
     assert!(err.contains("heads.safetensors"), "{err}");
     assert!(!out.exists(), "{} was written", out.display());
 }
+
+#[test]
+fn lora_on_cross_attention_needs_gated_blocks() {
+    // Idefics has gated cross-attention blocks; Idefics3 has none to adapt.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let task = fixtures_dir().join("vlm/shapes/shapes.json");
+    let err = fails(&[
+        "train",
+        "--model",
+        &model("idefics3"),
+        "--task",
+        task.to_str().unwrap(),
+        "--method",
+        "lora",
+        "--lora-targets",
+        "self_attn.q_proj,cross_attn.k_proj",
+        "--steps",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("cross_attn.k_proj") && err.contains("gated cross-attention"),
+        "{err}"
+    );
+    assert!(!out.join("heads.safetensors").exists());
+}

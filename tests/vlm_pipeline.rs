@@ -20,14 +20,30 @@ fn task() -> String {
 }
 
 fn pipeline(model: &str, method: &str, shots: &str, tmp: &Path) {
+    pipeline_with(model, method, shots, &[], tmp);
+}
+
+/// The pipeline with more `train` arguments; returns the compiled folder.
+fn pipeline_with(
+    model: &str,
+    method: &str,
+    shots: &str,
+    train_args: &[&str],
+    tmp: &Path,
+) -> std::path::PathBuf {
     let model = fixtures_dir().join("vlm").join(model).display().to_string();
-    let run = tmp.join(method);
-    let out = succeeds(&[
+    let name = match train_args.len() {
+        0 => method.to_string(),
+        n => format!("{method}-{n}"),
+    };
+    let run = tmp.join(&name);
+    let task_file = task();
+    let mut args = vec![
         "train",
         "--model",
         &model,
         "--task",
-        &task(),
+        &task_file,
         "--test-size",
         "4",
         "--method",
@@ -44,12 +60,14 @@ fn pipeline(model: &str, method: &str, shots: &str, tmp: &Path) {
         "2",
         "--out",
         run.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(train_args);
+    let out = succeeds(&args);
     let heads = run.join("heads.safetensors");
     assert!(heads.is_file(), "{out}");
     let heads = heads.display().to_string();
 
-    let compiled = tmp.join(format!("{method}-compiled"));
+    let compiled = tmp.join(format!("{name}-compiled"));
     let out = succeeds(&[
         "compile",
         "--model",
@@ -70,7 +88,7 @@ fn pipeline(model: &str, method: &str, shots: &str, tmp: &Path) {
         assert!(compiled.join(f).is_file(), "{f} missing: {out}");
     }
 
-    let json = tmp.join(format!("{method}-verify.json"));
+    let json = tmp.join(format!("{name}-verify.json"));
     succeeds(&[
         "verify",
         "--model",
@@ -102,6 +120,7 @@ fn pipeline(model: &str, method: &str, shots: &str, tmp: &Path) {
             r["attention"]
         );
     }
+    compiled
 }
 
 #[test]
@@ -131,6 +150,32 @@ fn idefics_mimic_live_and_lora() {
     pipeline("idefics", "mimic", "2", tmp.path());
     pipeline("idefics", "live", "2", tmp.path());
     pipeline("idefics", "lora", "2", tmp.path());
+    // LoRA on the gated cross-attention's projections too, as the published PEFT config's
+    // q/k/v/o_proj suffixes adapt them: the keys' and values' updates reach the cross graph.
+    let targets = "self_attn.q_proj,self_attn.v_proj,cross_attn.q_proj,cross_attn.k_proj,\
+                   cross_attn.v_proj,cross_attn.o_proj";
+    let compiled = pipeline_with(
+        "idefics",
+        "lora",
+        "2",
+        &["--lora-targets", targets],
+        tmp.path(),
+    );
+    let base = tmp.path().join("base");
+    let model = fixtures_dir().join("vlm/idefics").display().to_string();
+    succeeds(&[
+        "compile",
+        "--model",
+        &model,
+        "--out",
+        base.to_str().unwrap(),
+    ]);
+    let data = |dir: &Path| std::fs::read(dir.join("cross_kv.onnx.data")).unwrap();
+    assert_ne!(
+        data(&compiled),
+        data(&base),
+        "LoRA did not reach the cross graph"
+    );
 }
 
 #[test]

@@ -20,6 +20,7 @@ use mimic_models::contract::{cross_key, cross_value, IMAGE_LATENTS, IMAGE_SLOTS,
 use mimic_models::{llama, Model};
 
 use crate::emit::{OnnxBackend, Value};
+use crate::fold::HeadsSource;
 use crate::graph::{attr_float, attr_int, attr_ints, value_info, Dim, GraphBuilder};
 use crate::onnx::tensor_proto::DataType;
 use crate::onnx::ModelProto;
@@ -197,15 +198,20 @@ pub(crate) fn gate(b: &mut OnnxBackend, x: &Value, alpha: &str) -> Value {
 }
 
 /// The cross graph: `image_latents [batch, n_image_keys, kv_input_dim]` to every block's
-/// `cross.{j}.key|value` (the decoder's inputs).
-pub fn emit_cross_kv(model: &Model, data_path: Option<&Path>) -> Result<ModelProto> {
+/// `cross.{j}.key|value` (the decoder's inputs), with folded LoRA heads on the cross
+/// projections merged in.
+pub fn emit_cross_kv(
+    model: &Model,
+    heads: HeadsSource,
+    data_path: Option<&Path>,
+) -> Result<ModelProto> {
     use Dim::*;
     let cfg = &model.config;
     let x = cfg.cross_attention.as_ref().ok_or_else(|| {
         crate::CompileError::Other("the model has no cross-attention blocks".into())
     })?;
     let g = GraphBuilder::new(data_path)?;
-    let mut b = OnnxBackend::bare(g, cfg, &model.weights);
+    let mut b = OnnxBackend::bare(g, cfg, &model.weights, heads)?;
     b.g.inputs.push(value_info(
         IMAGE_LATENTS,
         DataType::Float,

@@ -142,9 +142,19 @@ pub struct OnnxBackend<'w> {
 
 impl<'w> OnnxBackend<'w> {
     /// A backend that declares no inputs or outputs (a graph of a few of the model's
-    /// operations, such as [`crate::cross::emit_cross_kv`]).
-    pub(crate) fn bare(g: GraphBuilder, cfg: &LlamaConfig, weights: &'w Weights) -> Self {
-        OnnxBackend {
+    /// operations, such as [`crate::cross::emit_cross_kv`]), with LoRA heads merged into the
+    /// weights it reads.
+    pub(crate) fn bare(
+        g: GraphBuilder,
+        cfg: &LlamaConfig,
+        weights: &'w Weights,
+        heads: HeadsSource<'w>,
+    ) -> crate::Result<Self> {
+        let merged = match heads {
+            HeadsSource::Folded(h) if h.method == Method::Lora => h.lora_merged(weights)?,
+            _ => BTreeMap::new(),
+        };
+        Ok(OnnxBackend {
             g,
             weights,
             attention: AttentionImpl::Unfused,
@@ -152,14 +162,14 @@ impl<'w> OnnxBackend<'w> {
             emitted: HashSet::new(),
             masks: Masks::default(),
             heads: HeadsSource::None,
-            merged: BTreeMap::new(),
+            merged,
             head_dim: cfg.head_dim,
             error: None,
             fp16_guards: false,
             embeds_input: false,
             cross_kv: crate::cross::CrossKv::Inputs,
             cross_mask: None,
-        }
+        })
     }
 
     pub fn new(

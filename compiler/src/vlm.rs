@@ -126,7 +126,11 @@ pub fn compile_vlm(
                 EMBED_MODEL_FILE,
             )),
             (true, true) => Some((
-                crate::cross::emit_cross_kv(&vlm.decoder, Some(&dir.join(CROSS_KV_DATA_FILE)))?,
+                crate::cross::emit_cross_kv(
+                    &vlm.decoder,
+                    heads,
+                    Some(&dir.join(CROSS_KV_DATA_FILE)),
+                )?,
                 CROSS_KV_MODEL_FILE,
             )),
             (true, false) => None,

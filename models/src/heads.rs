@@ -79,8 +79,10 @@ impl Default for LoraConfig {
     }
 }
 
-/// The projections of a decoder layer LoRA may target.
-pub const LORA_TARGETS: [&str; 7] = [
+/// The projections LoRA may target: a decoder layer's, and a gated cross-attention block's
+/// (`cross_attn.*`, Idefics: the published MimIC code's PEFT config names q/k/v/o_proj by
+/// suffix, which matches these too).
+pub const LORA_TARGETS: [&str; 11] = [
     "self_attn.q_proj",
     "self_attn.k_proj",
     "self_attn.v_proj",
@@ -88,6 +90,10 @@ pub const LORA_TARGETS: [&str; 7] = [
     "mlp.gate_proj",
     "mlp.up_proj",
     "mlp.down_proj",
+    "cross_attn.q_proj",
+    "cross_attn.k_proj",
+    "cross_attn.v_proj",
+    "cross_attn.o_proj",
 ];
 
 /// Checks LoRA target names against the projections a layer has.
@@ -102,21 +108,68 @@ pub fn check_lora_targets(targets: &[String]) -> std::result::Result<(), String>
     Ok(())
 }
 
-/// `(out, in)` of a layer's projection.
+/// Checks LoRA targets against `cfg`: a gated cross-attention target needs a decoder that
+/// has those blocks.
+pub fn check_lora_targets_for(
+    cfg: &LlamaConfig,
+    targets: &[String],
+) -> std::result::Result<(), String> {
+    check_lora_targets(targets)?;
+    match targets.iter().find(|t| t.starts_with("cross_attn.")) {
+        Some(t) if cfg.cross_attention.is_none() => Err(format!(
+            "LoRA target `{t}` needs gated cross-attention blocks (Idefics); this decoder has none"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `(out, in)` of a layer's (or a gated block's) projection.
 pub fn projection_shape(cfg: &LlamaConfig, target: &str) -> (usize, usize) {
     let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
     let (q, kv) = (
         cfg.num_heads * cfg.head_dim,
         cfg.num_kv_heads * cfg.head_dim,
     );
+    let cross_in = cfg.cross_attention.as_ref().map_or(h, |x| x.kv_input_dim);
     match target {
-        "self_attn.q_proj" => (q, h),
+        "self_attn.q_proj" | "cross_attn.q_proj" => (q, h),
         "self_attn.k_proj" | "self_attn.v_proj" => (kv, h),
-        "self_attn.o_proj" => (h, q),
+        "cross_attn.k_proj" | "cross_attn.v_proj" => (q, cross_in),
+        "self_attn.o_proj" | "cross_attn.o_proj" => (h, q),
         "mlp.gate_proj" | "mlp.up_proj" => (i, h),
         "mlp.down_proj" => (h, i),
         _ => (h, h),
     }
+}
+
+/// Every module LoRA adapts, with its `(out, in)`: each target in each decoder layer
+/// (`model.layers.{l}.{target}`), a `cross_attn.*` target in each gated block
+/// (`model.gated_cross_attn_layers.{j}.{target}`).
+pub fn lora_modules(cfg: &LlamaConfig, lora: &LoraConfig) -> Vec<(String, (usize, usize))> {
+    let mut v = Vec::new();
+    for layer in 0..cfg.num_layers {
+        for t in lora
+            .targets
+            .iter()
+            .filter(|t| !t.starts_with("cross_attn."))
+        {
+            v.push((
+                format!("model.layers.{layer}.{t}"),
+                projection_shape(cfg, t),
+            ));
+        }
+    }
+    if let Some(x) = &cfg.cross_attention {
+        for j in 0..x.num_blocks(cfg.num_layers) {
+            for t in lora.targets.iter().filter(|t| t.starts_with("cross_attn.")) {
+                v.push((
+                    crate::config::cross_block_name(j, t),
+                    projection_shape(cfg, t),
+                ));
+            }
+        }
+    }
+    v
 }
 
 /// The tensors a method's file holds for `cfg`, with their shapes, in file order.
@@ -136,18 +189,15 @@ pub fn expected_tensors(
             ("live.v".into(), vec![l, cfg.hidden_size]),
             ("live.a".into(), vec![l]),
         ],
-        Method::Lora => {
-            let mut v = Vec::new();
-            for layer in 0..l {
-                for t in &lora.targets {
-                    let (out, inp) = projection_shape(cfg, t);
-                    let module = format!("model.layers.{layer}.{t}");
-                    v.push((format!("lora.{module}.A"), vec![lora.rank, inp]));
-                    v.push((format!("lora.{module}.B"), vec![out, lora.rank]));
-                }
-            }
-            v
-        }
+        Method::Lora => lora_modules(cfg, lora)
+            .into_iter()
+            .flat_map(|(module, (out, inp))| {
+                [
+                    (format!("lora.{module}.A"), vec![lora.rank, inp]),
+                    (format!("lora.{module}.B"), vec![out, lora.rank]),
+                ]
+            })
+            .collect(),
     }
 }
 
@@ -205,7 +255,7 @@ impl Heads {
             None => None,
         };
         if let Some(l) = &lora {
-            check_lora_targets(&l.targets).map_err(err)?;
+            check_lora_targets_for(cfg, &l.targets).map_err(err)?;
             if l.rank == 0 {
                 return Err(err("LoRA rank 0".into()));
             }

@@ -102,20 +102,16 @@ impl Shift {
             ),
             Method::Lora => {
                 let mut params = vec![];
-                for layer in 0..cfg.num_layers {
-                    for t in &lora.targets {
-                        let (out, inp) = mimic_models::heads::projection_shape(cfg, t);
-                        let (out, inp) = (out as i64, inp as i64);
-                        let module = format!("model.layers.{layer}.{t}");
-                        let bound = 1.0 / (inp as f64).sqrt();
-                        let a = Tensor::rand([lora.rank as i64, inp], opts) * (2.0 * bound) - bound;
-                        params.push((format!("lora.{module}.A"), p(a), true));
-                        params.push((
-                            format!("lora.{module}.B"),
-                            p(Tensor::zeros([out, lora.rank as i64], opts)),
-                            true,
-                        ));
-                    }
+                for (module, (out, inp)) in mimic_models::heads::lora_modules(cfg, lora) {
+                    let (out, inp) = (out as i64, inp as i64);
+                    let bound = 1.0 / (inp as f64).sqrt();
+                    let a = Tensor::rand([lora.rank as i64, inp], opts) * (2.0 * bound) - bound;
+                    params.push((format!("lora.{module}.A"), p(a), true));
+                    params.push((
+                        format!("lora.{module}.B"),
+                        p(Tensor::zeros([out, lora.rank as i64], opts)),
+                        true,
+                    ));
                 }
                 Shift::from_params(method, Some(lora.clone()), params)
             }
@@ -241,9 +237,9 @@ impl Shift {
 /// A loaded shift, its file's metadata, and the file's other tensors (optimiser state).
 pub type LoadedShift = (Shift, HashMap<String, String>, HashMap<String, Tensor>);
 
-/// Checks LoRA target names against the projections a layer has.
-pub fn check_lora_targets(targets: &[String]) -> Result<()> {
-    mimic_models::heads::check_lora_targets(targets).map_err(TrainerError::Other)
+/// Checks LoRA target names against the projections the model has.
+pub fn check_lora_targets(cfg: &LlamaConfig, targets: &[String]) -> Result<()> {
+    mimic_models::heads::check_lora_targets_for(cfg, targets).map_err(TrainerError::Other)
 }
 
 /// The MimIC head output from the ordinary one: `mu = sigmoid(f - LSE)`, then

@@ -224,7 +224,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self> {
         let tok = base.tokenizer()?;
         let site: Site = cfg.site.parse().map_err(TrainerError::Other)?;
-        crate::shift::check_lora_targets(&cfg.lora.targets)?;
+        crate::shift::check_lora_targets(&model.config, &cfg.lora.targets)?;
         if cfg.batch == 0 || cfg.steps == 0 {
             return Err(TrainerError::Other(
                 "--batch and --steps must be positive".into(),
