@@ -171,3 +171,29 @@ fn onnx_refuses_an_image_token_without_its_image_and_text_before_it_reads_none()
     assert_eq!(mine[..first * vocab], others[..first * vocab]);
     assert_ne!(mine[first * vocab..], others[first * vocab..]);
 }
+
+#[test]
+fn idefics_image_encoder_onnx_matches_transformers_per_part() {
+    // The CLIP tower's every hidden state (class token first, pre_layrnorm applied, no
+    // post_layernorm) and the perceiver's latents, from the encoder graph exposing them.
+    use mimic_compiler::vision::write_image_encoder;
+    use mimic_runtime::VisionModel;
+    let (model, reference) = vlm_fixture("idefics");
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    let tmp = tempfile::tempdir().unwrap();
+    write_image_encoder(&model.encoder, true, tmp.path()).unwrap();
+    let mut m = VisionModel::load(tmp.path(), &SessionOptions::default()).unwrap();
+    let out = m.run(&inputs.pixel_values, None).unwrap();
+    let layers = model.config.vision.num_layers;
+    assert_eq!(out.hidden_states.len(), layers + 1);
+    for (k, h) in out.hidden_states.iter().enumerate() {
+        let want = &reference[&format!("vision.hidden_states.{k}")];
+        assert_eq!(h.shape, want.shape);
+        let err = rel_err(&h.data, &want.f32);
+        eprintln!("idefics onnx: vision.hidden_states.{k} relative error {err:.2e}");
+        assert!(err <= TOL, "vision.hidden_states.{k}: {err:e}");
+    }
+    let err = rel_err(&out.hidden.data, &reference["connector.output"].f32);
+    eprintln!("idefics onnx: connector.output relative error {err:.2e}");
+    assert!(err <= TOL, "connector.output: {err:e}");
+}

@@ -463,8 +463,14 @@ impl OnnxVision<'_> {
 /// Writes a vision-language model's image encoder as `dir/vision.onnx` (weights in
 /// `dir/vision.onnx.data`).
 pub fn compile_image_encoder(encoder: &ImageEncoder, dir: &Path) -> Result<()> {
+    write_image_encoder(encoder, false, dir)
+}
+
+/// [`compile_image_encoder`], exposing every hidden state of the tower when `hidden_states`
+/// is set (parity checks).
+pub fn write_image_encoder(encoder: &ImageEncoder, hidden_states: bool, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| CompileError::io(dir, e))?;
-    let m = emit_image_encoder(encoder, false, Some(&dir.join(VISION_DATA_FILE)))?;
+    let m = emit_image_encoder(encoder, hidden_states, Some(&dir.join(VISION_DATA_FILE)))?;
     let path = dir.join(VISION_MODEL_FILE);
     std::fs::write(&path, m.encode_to_vec()).map_err(|e| CompileError::io(&path, e))
 }
