@@ -196,7 +196,8 @@ impl CrossState {
             (CrossInputs::Latents(held), _) => {
                 let width = shape.kv_input_dim;
                 *held = concat_axis(held, &latents, &[batch], old_keys, new_keys, width)?;
-                return Ok(self.assign_slots(counts, new));
+                self.assign_slots(counts, new);
+                return Ok(());
             }
             (CrossInputs::KeysValues(_), None) => {
                 return Err(RuntimeError::Other("the cross graph is missing".into()))
