@@ -287,3 +287,89 @@ fn text_before_the_first_image_reads_no_image() {
     assert_eq!(mine[..first * vocab], others[..first * vocab]);
     assert_ne!(mine[first * vocab..], others[first * vocab..]);
 }
+
+#[test]
+fn a_shared_prefix_with_images_repeated_over_a_padded_batch_matches_full_sequences() {
+    // What training with shared demonstrations does: the demonstrations (with their images)
+    // run once, their cache is repeated for every row, and each row's query brings its own
+    // image (or none), left-padded. Each row must match its whole sequence run alone.
+    let _guard = tch::no_grad_guard();
+    let (model, reference) = vlm_fixture("idefics");
+    let vlm = TorchVlm::new(&model, Device::Cpu).unwrap();
+    let inputs = vlm_encoder_inputs(&model, &reference);
+    let latents = vlm.encode_images(&inputs, false).unwrap().hidden;
+    let tok = model.decoder.tokenizer.as_ref().unwrap();
+    let processor = folder_processor(&fixtures_dir().join("vlm/idefics")).unwrap();
+    let expansion = image_tokens(&model.config, &processor);
+    let ids = |text: &str, bos: bool| -> Vec<i64> {
+        let mut v: Vec<i64> = tok
+            .encode(&expansion.expand(text).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|t| t as i64)
+            .collect();
+        if !bos {
+            v.remove(0);
+        }
+        v
+    };
+    let image_id = model.config.image_token_id as i64;
+    let prefix = ids(
+        "Image:<image> Question: what? Answer: red\nImage:<image> Answer: blue\n",
+        true,
+    );
+    let conts = [
+        ids("Image:<image> Question: and this?", false),
+        ids("Question: no image here?", false),
+    ];
+    let row_images = [latents.narrow(0, 2, 1), latents.narrow(0, 0, 0)];
+    let prefix_images = latents.narrow(0, 0, 2);
+
+    let mut cache = mimic_trainer::torch_backend::KvCache::default();
+    let p = Tensor::from_slice(&prefix).view([1, -1]);
+    let mut f = Forward::new(&p);
+    f.images = Some(vlm.image_tokens(&p, &prefix_images).unwrap());
+    vlm.decoder.forward(&f, Some(&mut cache));
+    let mut cache = cache.repeat_batch(2);
+    let width = conts.iter().map(Vec::len).max().unwrap();
+    let mut flat = Vec::new();
+    let mut mask = Vec::new();
+    for c in &conts {
+        flat.extend(std::iter::repeat_n(0i64, width - c.len()).chain(c.iter().copied()));
+        mask.extend(
+            std::iter::repeat_n(0i64, width - c.len()).chain(std::iter::repeat_n(1, c.len())),
+        );
+    }
+    let batch_ids = Tensor::from_slice(&flat).view([2, -1]);
+    let batch_mask = Tensor::from_slice(&mask).view([2, -1]);
+    let batch_images = Tensor::cat(&row_images, 0);
+    let mut f = Forward::new(&batch_ids);
+    f.attention_mask = Some(&batch_mask);
+    f.images = Some(vlm.image_tokens(&batch_ids, &batch_images).unwrap());
+    let batched = vlm.decoder.forward(&f, Some(&mut cache)).logits;
+    for (row, cont) in conts.iter().enumerate() {
+        let full: Vec<i64> = [&prefix[..], cont].concat();
+        let n_images = full.iter().filter(|&&t| t == image_id).count() as i64;
+        let images = Tensor::cat(
+            &[
+                prefix_images.shallow_clone(),
+                row_images[row].shallow_clone(),
+            ],
+            0,
+        );
+        assert_eq!(images.size()[0], n_images);
+        let full = Tensor::from_slice(&full).view([1, -1]);
+        let mut f = Forward::new(&full);
+        f.images = Some(vlm.image_tokens(&full, &images).unwrap());
+        let alone = vlm.decoder.forward(&f, None).logits;
+        let n = cont.len() as i64;
+        let want = alone.narrow(1, full.size()[1] - n, n);
+        let got = batched
+            .get(row as i64)
+            .narrow(0, width as i64 - n, n)
+            .unsqueeze(0);
+        let err = rel_err(&to_vec(&got), &to_vec(&want));
+        eprintln!("row {row}: relative error {err:.2e}");
+        assert!(err <= TOL, "row {row}: relative error {err:e}");
+    }
+}

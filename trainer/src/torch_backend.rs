@@ -58,6 +58,22 @@ pub struct KvCache {
     cross: CrossCache,
 }
 
+/// Batch-1 keys and values `[1, heads, len, d]` as `b` rows: broadcast views (the next pass
+/// concatenates its keys onto them, copying once).
+fn repeat_pairs(pairs: &[Option<(Tensor, Tensor)>], b: i64) -> Vec<Option<(Tensor, Tensor)>> {
+    pairs
+        .iter()
+        .map(|l| {
+            l.as_ref().map(|(k, v)| {
+                (
+                    k.expand([b, -1, -1, -1], false),
+                    v.expand([b, -1, -1, -1], false),
+                )
+            })
+        })
+        .collect()
+}
+
 /// A cross-attention decoder's images so far: each gated block's keys and values over them,
 /// computed once when the images arrive, and where each row stands in the processor's walk.
 ///
@@ -88,18 +104,7 @@ impl CrossCache {
     fn repeat_batch(&self, b: i64) -> CrossCache {
         let rows = b as usize;
         CrossCache {
-            blocks: self
-                .blocks
-                .iter()
-                .map(|l| {
-                    l.as_ref().map(|(k, v)| {
-                        (
-                            k.expand([b, -1, -1, -1], false),
-                            v.expand([b, -1, -1, -1], false),
-                        )
-                    })
-                })
-                .collect(),
+            blocks: repeat_pairs(&self.blocks, b),
             n_slots: self.n_slots,
             slots: self.slots.iter().cycle().take(rows).cloned().collect(),
             walks: self.walks.iter().cycle().take(rows).copied().collect(),
@@ -119,19 +124,7 @@ impl KvCache {
     /// The cache of a batch-1 prefix repeated for `b` rows (demonstrations shared by a batch).
     pub fn repeat_batch(&self, b: i64) -> KvCache {
         KvCache {
-            layers: self
-                .layers
-                .iter()
-                // Broadcast views: the next pass concatenates its keys onto them, copying once.
-                .map(|l| {
-                    l.as_ref().map(|(k, v)| {
-                        (
-                            k.expand([b, -1, -1, -1], false),
-                            v.expand([b, -1, -1, -1], false),
-                        )
-                    })
-                })
-                .collect(),
+            layers: repeat_pairs(&self.layers, b),
             key_mask: self.key_mask.as_ref().map(|m| m.expand([b, -1], false)),
             cross: self.cross.repeat_batch(b),
         }

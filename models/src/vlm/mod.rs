@@ -176,35 +176,24 @@ impl ImageEncoder {
                 )
             })?
             .to_string();
-        let connector = config.connector_tensors("");
-        let Some((first, _)) = connector.first() else {
-            // A connector without weights (Idefics without its resampler).
-            weights.check_shapes(config.vision.expected_tensors(&tower_prefix))?;
-            return Ok(ImageEncoder {
-                config: config.clone(),
-                tower: SiglipVision {
-                    config: config.vision.clone(),
-                    prefix: tower_prefix,
-                    weights,
-                    source: dir.to_path_buf(),
-                },
-                connector_prefix: String::new(),
-            });
+        // A connector without weights (Idefics without its resampler) has no prefix.
+        let connector_prefix = match config.connector_tensors("").first() {
+            None => String::new(),
+            Some((first, _)) => CONNECTOR_PREFIXES
+                .iter()
+                .find(|p| has(format!("{p}{first}")))
+                .ok_or_else(|| {
+                    ModelError::format(
+                        dir,
+                        format!(
+                            "no {} connector: no `{first}` under a known prefix ({})",
+                            config.architecture.name(),
+                            CONNECTOR_PREFIXES.join(", ")
+                        ),
+                    )
+                })?
+                .to_string(),
         };
-        let connector_prefix = CONNECTOR_PREFIXES
-            .iter()
-            .find(|p| has(format!("{p}{first}")))
-            .ok_or_else(|| {
-                ModelError::format(
-                    dir,
-                    format!(
-                        "no {} connector: no `{first}` under a known prefix ({})",
-                        config.architecture.name(),
-                        CONNECTOR_PREFIXES.join(", ")
-                    ),
-                )
-            })?
-            .to_string();
         weights.check_shapes(config.vision.expected_tensors(&tower_prefix))?;
         weights.check_shapes(config.connector_tensors(&connector_prefix))?;
         Ok(ImageEncoder {
