@@ -174,6 +174,21 @@ pub fn check_model(model: &ModelProto) -> Vec<String> {
                     "{label}: domain {domain} version {KERNEL_DOMAIN_VERSION} is not imported"
                 ));
             }
+        } else if domain == crate::blocks::MS_DOMAIN {
+            // ONNX Runtime's contrib operators the emitter uses: MatMulNBits (A, B, scales,
+            // zero points).
+            if op != "MatMulNBits" || !(3..=4).contains(&node.input.len()) {
+                problems.push(format!(
+                    "{label}: not an operator of domain {domain} the emitter uses (MatMulNBits, 3-4 inputs)"
+                ));
+            }
+            if !model
+                .opset_import
+                .iter()
+                .any(|o| o.domain.as_deref() == Some(crate::blocks::MS_DOMAIN))
+            {
+                problems.push(format!("{label}: domain {domain} is not imported"));
+            }
         } else {
             problems.push(format!("{label}: unknown operator domain {domain}"));
         }

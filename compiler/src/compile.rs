@@ -35,6 +35,8 @@ pub struct CompileOptions {
     pub embeds_input: bool,
     /// Where a cross-attention decoder (Idefics) gets its gated blocks' keys and values.
     pub cross_kv: crate::cross::CrossKv,
+    /// Keep a GGUF source's quantised blocks (`source`) or write float32.
+    pub weights: mimic_models::contract::WeightFormat,
 }
 
 /// The passes run unless asked otherwise: attention fusion is left out, because `--attention`
@@ -50,6 +52,7 @@ impl Default for CompileOptions {
             passes: DEFAULT_PASSES.to_vec(),
             embeds_input: false,
             cross_kv: Default::default(),
+            weights: Default::default(),
         }
     }
 }
@@ -142,6 +145,13 @@ pub(crate) fn finish_model(graph: GraphProto) -> Result<ModelProto> {
         opset_import.push(OperatorSetIdProto {
             domain: Some(kernel.into()),
             version: Some(mimic_models::kernel_op::DOMAIN_VERSION),
+        });
+    }
+    let ms = crate::blocks::MS_DOMAIN;
+    if graph.node.iter().any(|n| n.domain.as_deref() == Some(ms)) {
+        opset_import.push(OperatorSetIdProto {
+            domain: Some(ms.into()),
+            version: Some(1),
         });
     }
     let m = ModelProto {
@@ -326,6 +336,7 @@ pub(crate) fn write_folder(
             .map(|p| p.name().to_string())
             .collect(),
         dtype: opts.effective_dtype(),
+        block_weights: crate::blocks::kept(graph, &model.weights),
         vision: None,
     };
     write_contract(&dir.join(CONTRACT_FILE), &contract)?;

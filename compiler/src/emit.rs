@@ -99,6 +99,11 @@ impl OnnxBackend<'_> {
     pub(crate) fn weights_for(&self, name: &str) -> Option<&HostTensor> {
         host_weight(&self.merged, self.weights, name)
     }
+
+    /// Whether the heads' fold replaced the weight `name` (LoRA merged into it).
+    pub(crate) fn is_rewritten(&self, name: &str) -> bool {
+        self.merged.contains_key(name)
+    }
 }
 
 /// A weight by HF name: merged LoRA projections first, then the model's. A free function
@@ -114,7 +119,7 @@ fn host_weight<'a>(
 /// Records the model as ONNX nodes. Weights are written as they are first used.
 pub struct OnnxBackend<'w> {
     pub g: GraphBuilder,
-    weights: &'w Weights,
+    pub(crate) weights: &'w Weights,
     pub(crate) attention: AttentionImpl,
     last_only: bool,
     /// Initializers written from the model's weights.
@@ -138,6 +143,10 @@ pub struct OnnxBackend<'w> {
     pub(crate) cross_kv: crate::cross::CrossKv,
     /// The cross-attention mask and read gate, built once.
     pub(crate) cross_mask: Option<(String, String)>,
+    /// Projections the model holds as GGUF blocks stay blocks ([`crate::blocks`]).
+    pub(crate) keep_blocks: bool,
+    /// The weights whose blocks are written.
+    pub(crate) emitted_blocks: HashSet<String>,
 }
 
 impl<'w> OnnxBackend<'w> {
@@ -169,6 +178,8 @@ impl<'w> OnnxBackend<'w> {
             embeds_input: false,
             cross_kv: crate::cross::CrossKv::Inputs,
             cross_mask: None,
+            keep_blocks: false,
+            emitted_blocks: HashSet::new(),
         })
     }
 
@@ -201,6 +212,9 @@ impl<'w> OnnxBackend<'w> {
             embeds_input,
             cross_kv,
             cross_mask: None,
+            keep_blocks: opts.weights == mimic_models::contract::WeightFormat::Source
+                && !fp16_guards,
+            emitted_blocks: HashSet::new(),
         };
         b.declare_io(cfg);
         if let Some(x) = &cfg.cross_attention {
@@ -380,10 +394,14 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn embed(&mut self, ids: &Value, table: &str) -> Value {
-        let w = self.weight(table);
-        let h = self
-            .g
-            .node("Gather", &[&w, &ids.name], vec![attr_int("axis", 0)]);
+        let h = match crate::blocks::embed(self, &ids.name, table) {
+            Some(h) => h,
+            None => {
+                let w = self.weight(table);
+                self.g
+                    .node("Gather", &[&w, &ids.name], vec![attr_int("axis", 0)])
+            }
+        };
         Value {
             residual: true,
             ..Value::new(h)
@@ -391,11 +409,21 @@ impl Backend for OnnxBackend<'_> {
     }
 
     fn linear(&mut self, x: &Value, module: &str, bias: bool) -> Value {
-        let w = match x.adds_mu_of_layer {
-            Some(layer) => fused::o_proj_weight_adding_mu(self, layer, module),
-            None => self.weight_t(&format!("{module}.weight")),
+        let weight = format!("{module}.weight");
+        let blocks = match x.adds_mu_of_layer {
+            Some(_) => None,
+            None => crate::blocks::matmul(self, &x.name, &[&weight], None),
         };
-        let y = self.g.node("MatMul", &[&x.name, &w], vec![]);
+        let y = match blocks {
+            Some(y) => y,
+            None => {
+                let w = match x.adds_mu_of_layer {
+                    Some(layer) => fused::o_proj_weight_adding_mu(self, layer, module),
+                    None => self.weight_t(&weight),
+                };
+                self.g.node("MatMul", &[&x.name, &w], vec![])
+            }
+        };
         if bias {
             let b = self.weight(&format!("{module}.bias"));
             Value::new(self.g.node("Add", &[&y, &b], vec![]))
@@ -410,8 +438,13 @@ impl Backend for OnnxBackend<'_> {
         }
         let weights: Vec<String> = modules.iter().map(|m| format!("{m}.weight")).collect();
         let refs: Vec<&str> = weights.iter().map(String::as_str).collect();
-        let w = self.weights_t(&refs);
-        let mut y = self.g.node("MatMul", &[&x.name, &w], vec![]);
+        let mut y = match crate::blocks::matmul(self, &x.name, &refs, None) {
+            Some(y) => y,
+            None => {
+                let w = self.weights_t(&refs);
+                self.g.node("MatMul", &[&x.name, &w], vec![])
+            }
+        };
         if bias {
             let names: Vec<String> = modules.iter().map(|m| format!("{m}.bias")).collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -584,9 +617,12 @@ impl Backend for OnnxBackend<'_> {
         } else {
             h.name.clone()
         };
-        let w = self.weight_t(weight);
-        // Logits leave the graph in float32 (in a float16 graph too, see `float16::is_cache`).
-        self.g.node_named("MatMul", &[&h, &w], &[LOGITS], vec![]);
+        if crate::blocks::matmul(self, &h, &[weight], Some(LOGITS)).is_none() {
+            let w = self.weight_t(weight);
+            // Logits leave the graph in float32 (in a float16 graph too, see
+            // `float16::is_cache`).
+            self.g.node_named("MatMul", &[&h, &w], &[LOGITS], vec![]);
+        }
         Value::new(LOGITS)
     }
 }

@@ -318,12 +318,23 @@ impl GraphBuilder {
 
     /// A named float32 weight; large ones are appended to the external-data file.
     pub fn weight(&mut self, name: &str, dims: &[usize], data: &[f32]) -> Result<String> {
+        self.weight_bytes(name, DataType::Float, dims, bytemuck_f32(data))
+    }
+
+    /// A named weight of `dtype` given as its little-endian bytes (uint8 blocks of quantised
+    /// weights); large ones are appended to the external-data file.
+    pub fn weight_bytes(
+        &mut self,
+        name: &str,
+        dtype: DataType,
+        dims: &[usize],
+        bytes: &[u8],
+    ) -> Result<String> {
         let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-        let bytes = bytemuck_f32(data);
         let mut t = TensorProto {
             name: Some(name.into()),
             dims,
-            data_type: Some(DataType::Float as i32),
+            data_type: Some(dtype as i32),
             ..Default::default()
         };
         match self.external.as_mut() {

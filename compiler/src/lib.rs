@@ -7,6 +7,7 @@
 //! vision towers and image encoders the same way, and [`vlm`] a vision-language model's
 //! folder of three graphs.
 pub mod attention;
+pub mod blocks;
 pub mod check;
 pub mod compile;
 pub mod cross;

@@ -80,6 +80,40 @@ pub fn cross_value(block: usize) -> String {
     of_layer(CROSS_VALUE, block)
 }
 
+/// How a compiled graph holds its projection weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightFormat {
+    /// As the source holds them: a GGUF file's Q4_0, Q4_1 and Q8_0 blocks stay blocks
+    /// (`MatMulNBits`), everything else float32 (float16 in a float16 graph).
+    #[default]
+    Source,
+    /// Every weight float32 (the source's dequantised values).
+    F32,
+}
+
+impl WeightFormat {
+    pub const ALL: &[Self] = &[Self::Source, Self::F32];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Source => "source",
+            WeightFormat::F32 => "f32",
+        }
+    }
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "source" => Ok(Self::Source),
+            "f32" => Ok(Self::F32),
+            _ => Err(format!("unknown weight format `{s}` (source, f32)")),
+        }
+    }
+}
+
 /// The additive mask value that hides a key, in the compiled graphs' masks (and the value the
 /// runtime's kernel is tested with). Not float32's minimum: the float16 pass stores it in
 /// float16, where adding a score to a value near float16's limit would overflow to minus
@@ -231,6 +265,10 @@ pub struct Contract {
     /// always float32). Absent in older contracts: fp32.
     #[serde(default)]
     pub dtype: Dtype,
+    /// The projections kept as 4- and 8-bit blocks (`MatMulNBits`): their weights' HF names
+    /// and the block type. Empty: every weight float (as in older contracts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block_weights: Vec<(String, crate::quant::BlockKind)>,
     /// A vision-language model's two other graphs; absent for a text model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision: Option<VisionContract>,

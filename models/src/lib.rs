@@ -16,6 +16,7 @@ pub mod image;
 pub mod kernel_op;
 pub mod llama;
 pub mod prompt;
+pub mod quant;
 pub mod rng;
 pub mod task;
 pub mod tokenizer;

@@ -60,6 +60,9 @@ pub struct Weights {
     pub tensors: BTreeMap<String, HostTensor>,
     /// Where they came from, for error messages.
     pub source: PathBuf,
+    /// The 2-D weights a GGUF file holds as Q4_0, Q4_1 or Q8_0 blocks, also kept as those
+    /// blocks (by HF name, rows in HF order), for graphs that compute with them.
+    pub blocks: BTreeMap<String, crate::quant::BlockWeight>,
 }
 
 impl Weights {
@@ -124,6 +127,7 @@ impl Weights {
         let mut weights = Weights {
             tensors: BTreeMap::new(),
             source: files.first().cloned().unwrap_or_else(|| dir.to_path_buf()),
+            blocks: Default::default(),
         };
         for file in &files {
             weights.tensors.extend(read_safetensors(file)?);
@@ -134,6 +138,7 @@ impl Weights {
     /// Loads and dequantises a GGUF file's tensors into HF names and layout.
     pub fn from_gguf(g: &GgufFile, cfg: &LlamaConfig) -> Result<Self> {
         let mut tensors = BTreeMap::new();
+        let mut blocks = BTreeMap::new();
         for info in &g.tensors {
             let Some(name) = hf_name(&info.name) else {
                 tracing::debug!(tensor = %info.name, "GGUF tensor not used by the decoder");
@@ -151,11 +156,28 @@ impl Weights {
             let mut data = g.tensor_f32(info)?;
             // llama.cpp's converter permutes q/k rows of Llama checkpoints so rotary pairs are
             // adjacent (GPT-J style); undo that to get back to HF's rotate-half layout.
-            if cfg.architecture == Architecture::Llama {
-                if name.ends_with("q_proj.weight") {
-                    data = unpermute_rotary_rows(&data, &shape, cfg.num_heads);
-                } else if name.ends_with("k_proj.weight") {
-                    data = unpermute_rotary_rows(&data, &shape, cfg.num_kv_heads);
+            let heads = match (cfg.architecture, name.as_str()) {
+                (Architecture::Llama, n) if n.ends_with("q_proj.weight") => Some(cfg.num_heads),
+                (Architecture::Llama, n) if n.ends_with("k_proj.weight") => Some(cfg.num_kv_heads),
+                _ => None,
+            };
+            if let Some(heads) = heads {
+                data = unpermute_rotary_rows(&data, &shape, heads);
+            }
+            let kind = match info.ggml_type {
+                crate::gguf::GgmlType::Q4_0 => Some(crate::quant::BlockKind::Q4_0),
+                crate::gguf::GgmlType::Q4_1 => Some(crate::quant::BlockKind::Q4_1),
+                crate::gguf::GgmlType::Q8_0 => Some(crate::quant::BlockKind::Q8_0),
+                _ => None,
+            };
+            if let (Some(kind), &[rows, cols]) = (kind, &shape[..]) {
+                let raw = g.tensor_data(info)?.to_vec();
+                if let Some(w) = crate::quant::BlockWeight::new(kind, rows, cols, raw) {
+                    let w = match heads {
+                        Some(h) => w.with_rows(&unpermuted_row_order(rows, h)),
+                        None => w,
+                    };
+                    blocks.insert(name.clone(), w);
                 }
             }
             tensors.insert(name, HostTensor::new(shape, data));
@@ -163,8 +185,24 @@ impl Weights {
         Ok(Weights {
             tensors,
             source: g.path.clone(),
+            blocks,
         })
     }
+}
+
+/// The order [`unpermute_rotary_rows`] puts rows in: row `i` of the result is row `order[i]`.
+fn unpermuted_row_order(rows: usize, heads: usize) -> Vec<usize> {
+    let d = rows / heads;
+    let half = d / 2;
+    let mut order = vec![0; rows];
+    for h in 0..heads {
+        for i in 0..half {
+            for two in 0..2 {
+                order[h * d + two * half + i] = h * d + 2 * i + two;
+            }
+        }
+    }
+    order
 }
 
 /// Inverse of llama.cpp's `permute`: rows within each head go from interleaved pairs

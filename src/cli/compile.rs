@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use mimic_compiler::cross::CrossKv;
 use mimic_compiler::{AttentionImpl, CompileOptions, Dtype, HeadsSource, Pass};
+use mimic_models::contract::WeightFormat;
 use mimic_models::Method;
 
 use super::AnyModel;
@@ -53,6 +54,12 @@ pub struct Args {
     /// latents in every decoder pass as transformers does (for comparison).
     #[arg(long, default_value = "once", value_parser = super::one_of::<CrossKv>(super::values::CROSS_KV))]
     cross_kv: CrossKv,
+    /// `source`: a GGUF model's Q4_0, Q4_1 and Q8_0 weights stay 4- and 8-bit blocks
+    /// (ONNX Runtime's `MatMulNBits`, computing exactly the dequantised weights the trainer
+    /// uses), except those the heads' fold rewrites and in float16 graphs; `f32`: every weight
+    /// float32.
+    #[arg(long, default_value = "source", value_parser = super::one_of::<WeightFormat>(super::values::WEIGHTS))]
+    weights: WeightFormat,
     /// Output folder (written under a temporary name, then renamed).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -106,6 +113,7 @@ pub fn run(a: Args) -> Result<()> {
         passes,
         embeds_input: false,
         cross_kv: a.cross_kv,
+        weights: a.weights,
     };
     // The float16 pass named in --passes makes an fp16 graph as --dtype fp16 does.
     opts.attention = a

@@ -134,6 +134,7 @@ pub mod values {
     pub const DTYPE: &[&str] = &["fp32", "fp16"];
     pub const EP: &[&str] = &["cpu", "cuda", "tensorrt"];
     pub const CROSS_KV: &[&str] = &["once", "every-step"];
+    pub const WEIGHTS: &[&str] = &["source", "f32"];
 }
 
 /// The model a subcommand works on.
@@ -711,11 +712,13 @@ fn compiled_folder(
     });
     let passes: Vec<&str> = opts.passes.iter().map(|p| p.name()).collect();
     let tag = format!(
-        "{fingerprint}-{build:x}-{:?}-{}-{}-{}{heads_tag}{vision_tag}",
+        "{fingerprint}-{build:x}-{:?}-{}-{}-{}-{}-{}{heads_tag}{vision_tag}",
         opts.attention,
         opts.dtype.name(),
         if opts.last_only { "last" } else { "all" },
-        passes.join("+")
+        passes.join("+"),
+        opts.weights.name(),
+        opts.cross_kv.name(),
     )
     .to_lowercase();
     let dir = cache_dir().join(tag);

@@ -42,6 +42,10 @@ pub struct Args {
     /// fp32 or fp16 compiled models.
     #[arg(long, default_value = "fp32", value_parser = super::one_of::<mimic_compiler::Dtype>(super::values::DTYPE))]
     dtype: mimic_compiler::Dtype,
+    /// The compiled models' weights: `source` (a GGUF's 4-bit blocks kept, `MatMulNBits`) or
+    /// `f32`.
+    #[arg(long, default_value = "source", value_parser = super::one_of::<mimic_models::contract::WeightFormat>(super::values::WEIGHTS))]
+    weights: mimic_models::contract::WeightFormat,
     /// Fail (exit status 3) when the logits' relative error exceeds this (default 1e-4 for
     /// fp32, 1e-2 for fp16). fp32 must also give identical greedy tokens; fp16 reports
     /// agreement.
@@ -207,6 +211,7 @@ pub fn run(a: Args) -> Result<()> {
             attention,
             dtype: a.dtype,
             last_only: true,
+            weights: a.weights,
             ..Default::default()
         };
         bar.set_message(format!("{attention:?} attention: compiling"));
@@ -263,7 +268,11 @@ pub fn run(a: Args) -> Result<()> {
         Some(p) => format!("{} with {}", model.source.display(), p.display()),
         None => model.source.display().to_string(),
     };
-    writeln!(out, "{what}: ONNX Runtime against the trainer's forward")?;
+    writeln!(
+        out,
+        "{what}: ONNX Runtime ({} weights) against the trainer's forward",
+        a.weights.name()
+    )?;
     writeln!(
         out,
         "| {:<12} | {:>7} | {:>5} | {:>16} | {:>18} |",

@@ -9,7 +9,7 @@ use super::{GgmlType, QK_K};
 
 /// Converts `data` (whole blocks of `ty`) into `out`, which holds exactly the elements of those
 /// blocks. Callers check the lengths and that `ty` is supported ([`GgmlType::can_dequantize`]).
-pub(super) fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) {
+pub(crate) fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) {
     match ty {
         GgmlType::F32 => {
             for (y, b) in out.iter_mut().zip(data.chunks_exact(4)) {

@@ -28,7 +28,7 @@ use memmap2::Mmap;
 
 use crate::error::{ModelError, Result};
 
-mod dequant;
+pub(crate) mod dequant;
 mod header;
 use dequant::dequantize;
 use header::{parse_header, Header};

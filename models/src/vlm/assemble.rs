@@ -183,6 +183,7 @@ pub fn init_encoder(config: &VlmConfig, embed_std: f64, seed: u64) -> Weights {
     Weights {
         tensors,
         source: "init".into(),
+        blocks: Default::default(),
     }
 }
 
@@ -335,6 +336,7 @@ pub fn read_encoder(path: &Path, config: &VlmConfig) -> Result<Weights> {
     let weights = Weights {
         tensors,
         source: path.to_path_buf(),
+        blocks: Default::default(),
     };
     let mut expected = config.vision.expected_tensors(TOWER_PREFIX);
     expected.extend(config.connector_tensors(CONNECTOR_PREFIX));

@@ -248,10 +248,12 @@ fn split_weights(weights: Weights, config: &VlmConfig, dir: &Path) -> Result<(We
         Weights {
             tensors: text,
             source: source.clone(),
+            blocks: Default::default(),
         },
         Weights {
             tensors: image,
             source,
+            blocks: Default::default(),
         },
     ))
 }

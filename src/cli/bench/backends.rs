@@ -111,6 +111,7 @@ pub fn bench_batched(
             mimic_compiler::Dtype::Fp32,
         )),
         last_only: true,
+        weights: a.weights.first().copied().unwrap_or_default(),
         ..Default::default()
     };
     let base = crate::cli::compiled_for(model, None, &opts)?;

@@ -64,6 +64,11 @@ pub struct Args {
     /// Leave out the batched runs.
     #[arg(long)]
     no_batched: bool,
+    /// The compiled ONNX backends' weights, each format a run of every ONNX backend in the
+    /// same lockstep: `f32` (the tables so far), `source` (a GGUF's 4-bit blocks kept,
+    /// `MatMulNBits`; its rows are named `BACKEND@source`).
+    #[arg(long, value_delimiter = ',', default_value = "f32", value_parser = super::one_of::<mimic_models::contract::WeightFormat>(super::values::WEIGHTS))]
+    weights: Vec<mimic_models::contract::WeightFormat>,
     /// Test queries answered at each batch size.
     #[arg(long, default_value_t = 64)]
     batch_queries: usize,
@@ -208,11 +213,18 @@ pub fn run(a: Args) -> Result<()> {
     // The ONNX backends run in lockstep, one decode step each in turn, so that the machine's
     // drift during the run falls on all of them alike (their ratios are the targets).
     let mut onnx_backends: Vec<(String, PathBuf, Vec<u32>)> = Vec::new();
-    for backend in &a.backends {
+    let formats = a
+        .weights
+        .iter()
+        .flat_map(|&w| a.backends.iter().map(move |b| (w, b)));
+    for (weights, backend) in formats {
         let Some((what, attention)) = backend.onnx() else {
             continue;
         };
-        let name = backend.name();
+        let name = match weights {
+            mimic_models::contract::WeightFormat::F32 => backend.name(),
+            w => format!("{}@{}", backend.name(), w.name()),
+        };
         let with_heads = match what {
             OnnxModel::WithHeads => Some(
                 heads
@@ -232,6 +244,7 @@ pub fn run(a: Args) -> Result<()> {
         let opts = CompileOptions {
             attention,
             last_only: true,
+            weights,
             ..Default::default()
         };
         let dir = super::compiled_for(&model, with_heads, &opts)?;
