@@ -1,6 +1,6 @@
 //! The default model's GGUF blocks kept in the compiled graph (`--weights source`): every
-//! Q4_1 projection as ONNX Runtime's `MatMulNBits` and the Q8_0 embedding's rows gathered
-//! from their blocks. The blocks' values are exactly the dequantised weights the trainer
+//! Q4_1 projection as ONNX Runtime's `MatMulNBits`, the Q8_0 embedding's rows gathered from
+//! their blocks and the tied output head as their two 4-bit halves. The blocks' values are exactly the dequantised weights the trainer
 //! uses (every tensor, bit for bit); the compiled model against the float32 one and against
 //! the trainer's forward: the same greedy tokens on the 20 built-in prompts, logits within
 //! 1e-4 relative (`max|a - b| / max|b|`); the folder under half the size.
@@ -51,8 +51,8 @@ fn gguf_blocks_are_the_dequantised_weights_and_compile_exactly() {
     let (src, contract) = compile(WeightFormat::Source);
     let (f32_dir, plain) = compile(WeightFormat::F32);
     assert!(plain.block_weights.is_empty());
-    // Every projection as 4-bit blocks; the embedding's rows from its 8-bit blocks (the
-    // tied output head stays float32).
+    // Every projection as 4-bit blocks; the embedding's rows from its 8-bit blocks, and the
+    // tied output head as their two 4-bit halves.
     assert_eq!(contract.block_weights.len(), 211);
     let q4 = contract
         .block_weights

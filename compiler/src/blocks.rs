@@ -9,12 +9,12 @@
 //! embed(ids) = (q8[ids] - 128) * d[ids]       (Q8_0 rows: Gather, Cast, Sub, Mul)
 //! ```
 //!
-//! 8-bit blocks (Q8_0) stay float32 in products: ONNX Runtime 1.30's CPU `MatMulNBits` at
-//! full float accuracy runs 8 bits on a path about 30 times slower than a float32 MatMul
+//! 8-bit blocks (Q8_0) are two 4-bit products: ONNX Runtime 1.30's CPU `MatMulNBits` at full
+//! float accuracy runs 8 bits on a path about 30 times slower than a float32 MatMul
 //! (measured for SmolLM2's 49,152 x 576 output head: 70 ms against 2.1 ms), and its fast
-//! 8-bit path quantises the activations too (not exact). They are used for the embedding's
-//! rows, in place of a float32 copy of the table (a tied output head multiplies by its own
-//! transposed float32 copy).
+//! 8-bit path quantises the activations too (not exact). With `q + 128 = 16 h + l`,
+//! `d q = 16 d (h - 8) + d l`: both halves exact 4-bit weights, 0.58 ms each there
+//! ([`mimic_models::quant::BlockWeight::q8_nibbles`]).
 //!
 //! A weight the heads' fold rewrites (LoRA merged into it, fused MimIC's widened q/k/v and its
 //! `o_proj` adding `mu`) and every weight of a float16 graph stays float32, as before.
@@ -27,7 +27,8 @@ use crate::onnx::tensor_proto::DataType;
 /// The domain of ONNX Runtime's contrib operators.
 pub const MS_DOMAIN: &str = "com.microsoft";
 
-/// The weights a graph keeps as blocks (its `*.blocks` initializers), with their block type.
+/// The weights a graph keeps as blocks (its `*.blocks` and `*.high` initializers), with their
+/// block type.
 pub fn kept(
     graph: &crate::onnx::GraphProto,
     weights: &mimic_models::Weights,
@@ -35,7 +36,11 @@ pub fn kept(
     let mut out: Vec<(String, BlockKind)> = graph
         .initializer
         .iter()
-        .filter_map(|t| t.name.as_deref()?.strip_suffix(".blocks"))
+        .filter_map(|t| {
+            let n = t.name.as_deref()?;
+            n.strip_suffix(".blocks")
+                .or_else(|| n.strip_suffix(".high"))
+        })
         .flat_map(|names| names.split('+'))
         .filter_map(|n| Some((n.to_string(), weights.blocks.get(n)?.kind)))
         .collect();
@@ -116,7 +121,10 @@ pub(crate) fn matmul(
     names: &[&str],
     out: Option<&str>,
 ) -> Option<String> {
-    let w = blocks_of(b, names).filter(|w| w.kind.bits() == 4)?;
+    let w = blocks_of(b, names)?;
+    if w.kind == BlockKind::Q8_0 {
+        return Some(matmul_q8(b, x, names, &w, out));
+    }
     let (weights, attrs) = initializers(b, names, &w);
     let mut inputs = vec![x];
     inputs.extend(weights.iter().map(String::as_str));
@@ -144,6 +152,78 @@ pub(crate) fn matmul(
     let offsets = g.node("MatMul", &[&sums, &mins], vec![]);
     g.node_named("Add", &[&y, &offsets], &[&out], vec![]);
     Some(out)
+}
+
+/// `x W^T` for Q8_0 blocks as the sum of their two 4-bit halves.
+fn matmul_q8(
+    b: &mut OnnxBackend,
+    x: &str,
+    names: &[&str],
+    w: &BlockWeight,
+    out: Option<&str>,
+) -> String {
+    let (hi, lo) = w.q8_nibbles().expect("Q8_0 blocks");
+    let base = names.join("+");
+    let nb = w.blocks_per_row();
+    let d = w.scales();
+    let (hi_name, lo_name) = (format!("{base}.high"), format!("{base}.low"));
+    if b.emitted_blocks.insert(format!("{base}.nibbles")) {
+        let d16: Vec<f32> = d.iter().map(|&s| 16.0 * s).collect();
+        let zeros = vec![0u8; w.rows * nb.div_ceil(2)];
+        let dims = [w.rows, nb, BLOCK / 2];
+        let results = [
+            b.g.weight_bytes(&hi_name, DataType::Uint8, &dims, &hi),
+            b.g.weight(&format!("{hi_name}.scales"), &[d16.len()], &d16),
+            b.g.weight_bytes(&lo_name, DataType::Uint8, &dims, &lo),
+            b.g.weight(&format!("{lo_name}.scales"), &[d.len()], &d),
+            b.g.weight_bytes(
+                &format!("{lo_name}.zero_points"),
+                DataType::Uint8,
+                &[zeros.len()],
+                &zeros,
+            ),
+        ];
+        for r in results {
+            if let Err(e) = r {
+                b.error.get_or_insert(e);
+            }
+        }
+    }
+    let attrs = || {
+        vec![
+            attr_int("K", w.cols as i64),
+            attr_int("N", w.rows as i64),
+            attr_int("bits", 4),
+            attr_int("block_size", BLOCK as i64),
+        ]
+    };
+    let (h_scales, l_scales, l_zp) = (
+        format!("{hi_name}.scales"),
+        format!("{lo_name}.scales"),
+        format!("{lo_name}.zero_points"),
+    );
+    let y_hi = b.g.fresh("matmulnbits");
+    b.g.node_in_domain(
+        MS_DOMAIN,
+        "MatMulNBits",
+        &[x, &hi_name, &h_scales],
+        &[&y_hi],
+        attrs(),
+    );
+    let y_lo = b.g.fresh("matmulnbits");
+    b.g.node_in_domain(
+        MS_DOMAIN,
+        "MatMulNBits",
+        &[x, &lo_name, &l_scales, &l_zp],
+        &[&y_lo],
+        attrs(),
+    );
+    let out = match out {
+        Some(o) => o.to_string(),
+        None => b.g.fresh("add"),
+    };
+    b.g.node_named("Add", &[&y_hi, &y_lo], &[&out], vec![]);
+    out
 }
 
 /// The rows of a Q8_0 embedding table for `ids` (`[batch, seq]` -> `[batch, seq, hidden]`),

@@ -107,6 +107,23 @@ impl BlockWeight {
         out
     }
 
+    /// Q8_0 as two 4-bit weights, since `q + 128 = 16 h + l` with nibbles `h` and `l`:
+    /// `d q = 16 d (h - 8) + d l`. Returns `(h, l)` packed as [`Self::packed`] packs 4 bits
+    /// (`MatMulNBits`: `h` with scales `16 d` and its default zero point 8, `l` with scales `d`
+    /// and zero points 0). `None` for the 4-bit kinds.
+    pub fn q8_nibbles(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        if self.kind != BlockKind::Q8_0 {
+            return None;
+        }
+        let u = self.packed();
+        let pack = |f: fn(u8) -> u8| -> Vec<u8> {
+            u.chunks_exact(2)
+                .map(|p| f(p[0]) | (f(p[1]) << 4))
+                .collect()
+        };
+        Some((pack(|x| x >> 4), pack(|x| x & 0x0F)))
+    }
+
     /// Each block's scale `d`, `[rows * blocks_per_row]`.
     pub fn scales(&self) -> Vec<f32> {
         self.each_block().map(|b| f16_at(b, 0)).collect()
@@ -226,6 +243,23 @@ mod tests {
             assert_eq!(w.packed().len(), 2 * 64 * kind.bits() / 8);
             assert_eq!(w.scales().len(), 4);
         }
+    }
+
+    #[test]
+    fn q8_0_is_two_4_bit_weights() {
+        let (w, want) = weight(BlockKind::Q8_0);
+        let (h, l) = w.q8_nibbles().unwrap();
+        let d = w.scales();
+        let mut got = Vec::new();
+        for (i, (hb, lb)) in h.chunks_exact(16).zip(l.chunks_exact(16)).enumerate() {
+            for (&hh, &ll) in hb.iter().zip(lb) {
+                for shift in [0, 4] {
+                    let (hn, ln) = (f32::from((hh >> shift) & 15), f32::from((ll >> shift) & 15));
+                    got.push(16.0 * d[i] * (hn - 8.0) + d[i] * ln);
+                }
+            }
+        }
+        assert_eq!(got, want);
     }
 
     #[test]

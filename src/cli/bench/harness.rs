@@ -22,6 +22,29 @@ pub fn weight_bytes_per_token(model: &Model) -> u64 {
     4 * read
 }
 
+/// Bytes a decode step reads with `--weights source`, where the graph keeps blocks: half a
+/// byte a weight and a float32 scale a block (Q4_1 also a float32 minimum and a 4-bit zero
+/// point), a Q8_0 product twice that (its two 4-bit halves); float32 for the rest. The
+/// embedding's rows are a gather; a tied output head reads the table.
+pub fn source_weight_bytes_per_token(model: &Model) -> u64 {
+    use mimic_models::quant::{BlockKind, BLOCK};
+    let cfg = &model.config;
+    let mut bytes = 0u64;
+    for (name, t) in &model.weights.tensors {
+        let n = t.data.len() as u64;
+        let blocks = n / BLOCK as u64;
+        let embedding = name == "model.embed_tokens.weight";
+        bytes += match (model.weights.blocks.get(name).map(|w| w.kind), embedding) {
+            (_, true) if !cfg.tie_word_embeddings => 0,
+            (Some(BlockKind::Q4_0), _) => n / 2 + blocks * 4,
+            (Some(BlockKind::Q4_1), _) => n / 2 + blocks * 9,
+            (Some(BlockKind::Q8_0), _) => n + blocks * 8 + blocks / 2,
+            (None, _) => 4 * n,
+        };
+    }
+    bytes
+}
+
 /// Read bandwidth in GB/s: `threads` threads summing disjoint parts of a 1 GiB buffer, best of 5.
 pub fn measure_bandwidth(threads: usize) -> f64 {
     let n = (1usize << 30) / 4;

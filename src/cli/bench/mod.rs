@@ -183,6 +183,9 @@ pub struct Report {
     weight_bytes_per_token: u64,
     bandwidth_gb_s: f64,
     bound_tok_s: f64,
+    /// The same for the `@source` rows (4-bit blocks kept).
+    source_bytes_per_token: u64,
+    source_bound_tok_s: f64,
     rows: Vec<Row>,
     heads: Option<PathBuf>,
     task: Option<PathBuf>,
@@ -292,12 +295,15 @@ pub fn run(a: Args) -> Result<()> {
     }
     let bytes = harness::weight_bytes_per_token(&model);
     let bound = bandwidth * 1e9 / bytes as f64;
+    let source_bytes = harness::source_weight_bytes_per_token(&model);
     let report = Report {
         model: model.source.clone(),
         threads,
         weight_bytes_per_token: bytes,
         bandwidth_gb_s: bandwidth,
         bound_tok_s: bound,
+        source_bytes_per_token: source_bytes,
+        source_bound_tok_s: bandwidth * 1e9 / source_bytes as f64,
         rows,
         heads: a.heads.heads.clone(),
         task: a.task.clone(),
