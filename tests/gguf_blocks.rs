@@ -88,3 +88,59 @@ fn gguf_blocks_are_the_dequantised_weights_and_compile_exactly() {
     );
     assert!(vs_f32 <= TOL && vs_torch <= TOL, "{vs_f32:e} {vs_torch:e}");
 }
+
+#[test]
+fn lora_heads_over_blocks_stay_a_low_rank_product() {
+    // LoRA on q and v of the default model: the blocks stay blocks (the update is its own
+    // product, as the trainer computes it), and the compiled model matches the trainer.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("lora");
+    succeeds(&[
+        "train",
+        "--task",
+        "country-capital",
+        "--method",
+        "lora",
+        "--steps",
+        "3",
+        "--lr",
+        "0.05",
+        "--threads",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let heads = run.join("heads.safetensors");
+    let out = tmp.path().join("compiled");
+    succeeds(&[
+        "compile",
+        "--heads",
+        heads.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let contract = mimic_models::contract::Contract::read(&out).unwrap();
+    assert_eq!(contract.block_weights.len(), 211, "LoRA's projections stayed blocks");
+    let json = tmp.path().join("verify.json");
+    succeeds(&[
+        "verify",
+        "--heads",
+        heads.to_str().unwrap(),
+        "--attention",
+        "kernel",
+        "--prompts",
+        "6",
+        "--steps",
+        "6",
+        "--threads",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["passed"], true, "{v}");
+    let err = v["rows"][0]["max_relative_error"].as_f64().unwrap();
+    eprintln!("LoRA over blocks vs the trainer: {err:.2e}");
+    assert!(err <= 1e-4, "{v}");
+}

@@ -16,8 +16,10 @@
 //! `d q = 16 d (h - 8) + d l`: both halves exact 4-bit weights, 0.58 ms each there
 //! ([`mimic_models::quant::BlockWeight::q8_nibbles`]).
 //!
-//! A weight the heads' fold rewrites (LoRA merged into it, fused MimIC's widened q/k/v and its
-//! `o_proj` adding `mu`) and every weight of a float16 graph stays float32, as before.
+//! LoRA heads on a projection kept as blocks stay a separate low-rank product,
+//! `y += (x A^T) (B^T alpha / r)` (merging them would need the blocks re-quantised): the
+//! trainer's own decomposition. Fused MimIC's widened q/k/v and its `o_proj` adding `mu`, and
+//! every weight of a float16 graph, stay float32, as before.
 use mimic_models::quant::{BlockKind, BlockWeight, BLOCK};
 
 use crate::emit::OnnxBackend;
@@ -26,6 +28,34 @@ use crate::onnx::tensor_proto::DataType;
 
 /// The domain of ONNX Runtime's contrib operators.
 pub const MS_DOMAIN: &str = "com.microsoft";
+
+/// `x A^T B^T alpha / r`, the LoRA update of `module` (`{module}.weight` kept as blocks), when
+/// the folded heads adapt it.
+pub(crate) fn lora_delta(b: &mut OnnxBackend, x: &str, module: &str) -> Option<String> {
+    let crate::fold::HeadsSource::Folded(h) = b.heads else {
+        return None;
+    };
+    let lora = h.lora.as_ref()?;
+    let a = h.tensors.get(&format!("lora.{module}.A"))?;
+    let bt = h.tensors.get(&format!("lora.{module}.B"))?;
+    let scale = (lora.alpha / lora.rank as f64) as f32;
+    let (a_name, b_name) = (format!("lora.{module}.A.T"), format!("lora.{module}.B.T"));
+    if b.emitted_blocks.insert(format!("lora.{module}")) {
+        let at = a.transpose2();
+        let mut bs = bt.transpose2();
+        bs.data.iter_mut().for_each(|v| *v *= scale);
+        for r in [
+            b.g.weight(&a_name, &at.shape, &at.data),
+            b.g.weight(&b_name, &bs.shape, &bs.data),
+        ] {
+            if let Err(e) = r {
+                b.error.get_or_insert(e);
+            }
+        }
+    }
+    let low = b.g.node("MatMul", &[x, &a_name], vec![]);
+    Some(b.g.node("MatMul", &[&low, &b_name], vec![]))
+}
 
 /// The weights a graph keeps as blocks (its `*.blocks` and `*.high` initializers), with their
 /// block type.
@@ -57,10 +87,7 @@ fn blocks_of(b: &OnnxBackend, names: &[&str]) -> Option<BlockWeight> {
     }
     let parts = names
         .iter()
-        .map(|n| match b.is_rewritten(n) {
-            true => None,
-            false => b.weights.blocks.get(*n),
-        })
+        .map(|n| b.weights.blocks.get(*n))
         .collect::<Option<Vec<_>>>()?;
     BlockWeight::stack(&parts)
 }

@@ -99,11 +99,6 @@ impl OnnxBackend<'_> {
     pub(crate) fn weights_for(&self, name: &str) -> Option<&HostTensor> {
         host_weight(&self.merged, self.weights, name)
     }
-
-    /// Whether the heads' fold replaced the weight `name` (LoRA merged into it).
-    pub(crate) fn is_rewritten(&self, name: &str) -> bool {
-        self.merged.contains_key(name)
-    }
 }
 
 /// A weight by HF name: merged LoRA projections first, then the model's. A free function
@@ -415,7 +410,11 @@ impl Backend for OnnxBackend<'_> {
             None => crate::blocks::matmul(self, &x.name, &[&weight], None),
         };
         let y = match blocks {
-            Some(y) => y,
+            // LoRA over blocks: its own low-rank product.
+            Some(y) => match crate::blocks::lora_delta(self, &x.name, module) {
+                Some(d) => self.g.node("Add", &[&y, &d], vec![]),
+                None => y,
+            },
             None => {
                 let w = match x.adds_mu_of_layer {
                     Some(layer) => fused::o_proj_weight_adding_mu(self, layer, module),
@@ -438,7 +437,9 @@ impl Backend for OnnxBackend<'_> {
         }
         let weights: Vec<String> = modules.iter().map(|m| format!("{m}.weight")).collect();
         let refs: Vec<&str> = weights.iter().map(String::as_str).collect();
-        let mut y = match crate::blocks::matmul(self, &x.name, &refs, None) {
+        let blocks = crate::blocks::matmul(self, &x.name, &refs, None);
+        let over_blocks = blocks.is_some();
+        let mut y = match blocks {
             Some(y) => y,
             None => {
                 let w = self.weights_t(&refs);
@@ -462,7 +463,17 @@ impl Backend for OnnxBackend<'_> {
             modules.len(),
             vec![attr_int("axis", -1)],
         );
-        outs.into_iter().map(Value::new).collect()
+        outs.into_iter()
+            .zip(modules)
+            .map(|(y, m)| match over_blocks {
+                // LoRA over blocks: each adapted projection's own low-rank product.
+                true => match crate::blocks::lora_delta(self, &x.name, m) {
+                    Some(d) => Value::new(self.g.node("Add", &[&y, &d], vec![])),
+                    None => Value::new(y),
+                },
+                false => Value::new(y),
+            })
+            .collect()
     }
 
     fn rms_norm(&mut self, x: &Value, weight: &str, eps: f64) -> Value {
