@@ -120,7 +120,11 @@ fn lora_heads_over_blocks_stay_a_low_rank_product() {
         out.to_str().unwrap(),
     ]);
     let contract = mimic_models::contract::Contract::read(&out).unwrap();
-    assert_eq!(contract.block_weights.len(), 211, "LoRA's projections stayed blocks");
+    assert_eq!(
+        contract.block_weights.len(),
+        211,
+        "LoRA's projections stayed blocks"
+    );
     let json = tmp.path().join("verify.json");
     succeeds(&[
         "verify",
