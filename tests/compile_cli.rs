@@ -268,3 +268,54 @@ fn run_checks_heads_against_the_compiled_model() {
         "{err}"
     );
 }
+
+#[test]
+fn a_compiled_folder_moved_elsewhere_runs_and_records_no_path() {
+    // The default model (its GGUF blocks kept) and a vision-language model, compiled and moved
+    // to another folder: they generate as before, and mimic.json names no path of the machine
+    // that built them.
+    let tmp = tempfile::tempdir().unwrap();
+    let image = fixtures_dir().join("vlm/shapes/red-circle.png");
+    let image = image.to_str().unwrap().to_string();
+    for (name, model, prompt, images) in [
+        ("text", default_model(), "The capital of France is", vec![]),
+        (
+            "idefics",
+            fixture("vlm/idefics"),
+            "<image> What is it?",
+            vec![image],
+        ),
+    ] {
+        let built = tmp.path().join(format!("{name}-built"));
+        succeeds(&compile(&model, &[], &built));
+        let generate = |dir: &Path| {
+            let mut args = vec![
+                "generate".to_string(),
+                "--compiled".into(),
+                dir.display().to_string(),
+                "--prompt".into(),
+                prompt.into(),
+                "--max-new-tokens".into(),
+                "4".into(),
+            ];
+            for i in &images {
+                args.extend(["--image".into(), i.clone()]);
+            }
+            succeeds(&args)
+        };
+        let before = generate(&built);
+        let moved = tmp.path().join("elsewhere").join(name);
+        std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        std::fs::rename(&built, &moved).unwrap();
+        assert_eq!(generate(&moved), before, "{name}");
+        let contract = std::fs::read_to_string(moved.join("mimic.json")).unwrap();
+        for path in [
+            tmp.path(),
+            &fixtures_dir(),
+            default_model().parent().unwrap(),
+        ] {
+            let p = path.display().to_string();
+            assert!(!contract.contains(&p), "{name}: mimic.json names {p}");
+        }
+    }
+}

@@ -302,7 +302,7 @@ pub(crate) fn write_folder(
     let contract = Contract {
         contract_version: CONTRACT_VERSION,
         producer: format!("mimic {}", env!("CARGO_PKG_VERSION")),
-        source: model.source.clone(),
+        source: mimic_models::contract::recorded_name(&model.source),
         fingerprint: model.fingerprint(),
         config: cfg.clone(),
         attention: opts.attention,
@@ -354,7 +354,7 @@ fn heads_contract(
         HeadsSource::None => None,
         HeadsSource::Folded(h) => Some(HeadsContract {
             method: h.method,
-            folded_from: Some(h.path.clone()),
+            folded_from: Some(mimic_models::contract::recorded_name(&h.path)),
             inputs: vec![],
         }),
         HeadsSource::Inputs(m) => Some(HeadsContract {

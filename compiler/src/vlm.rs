@@ -147,7 +147,7 @@ pub fn compile_vlm(
         } else {
             None
         };
-        contract.source = vlm.source.clone();
+        contract.source = mimic_models::contract::recorded_name(&vlm.source);
         contract.vision = Some(VisionContract {
             config: vlm.config.clone(),
             vision_model: VISION_MODEL_FILE.into(),

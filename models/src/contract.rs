@@ -239,7 +239,9 @@ impl std::fmt::Display for Logits {
 pub struct Contract {
     pub contract_version: u32,
     pub producer: String,
-    /// The model it was compiled from and that model's fingerprint.
+    /// The name of the model file or folder it was compiled from (a name, not a path: a
+    /// compiled folder records no path of the machine that built it) and that model's
+    /// fingerprint.
     pub source: PathBuf,
     pub fingerprint: String,
     pub config: LlamaConfig,
@@ -307,8 +309,8 @@ pub struct VisionContract {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HeadsContract {
     pub method: crate::heads::Method,
-    /// The heads file folded in; `None` when the heads are supplied per request (graph
-    /// inputs, and for fused MimIC the cache slots).
+    /// The name of the heads file folded in; `None` when the heads are supplied per request
+    /// (graph inputs, and for fused MimIC the cache slots).
     pub folded_from: Option<PathBuf>,
     /// Graph inputs `(name, shape after the batch axis)`; empty when folded.
     pub inputs: Vec<(HeadParam, Vec<usize>)>,
@@ -350,6 +352,14 @@ impl HeadParam {
             HeadParam::Live => "heads.live",
         }
     }
+}
+
+/// The last component of `path` (the whole path when it has none): what a contract records of
+/// the files a folder was compiled from.
+pub fn recorded_name(path: &Path) -> PathBuf {
+    path.file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 impl HeadsContract {
