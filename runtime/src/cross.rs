@@ -11,13 +11,14 @@
 //! A decoder compiled with `--cross-kv every-step` takes the latents themselves
 //! (`image_latents`) and projects them in every pass; the state then holds the latents.
 //!
-//! Which image a token reads follows the processor's rule ([`ImageWalk`]) in a pass that
+//! Which image a token reads follows the processor's rule
+//! ([`mimic_models::vlm::idefics::ImageSlots`]) in a pass that
 //! starts a prompt or brings images; in a pass that continues a cached sequence without
 //! images (generated tokens), each token reads the image the last one read, as transformers'
 //! generation extends the image attention mask.
 use mimic_models::config::LlamaConfig;
 use mimic_models::contract::{cross_key, cross_value, IMAGE_LATENTS};
-use mimic_models::vlm::idefics::ImageWalk;
+use mimic_models::vlm::idefics::ImageSlots;
 use mimic_models::HostTensor;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
@@ -36,9 +37,7 @@ pub enum CrossInputs {
 /// A batch's images as its cross-attention decoder reads them, and each row's walk.
 pub struct CrossState {
     pub inputs: CrossInputs,
-    n_slots: usize,
-    slots: Vec<Vec<usize>>,
-    walks: Vec<ImageWalk>,
+    slots: ImageSlots,
 }
 
 /// The shape facts a cross state needs, from the decoder's config.
@@ -85,9 +84,7 @@ impl CrossState {
         };
         Ok(CrossState {
             inputs,
-            n_slots: 1,
-            slots: vec![Vec::new(); batch],
-            walks: vec![ImageWalk::default(); batch],
+            slots: ImageSlots::new(batch, 1),
         })
     }
 
@@ -105,9 +102,7 @@ impl CrossState {
         };
         Ok(CrossState {
             inputs,
-            n_slots: self.n_slots,
-            slots: rows.iter().map(|&r| self.slots[r].clone()).collect(),
-            walks: rows.iter().map(|&r| self.walks[r]).collect(),
+            slots: self.slots.select_rows(rows),
         })
     }
 
@@ -128,14 +123,7 @@ impl CrossState {
         eos: &[u32],
         generating: bool,
     ) -> Result<Vec<i64>> {
-        let seq = ids.len() / batch.max(1);
-        let counts: Vec<usize> = (0..batch)
-            .map(|r| {
-                (0..seq)
-                    .filter(|&p| real[r * seq + p] != 0 && ids[r * seq + p] == image_token as i64)
-                    .count()
-            })
-            .collect();
+        let counts = ImageSlots::image_counts(ids, real, batch, image_token);
         let wanted: usize = counts.iter().sum();
         let per_image = shape.latents * shape.kv_input_dim;
         let given = latents
@@ -149,24 +137,9 @@ impl CrossState {
         if let (false, Some(latents)) = (generating, latents.filter(|_| wanted > 0)) {
             self.add_images(cross, shape, &latents.data, &counts)?;
         }
-        let mut out = Vec::with_capacity(ids.len());
-        for r in 0..batch {
-            for p in 0..seq {
-                let (id, m) = (ids[r * seq + p], real[r * seq + p]);
-                if m == 0 {
-                    out.push(-1);
-                    continue;
-                }
-                let walk = &mut self.walks[r];
-                let image = match generating {
-                    true => walk.generated(1)[0],
-                    false => walk.prompt(&[id as u32], image_token, eos)[0],
-                };
-                let slot = image.and_then(|j| self.slots[r].get(j));
-                out.push(slot.map_or(-1, |&s| s as i64));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .slots
+            .token_slots(ids, real, generating, image_token, eos))
     }
 
     /// Runs the cross graph over the rows' new images (each row's `counts[r]`, padded with
@@ -189,14 +162,14 @@ impl CrossState {
             dst.copy_from_slice(&data[start..start + c * per_image]);
             start += c * per_image;
         }
-        let old_keys = self.n_slots * shape.latents;
+        let old_keys = self.slots.n_slots() * shape.latents;
         let new_keys = new * shape.latents;
         let (blocks, cross) = match (&mut self.inputs, cross) {
             (CrossInputs::KeysValues(blocks), Some(cross)) => (blocks, cross),
             (CrossInputs::Latents(held), _) => {
                 let width = shape.kv_input_dim;
                 *held = concat_axis(held, &latents, &[batch], old_keys, new_keys, width)?;
-                self.assign_slots(counts, new);
+                self.slots.add_images(counts);
                 return Ok(());
             }
             (CrossInputs::KeysValues(_), None) => {
@@ -224,16 +197,8 @@ impl CrossState {
                 *held = concat_axis(held, fresh, &lead, old_keys, new_keys, shape.head_dim)?;
             }
         }
-        self.assign_slots(counts, new);
+        self.slots.add_images(counts);
         Ok(())
-    }
-
-    /// Gives each row's `counts[r]` new images the next slots after the `new` added.
-    fn assign_slots(&mut self, counts: &[usize], new: usize) {
-        for (row, &c) in self.slots.iter_mut().zip(counts) {
-            row.extend((0..c).map(|k| self.n_slots + k));
-        }
-        self.n_slots += new;
     }
 
     /// The decoder's inputs for these images: each block's keys and values, or the latents.

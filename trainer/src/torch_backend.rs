@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use mimic_models::backend::{AttentionSpec, Backend, CrossAttentionSpec, Site};
 use mimic_models::config::GatedCrossAttention;
 use mimic_models::generate::CausalLm;
-use mimic_models::vlm::idefics::ImageWalk;
+use mimic_models::vlm::idefics::ImageSlots;
 use mimic_models::{llama, LlamaConfig, Model};
 use tch::{Device, IndexOp, Kind, Tensor};
 
@@ -75,18 +75,13 @@ fn repeat_pairs(pairs: &[Option<(Tensor, Tensor)>], b: i64) -> Vec<Option<(Tenso
 }
 
 /// A cross-attention decoder's images so far: each gated block's keys and values over them,
-/// computed once when the images arrive, and where each row stands in the processor's walk.
-///
-/// Images occupy slots of `latents_per_image` keys each; a row's `j`-th image is in slot
-/// `slots[row][j]`. A pass whose rows bring different numbers of images pads them with zero
-/// latents, which no token reads.
+/// computed once when the images arrive, and where they sit ([`ImageSlots`]). A pass whose
+/// rows bring different numbers of images pads them with zero latents, which no token reads.
 #[derive(Default)]
 struct CrossCache {
     /// Per block, `[b, heads, n_slots * latents, d]` each.
     blocks: Vec<Option<(Tensor, Tensor)>>,
-    n_slots: usize,
-    slots: Vec<Vec<usize>>,
-    walks: Vec<ImageWalk>,
+    slots: ImageSlots,
 }
 
 impl CrossCache {
@@ -95,19 +90,19 @@ impl CrossCache {
             *k = k.index_select(0, idx);
             *v = v.index_select(0, idx);
         }
-        if !self.walks.is_empty() {
-            self.slots = rows.iter().map(|&r| self.slots[r].clone()).collect();
-            self.walks = rows.iter().map(|&r| self.walks[r]).collect();
+        if self.slots.rows() > 0 {
+            self.slots = self.slots.select_rows(rows);
         }
     }
 
+    /// A batch-1 prefix's images for `b` rows.
     fn repeat_batch(&self, b: i64) -> CrossCache {
-        let rows = b as usize;
         CrossCache {
             blocks: repeat_pairs(&self.blocks, b),
-            n_slots: self.n_slots,
-            slots: self.slots.iter().cycle().take(rows).cloned().collect(),
-            walks: self.walks.iter().cycle().take(rows).copied().collect(),
+            slots: match self.slots.rows() {
+                0 => ImageSlots::default(),
+                _ => self.slots.select_rows(&vec![0; b as usize]),
+            },
         }
     }
 }
@@ -185,7 +180,7 @@ pub struct Forward<'a> {
     pub images: Option<ImageTokens<'a>>,
     /// The pass feeds generated tokens: in a cross-attention decoder each reads the image the
     /// last token read (as transformers' generate extends the image attention mask), where a
-    /// prompt's tokens follow the processor's rule ([`ImageWalk`]).
+    /// prompt's tokens follow the processor's rule ([`ImageSlots::token_slots`]).
     pub generating: bool,
 }
 
@@ -345,26 +340,16 @@ fn cross_inputs(
         Vec::try_from(f.ids.to_device(Device::Cpu).reshape([-1])).expect("token ids are int64");
     let real: Vec<i64> =
         Vec::try_from(new_mask.to_device(Device::Cpu).reshape([-1])).expect("the mask is int64");
-    if cross.walks.len() != b as usize {
-        cross.walks = vec![ImageWalk::default(); b as usize];
-        cross.slots = vec![Vec::new(); b as usize];
+    if cross.slots.rows() != b as usize {
+        cross.slots = ImageSlots::new(b as usize, 0);
     }
     let latents = x.latents_per_image;
-    let token_id = x.image_token_id as i64;
+    let token_id = x.image_token_id;
     // This pass's images, row by row, each in a new slot.
-    let counts: Vec<usize> = ids
-        .chunks(s as usize)
-        .zip(real.chunks(s as usize))
-        .map(|(row, m)| {
-            row.iter()
-                .zip(m)
-                .filter(|(&id, &m)| m != 0 && id == token_id)
-                .count()
-        })
-        .collect();
-    let new_slots = counts.iter().copied().max().unwrap_or(0);
-    let new_latents = match (f.images, new_slots) {
-        (Some(images), n) if n > 0 => {
+    let counts = ImageSlots::image_counts(&ids, &real, b as usize, token_id);
+    let new_latents = match f.images.filter(|_| counts.iter().any(|&c| c > 0)) {
+        Some(images) => {
+            let new_slots = cross.slots.add_images(&counts);
             let width = *images.features.size().last().expect("latents have a width");
             let all = images
                 .features
@@ -381,41 +366,18 @@ fn cross_inputs(
                 );
                 rows.push(Tensor::cat(&[mine, pad], 0).reshape([1, -1, width]));
             }
-            for (row, &c) in cross.slots.iter_mut().zip(&counts) {
-                row.extend((0..c).map(|k| cross.n_slots + k));
-            }
-            cross.n_slots += new_slots;
             Some(Tensor::cat(&rows, 0))
         }
-        _ => None,
+        None => None,
     };
     // Which slot each token reads.
-    let mut token_slots = Vec::with_capacity((b * s) as usize);
-    for (r, (row, m)) in ids
-        .chunks(s as usize)
-        .zip(real.chunks(s as usize))
-        .enumerate()
-    {
-        let walk = &mut cross.walks[r];
-        for (&id, &m) in row.iter().zip(m) {
-            if m == 0 {
-                token_slots.push(-1);
-                continue;
-            }
-            let image = match f.generating {
-                true => walk.generated(1)[0],
-                false => walk.prompt(&[id as u32], token_id as u32, eos)[0],
-            };
-            let slot = image
-                .and_then(|j| cross.slots[r].get(j))
-                .map_or(-1, |&k| k as i64);
-            token_slots.push(slot);
-        }
-    }
+    let token_slots = cross
+        .slots
+        .token_slots(&ids, &real, f.generating, token_id, eos);
     let token_slots = Tensor::from_slice(&token_slots)
         .view([b, 1, s, 1])
         .to_device(device);
-    let n_keys = (cross.n_slots * latents) as i64;
+    let n_keys = (cross.slots.n_slots() * latents) as i64;
     let key_slots = Tensor::arange(n_keys, (Kind::Int64, device))
         .divide_scalar_mode(latents as i64, "floor")
         .view([1, 1, 1, n_keys]);

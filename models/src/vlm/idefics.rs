@@ -50,25 +50,104 @@ impl ImageWalk {
     }
 }
 
-/// The images each row's tokens read, as `[rows, seq]` int64 with -1 for none, and each
-/// row's walk after them. `walks` holds each row's walk so far (updated); prompt passes use
-/// the processor's rule, generation steps copy the last token's image.
-pub fn image_indices(
-    rows: &[&[u32]],
-    walks: &mut [ImageWalk],
-    generating: bool,
-    image_token: u32,
-    eos: &[u32],
-) -> Vec<i64> {
-    let mut out = Vec::new();
-    for (ids, walk) in rows.iter().zip(walks.iter_mut()) {
-        let reads = match generating {
-            true => walk.generated(ids.len()),
-            false => walk.prompt(ids, image_token, eos),
-        };
-        out.extend(reads.into_iter().map(|r| r.map_or(-1, |i| i as i64)));
+/// Where a batch's images sit among a cross-attention decoder's keys, and each row's walk:
+/// the bookkeeping both backends share (libtorch's cache, the runtime's `CrossState`).
+///
+/// Images occupy slots of `latents_per_image` keys each; row `r`'s `j`-th image is in slot
+/// `slots[r][j]`. A pass whose rows bring different numbers of images gives each row's its
+/// next slots after every slot held, so the shorter rows leave slots no token of theirs reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageSlots {
+    n_slots: usize,
+    slots: Vec<Vec<usize>>,
+    walks: Vec<ImageWalk>,
+}
+
+impl ImageSlots {
+    /// `rows` rows that have read no image, with `reserved` slots no image takes (the
+    /// runtime's zero slot).
+    pub fn new(rows: usize, reserved: usize) -> Self {
+        ImageSlots {
+            n_slots: reserved,
+            slots: vec![Vec::new(); rows],
+            walks: vec![ImageWalk::default(); rows],
+        }
     }
-    out
+
+    pub fn rows(&self) -> usize {
+        self.walks.len()
+    }
+
+    /// Slots held, reserved ones included: the keys are `n_slots * latents_per_image`.
+    pub fn n_slots(&self) -> usize {
+        self.n_slots
+    }
+
+    /// The `<image>` tokens among each row's real tokens (`ids` and `real` `[rows, seq]`,
+    /// row-major; `real` 0 for padding).
+    pub fn image_counts(ids: &[i64], real: &[i64], rows: usize, image_token: u32) -> Vec<usize> {
+        let seq = ids.len() / rows.max(1);
+        ids.chunks(seq.max(1))
+            .zip(real.chunks(seq.max(1)))
+            .map(|(row, m)| {
+                row.iter()
+                    .zip(m)
+                    .filter(|(&id, &m)| m != 0 && id == image_token as i64)
+                    .count()
+            })
+            .collect()
+    }
+
+    /// Gives each row's `counts[r]` new images the next slots after those held; returns how
+    /// many slots the pass adds (the most any row brings).
+    pub fn add_images(&mut self, counts: &[usize]) -> usize {
+        let new = counts.iter().copied().max().unwrap_or(0);
+        for (row, &c) in self.slots.iter_mut().zip(counts) {
+            row.extend((0..c).map(|k| self.n_slots + k));
+        }
+        self.n_slots += new;
+        new
+    }
+
+    /// The slot each of a pass's tokens reads (`[rows, seq]`, -1 for none and for padding),
+    /// walking each row on: the processor's rule in a prompt pass, the last token's image for
+    /// generated tokens. An image without a slot (an `<image>` token whose image never came)
+    /// reads nothing: callers check the counts first.
+    pub fn token_slots(
+        &mut self,
+        ids: &[i64],
+        real: &[i64],
+        generating: bool,
+        image_token: u32,
+        eos: &[u32],
+    ) -> Vec<i64> {
+        let seq = ids.len() / self.rows().max(1);
+        let mut out = Vec::with_capacity(ids.len());
+        let rows = ids.chunks(seq.max(1)).zip(real.chunks(seq.max(1)));
+        for ((row, m), (walk, slots)) in rows.zip(self.walks.iter_mut().zip(&self.slots)) {
+            for (&id, &m) in row.iter().zip(m) {
+                if m == 0 {
+                    out.push(-1);
+                    continue;
+                }
+                let image = match generating {
+                    true => walk.generated(1)[0],
+                    false => walk.prompt(&[id as u32], image_token, eos)[0],
+                };
+                out.push(image.and_then(|j| slots.get(j)).map_or(-1, |&k| k as i64));
+            }
+        }
+        out
+    }
+
+    /// The rows' state where row `i` is this one's row `rows[i]` (beam search).
+    pub fn select_rows(&self, rows: &[usize]) -> Self {
+        ImageSlots {
+            n_slots: self.n_slots,
+            slots: rows.iter().map(|&r| self.slots[r].clone()).collect(),
+            walks: rows.iter().map(|&r| self.walks[r]).collect(),
+        }
+    }
 }
 
 /// Merges Idefics' decoupled embedding and output head into one table each: the
@@ -144,14 +223,29 @@ mod tests {
     }
 
     #[test]
-    fn rows_flatten_with_minus_one_for_none() {
-        let mut walks = [ImageWalk::default(), ImageWalk::default()];
-        let a: &[u32] = &[5, IMG, 6];
-        let b: &[u32] = &[IMG, 6, 7];
-        let idx = image_indices(&[a, b], &mut walks, false, IMG, &[EOS]);
-        assert_eq!(idx, [-1, 0, 0, 0, 0, 0]);
-        let idx = image_indices(&[&[3], &[IMG]], &mut walks, true, IMG, &[EOS]);
+    fn rows_take_slots_after_those_held_and_tokens_read_their_own() {
+        // One reserved slot; row 0 brings one image, row 1 two (row 0's second new slot
+        // stays unread).
+        let mut slots = ImageSlots::new(2, 1);
+        let (img, eos) = (i64::from(IMG), [EOS]);
+        let ids = [5, img, 6, img, 7, img];
+        let real = [0, 1, 1, 1, 1, 1];
+        let counts = ImageSlots::image_counts(&ids, &real, 2, IMG);
+        assert_eq!(counts, [1, 2]);
+        assert_eq!(slots.add_images(&counts), 2);
+        assert_eq!(slots.n_slots(), 3);
+        let read = slots.token_slots(&ids, &real, false, IMG, &eos);
+        assert_eq!(read, [-1, 1, 1, 1, 1, 2]);
         // Generated tokens copy the last token's image, even an <image> token.
-        assert_eq!(idx, [0, 0]);
+        let read = slots.token_slots(&[3, img], &[1, 1], true, IMG, &eos);
+        assert_eq!(read, [1, 2]);
+        let beams = slots.select_rows(&[1, 1, 0]);
+        assert_eq!(beams.rows(), 3);
+        assert_eq!(
+            beams
+                .clone()
+                .token_slots(&[4, 4, 4], &[1, 1, 1], true, IMG, &eos),
+            [2, 2, 1]
+        );
     }
 }
