@@ -111,6 +111,22 @@ fn host_weight<'a>(
     merged.get(name).or_else(|| weights.get(name).ok())
 }
 
+/// Folded LoRA heads merged into their projections' weights, except those a graph keeping
+/// blocks computes from its blocks (LoRA stays a low-rank product there, [`crate::blocks`]).
+fn merged_lora(
+    heads: HeadsSource,
+    weights: &Weights,
+    keep_blocks: bool,
+) -> crate::Result<BTreeMap<String, HostTensor>> {
+    Ok(match heads {
+        HeadsSource::Folded(h) if h.method == Method::Lora => h
+            .lora_merged_where(weights, |w| {
+                !(keep_blocks && weights.blocks.contains_key(w))
+            })?,
+        _ => BTreeMap::new(),
+    })
+}
+
 /// Records the model as ONNX nodes. Weights are written as they are first used.
 pub struct OnnxBackend<'w> {
     pub g: GraphBuilder,
@@ -154,10 +170,7 @@ impl<'w> OnnxBackend<'w> {
         weights: &'w Weights,
         heads: HeadsSource<'w>,
     ) -> crate::Result<Self> {
-        let merged = match heads {
-            HeadsSource::Folded(h) if h.method == Method::Lora => h.lora_merged(weights)?,
-            _ => BTreeMap::new(),
-        };
+        let merged = merged_lora(heads, weights, false)?;
         Ok(OnnxBackend {
             g,
             weights,
@@ -188,10 +201,9 @@ impl<'w> OnnxBackend<'w> {
         let cross_kv = opts.cross_kv;
         let (attention, last_only) = (opts.attention, opts.last_only);
         let (fp16_guards, embeds_input) = (opts.is_fp16(), opts.embeds_input);
-        let merged = match heads {
-            HeadsSource::Folded(h) if h.method == Method::Lora => h.lora_merged(weights)?,
-            _ => BTreeMap::new(),
-        };
+        let keep_blocks =
+            opts.weights == mimic_models::contract::WeightFormat::Source && !fp16_guards;
+        let merged = merged_lora(heads, weights, keep_blocks)?;
         let mut b = OnnxBackend {
             g,
             weights,
@@ -207,8 +219,7 @@ impl<'w> OnnxBackend<'w> {
             embeds_input,
             cross_kv,
             cross_mask: None,
-            keep_blocks: opts.weights == mimic_models::contract::WeightFormat::Source
-                && !fp16_guards,
+            keep_blocks,
             emitted_blocks: HashSet::new(),
         };
         b.declare_io(cfg);

@@ -309,6 +309,15 @@ impl Heads {
 
     /// `W + (alpha / r) B A` for each LoRA target weight, by weight name.
     pub fn lora_merged(&self, weights: &crate::Weights) -> Result<BTreeMap<String, HostTensor>> {
+        self.lora_merged_where(weights, |_| true)
+    }
+
+    /// [`Heads::lora_merged`] for the target weights `merge` names (by weight name) only.
+    pub fn lora_merged_where(
+        &self,
+        weights: &crate::Weights,
+        merge: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<String, HostTensor>> {
         let mut out = BTreeMap::new();
         let Some(lora) = &self.lora else {
             return Ok(out);
@@ -322,8 +331,12 @@ impl Heads {
             else {
                 continue;
             };
+            let weight = format!("{module}.weight");
+            if !merge(&weight) {
+                continue;
+            }
             let b = self.tensor(&format!("lora.{module}.B"));
-            let w = weights.get(&format!("{module}.weight"))?;
+            let w = weights.get(&weight)?;
             let (rows, cols) = (w.shape[0], w.shape[1]);
             let mut data = w.data.clone();
             for i in 0..rows {
